@@ -1,0 +1,5 @@
+import sys
+
+from weightselect.cli import main
+
+sys.exit(main())

@@ -1,0 +1,248 @@
+"""Files: atomic writes, safe weight loading, streamed safetensors reads, manifests.
+
+Every file the project writes goes through :func:`atomic_write` (temp file in the same
+folder + ``os.replace``), so an interrupted job never leaves a half-written result.
+Weights are read only as safetensors or with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, Mapping, Tuple
+
+import torch
+
+__all__ = [
+    "WeightsFileError",
+    "atomic_write",
+    "write_json",
+    "read_json",
+    "write_text",
+    "sha256_file",
+    "save_state_dict",
+    "load_state_dict",
+    "TensorSource",
+    "open_tensor_source",
+    "manifest_path",
+    "save_init",
+    "load_init",
+]
+
+
+class WeightsFileError(ValueError):
+    """A weights file is missing, of an unknown format, or corrupt."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """Open a temp file beside ``path``; on success rename it over ``path``.
+
+    On any exception the temp file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_tmp_path(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
+        fh.write("\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path) as fh:
+        fh.write(text)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Save tensors as safetensors, atomically (contiguous CPU copies)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    tmp = _atomic_tmp_path(path)
+    try:
+        save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _unwrap_checkpoint(obj: Any, path: Path) -> Dict[str, torch.Tensor]:
+    """Accept a bare state dict or the usual {'model': ..., 'state_dict': ...} wrappers."""
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict", "model_state", "module"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(
+                isinstance(v, torch.Tensor) for v in inner.values()
+            ):
+                return dict(inner)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise WeightsFileError(f"{path}: no tensors found (expected a state dict)")
+
+
+def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> Dict[str, torch.Tensor]:
+    """Load a whole weights file: ``.safetensors`` or a PyTorch file with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsFileError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device=device)
+        except Exception as exc:  # safetensors raises its own error types
+            raise WeightsFileError(f"{path}: not a valid safetensors file ({exc})") from exc
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise WeightsFileError(
+            f"{path}: cannot be read as a PyTorch weights file with weights_only=True ({exc}). "
+            "Convert it to safetensors, or re-save it as a plain state dict."
+        ) from exc
+    return _unwrap_checkpoint(obj, path)
+
+
+class TensorSource:
+    """Read-only access to named tensors, one at a time.
+
+    For safetensors files tensors are read lazily (memory-mapped), so peak memory stays near the
+    size of the tensors being used, not of the whole file.
+    """
+
+    def __init__(self, shapes: Dict[str, Tuple[int, ...]], getter, description: str, closer=None):
+        self._shapes = shapes
+        self._get = getter
+        self.description = description
+        self._closer = closer
+
+    def keys(self):
+        return list(self._shapes)
+
+    def shape(self, key: str) -> Tuple[int, ...]:
+        return self._shapes[key]
+
+    @property
+    def shapes(self) -> Dict[str, Tuple[int, ...]]:
+        return dict(self._shapes)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._shapes
+
+    def get(self, key: str) -> torch.Tensor:
+        if key not in self._shapes:
+            raise KeyError(f"{key} not in {self.description}")
+        return self._get(key)
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer()
+            self._closer = None
+
+    def __enter__(self) -> "TensorSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor], description: str = "state dict"):
+        sd = dict(state_dict)
+        return cls({k: tuple(v.shape) for k, v in sd.items()}, sd.__getitem__, description)
+
+
+def open_tensor_source(path: str | os.PathLike) -> TensorSource:
+    """Open a weights file for tensor-by-tensor reads (lazy for safetensors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsFileError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            handle = safe_open(str(path), framework="pt", device="cpu")
+            ctx = handle.__enter__()
+            shapes = {k: tuple(ctx.get_slice(k).get_shape()) for k in ctx.keys()}
+        except Exception as exc:
+            raise WeightsFileError(f"{path}: not a valid safetensors file ({exc})") from exc
+        return TensorSource(
+            shapes, ctx.get_tensor, str(path), closer=lambda: handle.__exit__(None, None, None)
+        )
+    return TensorSource.from_state_dict(load_state_dict(path), str(path))
+
+
+def manifest_path(weights_path: str | os.PathLike) -> Path:
+    """The JSON manifest that sits beside an init file: ``x.safetensors`` -> ``x.json``."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def save_init(state_dict: Mapping[str, torch.Tensor], manifest: Mapping[str, Any], path) -> Path:
+    """Write an initialization: ``path`` (safetensors) plus its manifest beside it."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"init files are safetensors; name it '{path.with_suffix('.safetensors')}'")
+    save_state_dict(state_dict, path, metadata={"format": "pt", "producer": "weightselect"})
+    write_json(manifest_path(path), dict(manifest))
+    return path
+
+
+def load_init(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Read an init file and its manifest (an empty manifest if none sits beside it)."""
+    sd = load_state_dict(path)
+    mpath = manifest_path(path)
+    manifest = read_json(mpath) if mpath.is_file() else {}
+    return sd, manifest

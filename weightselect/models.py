@@ -1,0 +1,71 @@
+"""Model specifications: a timm model name plus keyword arguments."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping
+
+import torch.nn as nn
+
+__all__ = ["ModelSpec", "UnknownModelError", "create_model"]
+
+
+class UnknownModelError(ValueError):
+    """The name is not a timm model."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``timm.create_model(name, **kwargs)``; ``name`` may carry a pretrained tag (``name.tag``)."""
+
+    name: str
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_any(cls, value: "ModelSpec | str | Mapping[str, Any]") -> "ModelSpec":
+        if isinstance(value, ModelSpec):
+            return value
+        if isinstance(value, str):
+            return cls(value, {})
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"name", "kwargs"}
+            if "name" not in value or unknown:
+                raise ValueError(
+                    f"a model spec is {{'name': <timm model>, 'kwargs': {{...}}}}; got keys {sorted(value)}"
+                )
+            return cls(str(value["name"]), dict(value.get("kwargs") or {}))
+        raise TypeError(f"cannot make a model spec from {type(value).__name__}")
+
+    @property
+    def architecture(self) -> str:
+        """The name without its pretrained tag."""
+        return self.name.split(".", 1)[0]
+
+    @property
+    def tag(self) -> str | None:
+        return self.name.split(".", 1)[1] if "." in self.name else None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "kwargs": dict(self.kwargs)}
+
+    def create(self, pretrained: bool = False, **overrides: Any) -> nn.Module:
+        return create_model(self, pretrained=pretrained, **overrides)
+
+
+def _check_known(arch: str) -> None:
+    import timm
+
+    if not timm.is_model(arch):
+        close = timm.list_models(f"{arch.split('_')[0]}*")[:8]
+        hint = f" Similar names: {', '.join(close)}." if close else ""
+        raise UnknownModelError(f"unknown timm model '{arch}'.{hint} See timm.list_models().")
+
+
+def create_model(spec: "ModelSpec | str | Mapping[str, Any]", pretrained: bool = False, **overrides: Any) -> nn.Module:
+    """Build a timm model from a spec; ``overrides`` win over the spec's kwargs."""
+    import timm
+
+    spec = ModelSpec.from_any(spec)
+    _check_known(spec.architecture)
+    kwargs = {**spec.kwargs, **overrides}
+    name = spec.name if pretrained else spec.architecture
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
