@@ -1,0 +1,132 @@
+"""``weightselect table``, ``weightselect figures`` and ``weightselect summary``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Dict, List
+
+from weightselect.results.runs import collect_curves, collect_runs, expected_runs, summarize
+from weightselect.results.tables import TABLE3_VARIANTS, table2, table3, write_table
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("table", help="a paper table (CSV + Markdown) from finished runs")
+    _runs_arg(p)
+    p.add_argument("--kind", choices=("table2", "table3"), default="table2",
+                   help="table2: one student, a row per dataset; table3: one dataset, a row per init")
+    p.add_argument("--student", action="append", required=True,
+                   help="student name as in the runs folder (table3: repeat for each student)")
+    p.add_argument("--paper-model", action="append", default=[], metavar="[STUDENT=]MODEL",
+                   help="the paper model to compare with: vit_t or convnext_f (table3: STUDENT=MODEL, repeatable)")
+    p.add_argument("--dataset", default="cifar100", help="table3: the dataset (default cifar100)")
+    p.add_argument("--datasets", nargs="+", help="table2: the datasets, in order (default: all with runs)")
+    p.add_argument("--variants", nargs="+", help="variants to compare (table2 default: random ws_uniform)")
+    p.add_argument("--seeds", nargs="+", type=int,
+                   help="the seeds the study asked for; the table then lists missing seeds")
+    p.add_argument("--metric", default="final_top1", choices=("final_top1", "best_top1", "final_top5"))
+    p.add_argument("-o", "--output", required=True, help="CSV path; the Markdown twin gets .md")
+    p.set_defaults(func=_table)
+
+    p = subparsers.add_parser("figures", help="training curves (or a summary bar chart) as PNG")
+    _runs_arg(p)
+    p.add_argument("--kind", choices=("curves", "summary"), default="curves",
+                   help="curves: test top-1 per epoch for one dataset; summary: bars per dataset vs the paper")
+    p.add_argument("--student", required=True)
+    p.add_argument("--dataset", help="curves: the dataset")
+    p.add_argument("--variants", nargs="+", help="variants to draw (default: all with runs)")
+    p.add_argument("--band", choices=("minmax", "std"), default="minmax", help="spread across seeds")
+    p.add_argument("--paper-model", help="vit_t or convnext_f: draw the paper's numbers too")
+    p.add_argument("-o", "--output", required=True, help="PNG path")
+    p.set_defaults(func=_figures)
+
+    p = subparsers.add_parser("summary", help="print mean/std over seeds for every run group")
+    _runs_arg(p)
+    p.add_argument("--metric", default="final_top1", choices=("final_top1", "best_top1", "final_top5"))
+    p.set_defaults(func=_summary)
+
+
+def _runs_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", default="results/runs", help="runs folder (default results/runs)")
+
+
+def _paper_models(values: List[str], students: List[str]) -> Dict[str, str]:
+    out = {}
+    for value in values:
+        if "=" in value:
+            student, model = value.split("=", 1)
+        elif len(students) == 1:
+            student, model = students[0], value
+        else:
+            raise ValueError(f"--paper-model {value}: with several students write STUDENT=MODEL")
+        out[student] = model
+    return out
+
+
+def _report_unfinished(runs_root) -> None:
+    runs = collect_runs(runs_root, include_unfinished=True)
+    unfinished = runs[~runs["finished"]]
+    if not unfinished.empty:
+        print(f"{len(unfinished)} unfinished run(s) left out:", file=sys.stderr)
+        for r in unfinished.itertuples():
+            print(f"  {r.student}/{r.dataset}/{r.variant}/seed{r.seed} (epoch {r.epochs_done})", file=sys.stderr)
+
+
+def _table(args) -> int:
+    runs = collect_runs(args.runs)
+    models = _paper_models(args.paper_model, args.student)
+    if args.kind == "table2":
+        if len(args.student) != 1:
+            raise ValueError("table2 is for one student; give --student once (or use --kind table3)")
+        student = args.student[0]
+        variants = args.variants or ["random", "ws_uniform"]
+        datasets = args.datasets or sorted(set(runs.loc[runs["student"] == student, "dataset"]))
+        expected = expected_runs([student], datasets, variants, args.seeds) if args.seeds else None
+        df = table2(runs, student, expected=expected, paper_model=models.get(student),
+                    datasets=args.datasets, variants=variants, metric=args.metric)
+        title = f"Table 2: {student}" + (f" vs paper {models[student]}" if student in models else "")
+    else:
+        variants = args.variants or list(TABLE3_VARIANTS)
+        expected = expected_runs(args.student, [args.dataset], variants, args.seeds) if args.seeds else None
+        df = table3(runs, dataset=args.dataset, students=args.student, variants=variants,
+                    expected=expected, paper_models=models, metric=args.metric)
+        title = f"Table 3: inits on {args.dataset}"
+    path = write_table(df, args.output, title=title)
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+    _report_unfinished(args.runs)
+    return 0
+
+
+def _figures(args) -> int:
+    from weightselect.results.figures import plot_curves, plot_summary  # matplotlib only when drawing
+
+    if args.kind == "curves":
+        if not args.dataset:
+            raise ValueError("figures --kind curves needs --dataset")
+        plot_curves(collect_curves(args.runs), args.student, args.dataset, args.output,
+                    variants=args.variants, band=args.band, paper_model=args.paper_model)
+    else:
+        runs = collect_runs(args.runs)
+        table = table2(runs, args.student, paper_model=args.paper_model,
+                       variants=args.variants or ("random", "ws_uniform"))
+        plot_summary(table, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _summary(args) -> int:
+    runs = collect_runs(args.runs, include_unfinished=True)
+    finished = runs[runs["finished"]]
+    if finished.empty:
+        print(f"no finished runs under {args.runs}")
+    else:
+        table = summarize(finished, metric=args.metric).drop(columns=["n_expected", "missing_seeds"])
+        print(f"{args.metric} over seeds ({len(finished)} finished runs):")
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep="-"))
+    unfinished = runs[~runs["finished"]]
+    if not unfinished.empty:
+        print(f"\nunfinished runs ({len(unfinished)}):")
+        print(unfinished[["student", "dataset", "variant", "seed", "epochs_done"]].to_string(index=False))
+    return 0
+

@@ -1,0 +1,218 @@
+"""The paper's tables from our runs, beside the paper's numbers.
+
+``table2``: one student, one row per dataset, random init vs weight selection (paper Table 2).
+``table3``: one dataset, one row per init, a column group per student (paper Table 3).
+``write_table``: CSV plus a Markdown twin, both written atomically.
+
+Missing runs are listed, never filled in: with ``expected`` (the runs a study asked for) each cell
+says how many seeds were expected and which are missing. A student or dataset without a paper
+counterpart gets empty (NaN) paper columns.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import pandas as pd
+
+from weightselect.io import write_text
+from weightselect.results.paper import PAPER_DATASETS, init_label, paper_numbers, paper_value
+from weightselect.results.runs import Expected, expected_frame, summarize
+
+__all__ = ["TABLE3_VARIANTS", "table2", "table3", "write_table", "read_table", "to_markdown"]
+
+#: Table 3's rows, in the paper's order.
+TABLE3_VARIANTS = ("random", "xavier", "kaiming", "ws_uniform", "ws_consecutive", "ws_random", "ws_random_nocons")
+
+_STAT_COLUMNS = ("mean", "std", "paper", "diff", "n", "n_expected", "seeds", "missing_seeds")
+
+
+def _check_paper_model(paper_model: Optional[str]) -> None:
+    if paper_model is None:
+        return
+    known = sorted(paper_numbers()["model"].unique())
+    if paper_model not in known:
+        raise ValueError(f"unknown paper model {paper_model!r}; use one of {known}, or None for no paper columns")
+
+
+def _paper_dataset(dataset: str, dataset_map: Optional[Mapping[str, str]]) -> Optional[str]:
+    if dataset_map and dataset in dataset_map:
+        return dataset_map[dataset]
+    return dataset if dataset in PAPER_DATASETS else None
+
+
+def _cell(summary: pd.DataFrame, student: str, dataset: str, variant: str, paper: float) -> dict:
+    """mean, std, paper, diff, n, n_expected, seeds, missing_seeds for one table cell."""
+    hit = summary[(summary["student"] == student) & (summary["dataset"] == dataset) & (summary["variant"] == variant)]
+    if hit.empty:
+        stats = dict(mean=math.nan, std=math.nan, n=0, n_expected=math.nan, seeds=None, missing_seeds=None)
+    else:
+        stats = hit.iloc[0][["mean", "std", "n", "n_expected", "seeds", "missing_seeds"]].to_dict()
+    stats["paper"] = paper
+    stats["diff"] = stats["mean"] - paper
+    return {name: stats[name] for name in _STAT_COLUMNS}
+
+
+def _order_datasets(names) -> list:
+    paper_order = {name: i for i, name in enumerate(PAPER_DATASETS)}
+    return sorted(set(names), key=lambda d: (paper_order.get(d, len(paper_order)), d))
+
+
+def _student_rows(runs_df: pd.DataFrame, exp: Optional[pd.DataFrame], student: str) -> tuple:
+    runs = runs_df[runs_df["student"] == student]
+    wanted = exp[exp["student"] == student] if exp is not None else None
+    if runs.empty and (wanted is None or wanted.empty):
+        found = sorted(runs_df["student"].unique())
+        raise ValueError(f"no runs for student {student!r}; students with runs: {found}")
+    return runs, wanted
+
+
+def table2(
+    runs_df: pd.DataFrame,
+    student: str,
+    expected: Expected = None,
+    paper_model: Optional[str] = None,
+    datasets: Optional[Sequence[str]] = None,
+    variants: Sequence[str] = ("random", "ws_uniform"),
+    dataset_map: Optional[Mapping[str, str]] = None,
+    variant_map: Optional[Mapping[str, str]] = None,
+    metric: str = "final_top1",
+) -> pd.DataFrame:
+    """Paper Table 2 for one student: one row per dataset.
+
+    Columns: ``student, dataset, paper_model, paper_dataset``; for each variant ``v``:
+    ``v_mean, v_std, v_paper, v_diff`` (ours minus paper), ``v_n, v_n_expected, v_seeds,
+    v_missing_seeds``; for each variant after the first: ``v_change`` (our ``v`` minus our first
+    variant) and ``v_change_paper`` (the same in the paper).
+
+    ``paper_model`` is ``vit_t`` or ``convnext_f`` (None: no paper columns). ``dataset_map`` and
+    ``variant_map`` translate study names to the paper's (default: the same name when the paper
+    has it). ``datasets`` defaults to every dataset with a run or an expected run for the student,
+    in the paper's order.
+    """
+    _check_paper_model(paper_model)
+    variants = list(variants)
+    if not variants:
+        raise ValueError("table2 needs at least one variant")
+    exp = expected_frame(expected)
+    runs, wanted = _student_rows(runs_df, exp, student)
+    if datasets is None:
+        names = list(runs["dataset"]) + (list(wanted["dataset"]) if wanted is not None else [])
+        datasets = _order_datasets(names)
+    summary = summarize(runs, wanted, metric=metric)
+    variant_map = dict(variant_map or {})
+    rows = []
+    for dataset in datasets:
+        pds = _paper_dataset(dataset, dataset_map)
+        row = dict(student=student, dataset=dataset, paper_model=paper_model, paper_dataset=pds)
+        for v in variants:
+            paper = paper_value(paper_model, pds, variant_map.get(v, v), table="table2")
+            for name, value in _cell(summary, student, dataset, v, paper).items():
+                row[f"{v}_{name}"] = value
+        base = variants[0]
+        for v in variants[1:]:
+            row[f"{v}_change"] = row[f"{v}_mean"] - row[f"{base}_mean"]
+            row[f"{v}_change_paper"] = row[f"{v}_paper"] - row[f"{base}_paper"]
+        rows.append(row)
+    return _tidy(pd.DataFrame(rows))
+
+
+def table3(
+    runs_df: pd.DataFrame,
+    dataset: str = "cifar100",
+    students: Optional[Sequence[str]] = None,
+    variants: Sequence[str] = TABLE3_VARIANTS,
+    expected: Expected = None,
+    paper_models: Optional[Mapping[str, str]] = None,
+    paper_dataset: Optional[str] = None,
+    variant_map: Optional[Mapping[str, str]] = None,
+    metric: str = "final_top1",
+) -> pd.DataFrame:
+    """Paper Table 3 on one dataset: one row per variant (init), a column group per student.
+
+    Columns: ``variant, label``; for each student ``s``: ``s_mean, s_std, s_paper, s_diff, s_n,
+    s_n_expected, s_seeds, s_missing_seeds``. ``paper_models`` maps a student to ``vit_t`` or
+    ``convnext_f`` (students not in it get NaN paper columns). ``paper_dataset`` is the paper's
+    name for ``dataset`` (default: the same name if the paper has it). ``students`` defaults to
+    every student with a run or an expected run on ``dataset``.
+    """
+    paper_models = dict(paper_models or {})
+    for model in paper_models.values():
+        _check_paper_model(model)
+    exp = expected_frame(expected)
+    if students is None:
+        names = set(runs_df.loc[runs_df["dataset"] == dataset, "student"])
+        if exp is not None:
+            names |= set(exp.loc[exp["dataset"] == dataset, "student"])
+        if not names:
+            raise ValueError(f"no runs on dataset {dataset!r}; datasets with runs: {sorted(runs_df['dataset'].unique())}")
+        students = sorted(names)
+    pds = paper_dataset if paper_dataset is not None else _paper_dataset(dataset, None)
+    variant_map = dict(variant_map or {})
+    summaries = {}
+    for s in students:
+        runs, wanted = _student_rows(runs_df, exp, s)
+        on_dataset = runs[runs["dataset"] == dataset]
+        summaries[s] = summarize(on_dataset, None if wanted is None else wanted[wanted["dataset"] == dataset], metric)
+    rows = []
+    for v in variants:
+        row = dict(variant=v, label=init_label(v))
+        for s in students:
+            paper = paper_value(paper_models.get(s), pds, variant_map.get(v, v), table="table3")
+            for name, value in _cell(summaries[s], s, dataset, v, paper).items():
+                row[f"{s}_{name}"] = value
+        rows.append(row)
+    return _tidy(pd.DataFrame(rows))
+
+
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    """Counts as integers (a NaN count stays float), everything else as computed."""
+    for col in df.columns:
+        if col.endswith("_n"):
+            df[col] = df[col].astype(int)
+        elif col.endswith("_n_expected") and df[col].notna().all():
+            df[col] = df[col].astype(int)
+    return df
+
+
+def _format_cell(value, floatfmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return format(value, floatfmt)
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
+    """A GitHub-flavoured Markdown table; numbers right-aligned, NaN as an empty cell."""
+    header = [str(c) for c in df.columns]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---:" if n else ":---" for n in numeric) + " |"]
+    for record in df.itertuples(index=False):
+        lines.append("| " + " | ".join(_format_cell(v, floatfmt) for v in record) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df: pd.DataFrame, csv_path, title: Optional[str] = None, float_format: str = "%.6g") -> Path:
+    """Write ``df`` to ``csv_path`` and a Markdown twin beside it (``.md``), each atomically.
+
+    The CSV keeps 6 significant digits; the Markdown shows 2 decimals, with ``title`` as a heading.
+    Returns the CSV path.
+    """
+    csv_path = Path(csv_path)
+    if csv_path.suffix != ".csv":
+        raise ValueError(f"table path {csv_path} should end in .csv (the Markdown twin gets .md)")
+    write_text(csv_path, df.to_csv(index=False, float_format=float_format, lineterminator="\n"))
+    text = to_markdown(df)
+    if title:
+        text = f"## {title}\n\n{text}"
+    write_text(csv_path.with_suffix(".md"), text)
+    return csv_path
+
+
+def read_table(csv_path) -> pd.DataFrame:
+    """Read a table written by :func:`write_table`; seed lists stay text (``"0"``, ``"0,1,2"``)."""
+    header = pd.read_csv(csv_path, nrows=0).columns
+    text = {c: str for c in header if c.endswith("seeds") or c in ("student", "dataset", "variant", "label")}
+    return pd.read_csv(csv_path, dtype=text)
