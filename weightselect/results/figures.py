@@ -148,7 +148,7 @@ def plot_summary(table: pd.DataFrame, path=None, variants: Optional[Sequence[str
     student = table["student"].iloc[0] if "student" in table.columns else ""
     ax.set_title(title or f"{student}: random init vs weight selection")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize="small", loc="lower left")
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)

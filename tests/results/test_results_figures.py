@@ -1,0 +1,78 @@
+import struct
+
+import numpy as np
+import pytest
+
+from weightselect.results.figures import DPI, FIGSIZE, plot_curves, plot_summary
+from weightselect.results.runs import collect_curves, collect_runs
+from weightselect.results.tables import table2
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plot_curves_one_line_per_variant(tmp_path, runs_root):
+    out = tmp_path / "figs" / "curves.png"
+    ax = plot_curves(collect_curves(runs_root), "demo_vit", "cifar100", out)
+    assert png_size(out) == (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
+    assert [p.name for p in out.parent.iterdir()] == ["curves.png"]
+    lines = ax.get_lines()
+    assert len(lines) == 2
+    random, ws = lines
+    assert random.get_label() == "random init (timm default) (3 seeds)"
+    assert ws.get_label() == "weight selection (uniform) (3 seeds)"  # seed 2 still running: its curve counts
+    assert random.get_linestyle() == "--" and ws.get_linestyle() == "-"
+    assert random.get_color() != ws.get_color()
+    np.testing.assert_allclose(random.get_xdata(), [1, 2, 3])
+    np.testing.assert_allclose(random.get_ydata(), [52.0, 62.0, 72.0])
+    # ws epoch 1: seeds 72, 73 and the running seed's 70
+    np.testing.assert_allclose(ws.get_ydata(), [(72 + 73 + 70) / 3, 76.5, 80.5])
+    assert len(ax.collections) == 2  # a seed band per variant
+    assert ax.get_title() == "demo_vit on cifar100"
+    assert ax.get_xlabel() == "epoch" and "top-1" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [random.get_label(), ws.get_label()]
+
+
+def test_plot_curves_band_bounds(runs_root):
+    curves = collect_curves(runs_root)
+    ax = plot_curves(curves, "demo_vit", "cifar100", variants=["random"], band="minmax")
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() == pytest.approx(50.0) and band[:, 1].max() == pytest.approx(74.0)
+    ax = plot_curves(curves, "demo_vit", "cifar100", variants=["random"], band="std")
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() == pytest.approx(50.0) and band[:, 1].max() == pytest.approx(74.0)  # mean +- 2
+
+
+def test_plot_curves_single_seed_has_no_band_and_paper_lines(runs_root):
+    ax = plot_curves(collect_curves(runs_root), "demo_vit", "pets", paper_model="vit_t")
+    assert len(ax.collections) == 0
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["random init (timm default) (1 seed)", "paper: random init (timm default) (25.0)"]
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), [25.0, 25.0])
+
+
+def test_plot_curves_errors(runs_root):
+    curves = collect_curves(runs_root)
+    with pytest.raises(ValueError, match="no curves for student 'demo_vit' on 'dtd'"):
+        plot_curves(curves, "demo_vit", "dtd")
+    with pytest.raises(ValueError, match=r"no curves for variants \['xavier'\]"):
+        plot_curves(curves, "demo_vit", "cifar100", variants=["xavier"])
+    with pytest.raises(ValueError, match="should end in .png"):
+        plot_curves(curves, "demo_vit", "cifar100", "fig.pdf")
+
+
+def test_plot_summary_bars_ours_and_paper(tmp_path, runs_root):
+    table = table2(collect_runs(runs_root), "demo_vit", paper_model="vit_t")
+    out = tmp_path / "summary.png"
+    ax = plot_summary(table, out)
+    assert png_size(out) == (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
+    heights = [round(p.get_height(), 3) for p in ax.patches]
+    # datasets cifar100, pets; per variant ours then paper; a missing mean is an empty (NaN) bar
+    assert heights[:4] == [72.0, 25.5, 72.3, 25.0]
+    assert heights[4] == 80.5 and np.isnan(heights[5]) and heights[6:] == [81.4, 68.6]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["cifar100", "pets"]
