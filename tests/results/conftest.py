@@ -45,6 +45,12 @@ def write_run(
 
 
 @pytest.fixture
+def make_run():
+    """:func:`write_run`, for tests that build their own runs."""
+    return write_run
+
+
+@pytest.fixture
 def runs_root(tmp_path) -> Path:
     """A small study with known numbers.
 

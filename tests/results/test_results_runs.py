@@ -13,8 +13,6 @@ from weightselect.results.runs import (
     unfinished_runs,
 )
 
-from conftest import write_run
-
 
 def test_collect_runs_one_row_per_finished_run(runs_root):
     df = collect_runs(runs_root)
@@ -39,22 +37,22 @@ def test_unfinished_runs_are_reported_not_tabled(runs_root):
     assert len(everything) == 10 and (~everything.finished).sum() == 1
 
 
-def test_best_top1_falls_back_to_the_curve(tmp_path):
-    run = write_run(tmp_path, "s", "d", "random", 0, [50.0, 60.0, 55.0])
+def test_best_top1_falls_back_to_the_curve(tmp_path, make_run):
+    run = make_run(tmp_path, "s", "d", "random", 0, [50.0, 60.0, 55.0])
     final = json.loads((run / "final.json").read_text())
     del final["best_top1"]
     (run / "final.json").write_text(json.dumps(final))
     assert collect_runs(tmp_path).best_top1.tolist() == [60.0]
 
 
-def test_empty_or_absent_runs_folder_gives_a_clear_error(tmp_path):
+def test_empty_or_absent_runs_folder_gives_a_clear_error(tmp_path, make_run):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         collect_runs(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="no finished runs"):
         collect_runs(tmp_path)
     with pytest.raises(ValueError, match="no metrics.jsonl"):
         collect_curves(tmp_path)
-    write_run(tmp_path, "s", "d", "random", 0, [1.0], finished=False)
+    make_run(tmp_path, "s", "d", "random", 0, [1.0], finished=False)
     with pytest.raises(ValueError, match="no finished runs"):
         collect_runs(tmp_path)
 
@@ -76,8 +74,8 @@ def test_collect_curves_rows_per_epoch(runs_root):
     assert not curves[(curves.variant == "ws_uniform") & (curves.seed == 2)].finished.any()
 
 
-def test_metrics_last_line_cut_short_is_skipped_but_a_bad_middle_line_fails(tmp_path):
-    run = write_run(tmp_path, "s", "d", "random", 0, [10.0, 20.0], finished=False)
+def test_metrics_last_line_cut_short_is_skipped_but_a_bad_middle_line_fails(tmp_path, make_run):
+    run = make_run(tmp_path, "s", "d", "random", 0, [10.0, 20.0], finished=False)
     path = run / "metrics.jsonl"
     path.write_text(path.read_text() + '{"epoch": 3, "test_to')
     with pytest.warns(UserWarning, match="incomplete last line"):
@@ -89,8 +87,8 @@ def test_metrics_last_line_cut_short_is_skipped_but_a_bad_middle_line_fails(tmp_
         collect_curves(tmp_path)
 
 
-def test_repeated_epochs_keep_the_last_entry(tmp_path):
-    run = write_run(tmp_path, "s", "d", "random", 0, [10.0, 20.0])
+def test_repeated_epochs_keep_the_last_entry(tmp_path, make_run):
+    run = make_run(tmp_path, "s", "d", "random", 0, [10.0, 20.0])
     with open(run / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps({"epoch": 2, "test_top1": 25.0, "train_loss": 1.0, "lr": 0.1}) + "\n")
     curves = collect_curves(tmp_path)
@@ -119,3 +117,23 @@ def test_summarize_without_expected_has_no_missing_information(runs_root):
     assert s["n_expected"].isna().all() and s["missing_seeds"].isna().all()
     with pytest.raises(ValueError, match="no column 'top1'"):
         summarize(collect_runs(runs_root), metric="top1")
+
+
+def test_bad_final_json_names_the_file_and_the_fix(tmp_path, make_run):
+    run = make_run(tmp_path, "s", "d", "random", 0, [50.0])
+    (run / "final.json").write_text('{"final_top1": ')
+    with pytest.raises(ValueError, match=r"seed0/final.json: not valid JSON.*--force"):
+        collect_runs(tmp_path)
+    (run / "final.json").write_text('{"epochs": 1}')
+    with pytest.raises(ValueError, match="no 'final_top1' key"):
+        collect_runs(tmp_path)
+
+
+def test_a_misfiled_run_is_flagged(tmp_path, make_run):
+    run = make_run(tmp_path, "s", "d", "random", 3, [50.0])
+    final = json.loads((run / "final.json").read_text())
+    final["seed"] = 4
+    (run / "final.json").write_text(json.dumps(final))
+    with pytest.warns(UserWarning, match="seed 4 differs from its folder seed3"):
+        df = collect_runs(tmp_path)
+    assert df.seed.tolist() == [3]  # the folder is the key
