@@ -111,3 +111,13 @@ def test_to_markdown_alignment_and_empty_cells():
     df = pd.DataFrame({"name": ["a|b", "c"], "x": [1.234, float("nan")], "n": [3, 0]})
     assert to_markdown(df).splitlines() == [
         "| name | x | n |", "| :--- | ---: | ---: |", "| a\\|b | 1.23 | 3 |", "| c |  | 0 |"]
+
+
+def test_expected_as_a_list_of_tuples(runs):
+    # the workflow passes its grid as (student, dataset, variant, seed) tuples
+    t = table2(runs, "demo_vit", expected=[("demo_vit", "pets", "ws_uniform", 5), ("demo_vit", "dtd", "random", 0)],
+               variants=["random", "ws_uniform"]).set_index("dataset")
+    assert list(t.index) == ["cifar100", "pets", "dtd"]
+    assert t.loc["pets", "ws_uniform_missing_seeds"] == "5" and t.loc["pets", "ws_uniform_n_expected"] == 1
+    assert t.loc["dtd", "random_missing_seeds"] == "0" and t.loc["dtd", "random_n"] == 0
+    assert t.loc["cifar100", "random_n_expected"] == 0 and t.loc["cifar100", "random_n"] == 3
