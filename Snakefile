@@ -1,0 +1,47 @@
+# Weight selection ("Initializing Models with Larger Ones", ICLR 2024): the paper's experiments.
+#
+#   snakemake --cores all                      the offline `demo` study on this machine
+#   snakemake --cores all --config study=ci    a smaller study with the same rules
+#   snakemake --profile slurm all              the `paper` study on a SLURM GPU cluster
+#   snakemake --report results/report.html     tables and figures in one HTML file
+#
+# teachers -> inits (weight selection) -> runs (training) -> tables and figures; see docs/workflow.md.
+
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# beside this file, so that `--directory DIR` runs the study into another folder
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+include: "rules/common.smk"
+
+
+wildcard_constraints:
+    teacher=alternatives(TEACHERS),
+    student=alternatives(STUDENTS),
+    dataset=alternatives(DATASETS),
+    source=alternatives({source_dataset(d) for d in DATASETS}),
+    variant=alternatives(VARIANTS),
+    seed=r"\d+",
+
+
+report: "report/workflow.rst"
+
+
+# The study's tables and figures.
+rule all:
+    default_target: True
+    input:
+        all_targets(),
+
+
+include: "rules/teachers.smk"
+include: "rules/inits.smk"
+include: "rules/train.smk"
+include: "rules/tables.smk"
+include: "rules/figures.smk"

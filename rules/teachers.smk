@@ -1,0 +1,76 @@
+# Teachers: results/teachers/{teacher}.safetensors (+ .json: source, sha256), from one of three
+# sources. Each rule only matches the teachers of its source (wildcard_constraints).
+
+
+rule fetch_hub_teacher:
+    """Copy a pretrained timm model's weights from the Hugging Face hub (or its cache)."""
+    output:
+        weights="results/teachers/{teacher}.safetensors",
+        manifest="results/teachers/{teacher}.json",
+    log:
+        "results/logs/teachers/{teacher}.log",
+    benchmark:
+        "results/benchmarks/teachers/{teacher}.tsv"
+    wildcard_constraints:
+        teacher=alternatives(teachers_from("hub")),
+    conda:
+        "../envs/weightselect.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        model=lambda wc: TEACHERS[wc.teacher]["model"],
+    script:
+        "../workflow_scripts/teacher_hub.py"
+
+
+rule copy_local_teacher:
+    """Convert a local weights file (.safetensors, .pth) into the teacher file."""
+    input:
+        lambda wc: TEACHERS[wc.teacher]["path"],
+    output:
+        weights="results/teachers/{teacher}.safetensors",
+        manifest="results/teachers/{teacher}.json",
+    log:
+        "results/logs/teachers/{teacher}.log",
+    benchmark:
+        "results/benchmarks/teachers/{teacher}.tsv"
+    wildcard_constraints:
+        teacher=alternatives(teachers_from("file")),
+    conda:
+        "../envs/weightselect.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    script:
+        "../workflow_scripts/teacher_file.py"
+
+
+rule pretrain_teacher:
+    """Train the teacher on the pretraining set (its run folder is kept for resuming)."""
+    output:
+        weights="results/teachers/{teacher}.safetensors",
+        manifest="results/teachers/{teacher}.json",
+    log:
+        "results/logs/teachers/{teacher}.log",
+    benchmark:
+        "results/benchmarks/teachers/{teacher}.tsv"
+    wildcard_constraints:
+        teacher=alternatives(teachers_from("pretrain")),
+    retries: RESOURCES.get("retries", 0)
+    conda:
+        "../envs/weightselect.yaml"
+    threads: RESOURCES.get("threads", 1)
+    resources:
+        gpu=RESOURCES.get("gpus", 0),
+        runtime=pretrain_runtime,
+    params:
+        model=lambda wc: TEACHERS[wc.teacher]["model"],
+        dataset=lambda wc: TEACHERS[wc.teacher]["pretrain"]["dataset"],
+        recipe=lambda wc: TEACHERS[wc.teacher]["pretrain"].get("recipe", {}),
+        seed=lambda wc: TEACHERS[wc.teacher]["pretrain"].get("seed", 0),
+        run_dir="results/pretrain/{teacher}",
+        data_root=DATA_ROOT,
+        download=DOWNLOAD,
+    script:
+        "../workflow_scripts/teacher_pretrain.py"

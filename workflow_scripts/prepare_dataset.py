@@ -1,0 +1,14 @@
+"""Download (or find) both splits of a dataset once and record their sizes."""
+import logging
+import sys
+
+from weightselect.io import write_json
+from weightselect.training.data import build_dataset
+
+sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+
+name, root = snakemake.wildcards.source, snakemake.params.data_root
+sizes = {split: len(build_dataset(name, root, train=split == "train", download=True)) for split in ("train", "test")}
+write_json(snakemake.output[0], {"dataset": name, "data_root": root, "images": sizes})
+logging.info("%s under %s: %s", name, root, sizes)

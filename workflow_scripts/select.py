@@ -1,0 +1,20 @@
+"""Weight selection: the student's init file for one variant, from its teacher file."""
+import logging
+import sys
+
+from weightselect.selection import select
+
+sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+
+variant = snakemake.params.variant
+result = select(
+    snakemake.input.teacher,
+    snakemake.params.student,
+    method=variant["method"],
+    layers=variant.get("layers", "first"),
+    seed=variant.get("seed", 0),
+    exclude=variant.get("exclude", ()),
+)
+result.save(snakemake.output.weights)
+logging.info("wrote %s (%d tensors)", snakemake.output.weights, len(result.state_dict))
