@@ -1,0 +1,96 @@
+import pytest
+import yaml
+
+from weightselect.training.recipe import (
+    Recipe, RecipeError, load_overrides, model_family, parse_set_options, resolve_recipe,
+)
+
+# (family, dataset) -> (batch, warmup, epochs, drop path) from Tables 14 and 15
+TABLE_ROWS = {
+    ("convnext_f", "cifar100"): (1024, 50, 300, 0.1),
+    ("convnext_f", "pets"): (128, 100, 600, 0.1),
+    ("convnext_f", "stl10"): (128, 50, 300, 0.0),
+    ("convnext_f", "dtd"): (128, 100, 600, 0.2),
+    ("convnext_f", "svhn"): (1024, 10, 50, 0.1),
+    ("convnext_f", "eurosat"): (512, 50, 300, 0.1),
+    ("convnext_f", "imagenet"): (4096, 50, 300, 0.0),
+    ("vit_t", "cifar10"): (512, 50, 300, 0.0),
+    ("vit_t", "flowers102"): (512, 100, 600, 0.0),
+    ("vit_t", "svhn"): (512, 10, 50, 0.0),
+    ("vit_t", "imagenet"): (4096, 50, 300, 0.0),
+}
+
+
+@pytest.mark.parametrize("key", sorted(TABLE_ROWS))
+def test_tables_14_15(key):
+    model, dataset = key
+    r = resolve_recipe(model, dataset)
+    assert (r.batch_size, r.warmup_epochs, r.epochs, r.drop_path) == TABLE_ROWS[key]
+    assert r.lr == (4e-3 if model == "convnext_f" else 2e-3)
+    # at the table's batch size the base lr is used as is (the official commands)
+    assert r.scaled_lr == pytest.approx(r.lr)
+
+
+def test_table_13_base_recipe():
+    r = resolve_recipe("convnext_f", "cifar100")
+    assert r.opt == "adamw" and r.weight_decay == 0.05 and r.opt_betas == (0.9, 0.999)
+    assert r.sched == "cosine" and r.randaugment == "rand-m9-mstd0.5-inc1"
+    assert (r.mixup, r.cutmix, r.reprob, r.smoothing) == (0.8, 1.0, 0.25, 0.1)
+    assert r.layer_scale == 1e-6 and r.clip_grad is None and r.layer_decay is None
+    assert r.interpolation == "bicubic" and r.img_size == 224
+
+
+def test_lr_scales_linearly_with_total_batch():
+    r = resolve_recipe("vit_t", "cifar100", {"batch_size": 128})
+    assert r.scaled_lr == pytest.approx(2e-3 * 128 / 512)
+    r = resolve_recipe("vit_t", "cifar100", {"batch_size": 128, "update_freq": 4})
+    assert r.batch_per_device(1) == 32 and r.batch_per_device(2) == 16
+    assert resolve_recipe("vit_t", "cifar100", {"batch_size": 128, "lr_scaling": "none"}).scaled_lr == 2e-3
+
+
+def test_batch_must_divide():
+    with pytest.raises(RecipeError, match="not divisible"):
+        resolve_recipe("vit_t", "cifar100", {"batch_size": 100, "update_freq": 3}).batch_per_device(1)
+
+
+def test_overrides_are_typed_and_checked():
+    r = resolve_recipe("vit_t", "cifar100", {"epochs": "30", "randaugment": None, "mixup": 0, "ema": "true"})
+    assert r.epochs == 30 and r.randaugment is None and r.mixup == 0.0 and r.ema is True
+    with pytest.raises(RecipeError, match="did you mean 'epochs'"):
+        resolve_recipe("vit_t", "cifar100", {"epoch": 3})
+    with pytest.raises(RecipeError, match="epochs"):
+        resolve_recipe("vit_t", "cifar100", {"epochs": 2.5})
+    with pytest.raises(RecipeError, match="mixup_mode"):
+        resolve_recipe("vit_t", "cifar100", {"mixup_mode": "sideways"})
+
+
+def test_yaml_file_and_set_options(tmp_path):
+    f = tmp_path / "r.yaml"
+    f.write_text("epochs: 5\nrandaugment: null\nopt_betas: [0.9, 0.95]\n")
+    over = load_overrides(f)
+    over.update(parse_set_options(["batch_size=32", "reprob=0"]))
+    r = resolve_recipe("convnext_f", "digits", over)
+    assert (r.epochs, r.randaugment, r.opt_betas, r.batch_size, r.reprob) == (5, None, (0.9, 0.95), 32, 0.0)
+
+
+def test_round_trip_through_yaml():
+    r = resolve_recipe("vit_t", "dtd", {"ema": True})
+    assert Recipe.from_dict(yaml.safe_load(r.to_yaml())) == r
+
+
+def test_families_from_timm_names():
+    assert model_family("vit_small_patch16_224") == "vit"
+    assert model_family({"name": "convnext_tiny", "kwargs": {}}) == "convnext"
+    assert model_family("deit_small_patch16_224") == "vit"
+    with pytest.raises(RecipeError, match="no recipe family"):
+        model_family("resnet18")
+
+
+def test_unknown_dataset():
+    with pytest.raises(RecipeError, match="unknown dataset"):
+        resolve_recipe("vit_t", "mnist-ish")
+
+
+def test_offline_sets_have_augmentation_off():
+    r = resolve_recipe("vit_t", "digits")
+    assert r.img_size == 16 and r.randaugment is None and r.mixup == 0 and r.reprob == 0 and r.train_crop is None
