@@ -113,11 +113,33 @@ def save_state_dict(
     tmp = _atomic_tmp_path(path)
     try:
         save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
+        _sort_safetensors_metadata(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _sort_safetensors_metadata(path: Path) -> None:
+    """Rewrite the header's ``__metadata__`` in sorted key order, in place (same length).
+
+    safetensors writes metadata in hash-map order, which varies between calls; sorting it makes
+    identical tensors and metadata give identical bytes.
+    """
+    with open(path, "r+b") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        raw = fh.read(n)
+        header = json.loads(raw)
+        meta = header.get("__metadata__")
+        if not meta:
+            return
+        header["__metadata__"] = dict(sorted(meta.items()))
+        new = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(new) != len(raw.rstrip(b" ")):
+            return  # unexpected layout: keep what safetensors wrote
+        fh.seek(8)
+        fh.write(new + b" " * (n - len(new)))
 
 
 def _unwrap_checkpoint(obj: Any, path: Path) -> Dict[str, torch.Tensor]:

@@ -1,0 +1,87 @@
+import json
+
+import pytest
+import timm
+import torch
+
+from conftest import SMALL_VIT
+from weightselect.cli import main
+from weightselect.io import load_init, save_init
+from weightselect.selection import InitMismatchError, apply_init, select
+
+
+@pytest.fixture(scope="module")
+def init_file(tmp_path_factory, vit_small):
+    path = tmp_path_factory.mktemp("inits") / "uniform.safetensors"
+    spec = {"name": "vit_tiny_patch16_224", "kwargs": {**SMALL_VIT, "num_classes": 10}}
+    select(vit_small, spec).save(path)
+    return path, spec
+
+
+def test_apply_init_file_loads_and_reinitializes_head(init_file):
+    path, spec = init_file
+    model = timm.create_model(spec["name"], **spec["kwargs"])
+    info = apply_init(model, path, seed=3)
+    sd, manifest = load_init(path)
+    assert torch.equal(model.state_dict()["blocks.0.attn.qkv.weight"], sd["blocks.0.attn.qkv.weight"])
+    assert info["kind"] == "file" and info["method"] == "uniform"
+    assert info["reinitialized"] == ["head.weight", "head.bias"] == manifest["reinitialized"]
+    again = timm.create_model(spec["name"], **spec["kwargs"])
+    apply_init(again, path, seed=3)
+    assert torch.equal(again.head.weight, model.head.weight)  # the head's init follows the seed
+
+
+def test_apply_init_baseline_name():
+    model = timm.create_model("vit_tiny_patch16_224", **SMALL_VIT)
+    assert apply_init(model, "xavier", 0)["init"] == "xavier"
+
+
+def test_apply_init_rejects_wrong_model(init_file):
+    path, _ = init_file
+    with pytest.raises(InitMismatchError, match="shape"):
+        apply_init(timm.create_model("vit_small_patch16_224", **SMALL_VIT, num_classes=10), path, 0)
+
+
+def test_apply_init_rejects_unlisted_missing_keys(init_file, tmp_path):
+    path, spec = init_file
+    sd, manifest = load_init(path)
+    del sd["blocks.0.norm1.weight"]
+    broken = tmp_path / "broken.safetensors"
+    save_init(sd, manifest, broken)
+    with pytest.raises(InitMismatchError, match="blocks.0.norm1.weight"):
+        apply_init(timm.create_model(spec["name"], **spec["kwargs"]), broken, 0)
+
+
+def test_apply_init_unknown_name():
+    with pytest.raises(FileNotFoundError, match="neither a baseline"):
+        apply_init(timm.create_model("resnet18"), "nonexistent-init", 0)
+
+
+def test_cli_select_and_refuse_overwrite(tmp_path, vit_small, capsys):
+    teacher = tmp_path / "teacher.safetensors"
+    save_init(vit_small.state_dict(), {}, teacher)
+    out = tmp_path / "out.safetensors"
+    argv = ["select", "--teacher", str(teacher), "--student", "vit_tiny_patch16_224",
+            "--student-kwargs", json.dumps(SMALL_VIT), "--method", "random", "--layers", "uniform",
+            "--seed", "4", "--exclude", "pos_embed", "-o", str(out)]
+    assert main(argv) == 0
+    sd, manifest = load_init(out)
+    assert manifest["method"] == "random" and manifest["seed"] == 4 and manifest["excluded"] == ["pos_embed"]
+    assert manifest["teacher"]["source"] == str(teacher) and "pos_embed" not in sd
+    before = out.read_bytes()
+    assert main(argv) == 2
+    assert "--force" in capsys.readouterr().err
+    assert main(argv + ["--force"]) == 0
+    assert out.read_bytes() == before
+
+
+def test_cli_baseline(tmp_path):
+    out = tmp_path / "xavier.safetensors"
+    argv = ["baseline", "--student", "vit_tiny_patch16_224", "--student-kwargs", json.dumps(SMALL_VIT),
+            "--name", "xavier", "--seed", "0", "-o", str(out)]
+    assert main(argv) == 0
+    sd, manifest = load_init(out)
+    assert manifest["method"] == "xavier" and manifest["teacher"] is None
+    model = timm.create_model("vit_tiny_patch16_224", **SMALL_VIT)
+    apply_init(model, out, seed=9)
+    assert torch.equal(model.blocks[0].mlp.fc1.weight, sd["blocks.0.mlp.fc1.weight"])

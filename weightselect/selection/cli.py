@@ -1,0 +1,119 @@
+"""``weightselect select`` and ``weightselect baseline``: write init files."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from weightselect.io import manifest_path
+
+__all__ = ["register", "run_select", "run_baseline"]
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"num_classes\": 100}'")
+    return value
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.suffix != ".safetensors":
+        raise ValueError(f"the output is a safetensors file: name it '{path.with_suffix('.safetensors')}'")
+    if not force and (path.exists() or manifest_path(path).exists()):
+        raise ValueError(f"{path} already exists; pass --force to overwrite it")
+
+
+def run_select(args: argparse.Namespace) -> int:
+    from weightselect.selection import select
+
+    out = Path(args.output)
+    _check_output(out, args.force)
+    result = select(
+        args.teacher,
+        args.student,
+        method=args.method,
+        layers=args.layers,
+        seed=args.seed,
+        exclude=args.exclude or (),
+        student_kwargs=args.student_kwargs,
+        teacher_kwargs=args.teacher_kwargs,
+    )
+    result.save(out)
+    m = result.manifest
+    print(f"wrote {out} ({len(result.state_dict)} tensors; head {m['head']}; "
+          f"{len(m['reinitialized'])} left at default init) and {manifest_path(out)}")
+    return 0
+
+
+def run_baseline(args: argparse.Namespace) -> int:
+    from weightselect.io import save_init
+    from weightselect.models import ModelSpec
+    from weightselect.selection import apply_baseline
+    from weightselect.selection.select import INIT_FORMAT
+
+    out = Path(args.output)
+    _check_output(out, args.force)
+    spec = ModelSpec.from_any(args.student)
+    if args.student_kwargs:
+        spec = ModelSpec(spec.name, {**spec.kwargs, **args.student_kwargs})
+    model = spec.create()
+    apply_baseline(model, args.name, args.seed)
+    manifest = {
+        "format": INIT_FORMAT, "method": args.name, "layers": None, "seed": args.seed, "teacher": None,
+        "student": spec.to_dict(), "layer_map": {}, "axes": {}, "head": "reinitialized",
+        "reinitialized": [], "excluded": [],
+    }
+    save_init(model.state_dict(), manifest, out)
+    print(f"wrote {out} ({args.name} init, seed {args.seed}) and {manifest_path(out)}")
+    return 0
+
+
+def register(subparsers) -> None:
+    from weightselect.selection.baselines import BASELINES
+    from weightselect.selection.elements import METHODS
+    from weightselect.selection.layers import LAYER_METHODS
+
+    p = subparsers.add_parser(
+        "select", help="initialize a student from a larger teacher (weight selection)",
+        description="Select a student's weights from a larger teacher of the same family and write "
+        "an init file (safetensors + JSON manifest).",
+    )
+    p.add_argument("--teacher", required=True,
+                   help="timm name with optional pretrained tag, or a .safetensors/.pth file")
+    p.add_argument("--student", required=True, help="timm model name of the student")
+    p.add_argument("--student-kwargs", type=_json_dict, default=None, help="JSON kwargs for the student")
+    p.add_argument("--teacher-kwargs", type=_json_dict, default=None, help="JSON kwargs for the teacher")
+    p.add_argument("--method", choices=METHODS, default="uniform", help="element selection (default uniform)")
+    p.add_argument("--layers", choices=LAYER_METHODS, default="first", help="layer selection (default first)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclude", nargs="*", default=[], metavar="COMPONENT",
+                   help="components left at default init (e.g. patch_embed pos_embed attention norm mlp)")
+    p.add_argument("-o", "--output", required=True, help="output .safetensors (manifest written beside it)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("-v", "--verbose", action="store_true", help="log the layer map and axes")
+    p.set_defaults(func=_logged(run_select))
+
+    b = subparsers.add_parser(
+        "baseline", help="write a baseline initialization (random, xavier, kaiming, mimetic) as an init file",
+    )
+    b.add_argument("--student", required=True, help="timm model name")
+    b.add_argument("--student-kwargs", type=_json_dict, default=None)
+    b.add_argument("--name", choices=BASELINES, required=True)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("-o", "--output", required=True)
+    b.add_argument("--force", action="store_true")
+    b.add_argument("-v", "--verbose", action="store_true")
+    b.set_defaults(func=_logged(run_baseline))
+
+
+def _logged(fn):
+    def run(args: argparse.Namespace) -> int:
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        return fn(args)
+
+    return run

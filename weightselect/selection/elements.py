@@ -1,0 +1,123 @@
+"""Element selection: how the index set of one axis is chosen (paper section 3.2).
+
+A consistent method is one function ``(teacher_size, student_size, seed, axis) -> indices``; the
+same index set is then used on every tensor dimension that carries the axis. Methods without
+consistency (``random_nocons``, ``l1``, ``magnitude``) choose per tensor instead.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Dict, Sequence
+
+import torch
+
+__all__ = [
+    "METHODS",
+    "CONSISTENT_METHODS",
+    "uniform_indices",
+    "consecutive_indices",
+    "random_indices",
+    "select_indices",
+    "l1_indices",
+    "magnitude_select",
+    "derived_seed",
+    "take",
+]
+
+
+def _check_sizes(t: int, s: int) -> None:
+    if s > t:
+        raise ValueError(f"cannot select {s} elements out of {t}: the student is wider than the teacher")
+    if s < 0:
+        raise ValueError(f"negative size {s}")
+
+
+def uniform_indices(t: int, s: int, seed: int = 0, axis: str = "") -> torch.Tensor:
+    """Evenly spaced indices, exactly as the paper's release: ``i * (t // s)`` when ``s`` divides
+    ``t``, otherwise ``round(linspace(0, t - 1, s))``."""
+    _check_sizes(t, s)
+    if s == 0:
+        return torch.zeros(0, dtype=torch.long)
+    if t % s == 0:
+        return torch.arange(s, dtype=torch.long) * (t // s)
+    return torch.round(torch.linspace(0, t - 1, s)).long()
+
+
+def consecutive_indices(t: int, s: int, seed: int = 0, axis: str = "") -> torch.Tensor:
+    """The first ``s`` indices."""
+    _check_sizes(t, s)
+    return torch.arange(s, dtype=torch.long)
+
+
+def derived_seed(seed: int, *parts: object) -> int:
+    """A seed for one choice, derived from the user's seed and a name (order-independent)."""
+    text = ":".join([str(int(seed))] + [str(p) for p in parts])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def random_indices(t: int, s: int, seed: int = 0, axis: str = "") -> torch.Tensor:
+    """``s`` distinct random indices out of ``t``, sorted; reproducible from ``(seed, axis)``."""
+    _check_sizes(t, s)
+    gen = torch.Generator().manual_seed(derived_seed(seed, axis))
+    return torch.randperm(t, generator=gen)[:s].sort().values
+
+
+# Methods that pick one index set per axis (consistency).
+CONSISTENT_METHODS: Dict[str, Callable[..., torch.Tensor]] = {
+    "uniform": uniform_indices,
+    "consecutive": consecutive_indices,
+    "random": random_indices,
+}
+# Every element-selection method; the last three choose per tensor.
+METHODS = ("uniform", "consecutive", "random", "random_nocons", "l1", "magnitude")
+
+
+def select_indices(method: str, t: int, s: int, seed: int = 0, axis: str = "") -> torch.Tensor:
+    """The index set of an axis of teacher size ``t`` for a student of size ``s``."""
+    try:
+        fn = CONSISTENT_METHODS[method]
+    except KeyError:
+        raise ValueError(
+            f"'{method}' does not choose one index set per axis; consistent methods: "
+            f"{', '.join(CONSISTENT_METHODS)}"
+        ) from None
+    return fn(t, s, seed=seed, axis=axis)
+
+
+def l1_indices(tensor: torch.Tensor, dim: int, s: int) -> torch.Tensor:
+    """Structured L1-norm pruning: keep the ``s`` slices along ``dim`` with the largest L1 norm
+    (in their original order)."""
+    t = tensor.shape[dim]
+    _check_sizes(t, s)
+    norms = tensor.abs().transpose(0, dim).reshape(t, -1).double().sum(dim=1)
+    # largest norm first; stable, so ties keep the lower index
+    return torch.argsort(-norms, stable=True)[:s].sort().values
+
+
+def magnitude_select(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Unstructured magnitude pruning squeezed to ``shape``: keep the ``prod(shape)`` elements of
+    largest magnitude, in their original (row-major) order, reshaped to ``shape``."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    flat = tensor.reshape(-1)
+    if n > flat.numel():
+        raise ValueError(f"cannot squeeze {flat.numel()} elements into shape {tuple(shape)}")
+    if n == flat.numel():
+        return flat.reshape(tuple(shape)).clone()
+    magnitude = flat.abs()
+    threshold = magnitude.kthvalue(flat.numel() - n).values  # the largest dropped magnitude
+    keep = magnitude > threshold
+    short = n - int(keep.sum())
+    if short > 0:  # ties at the threshold: keep the first ones
+        keep[(magnitude == threshold).nonzero().squeeze(1)[:short]] = True
+    return flat[keep].reshape(tuple(shape)).clone()
+
+
+def take(tensor: torch.Tensor, indices: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """Select ``indices[d]`` along every dimension ``d`` (``None`` keeps the dimension whole)."""
+    out = tensor
+    for dim, idx in enumerate(indices):
+        if idx is not None and not (idx.numel() == out.shape[dim] and bool((idx == torch.arange(out.shape[dim])).all())):
+            out = torch.index_select(out, dim, idx)
+    return tensor.clone() if out is tensor else out.contiguous()

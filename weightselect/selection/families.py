@@ -1,0 +1,345 @@
+"""Model families: how parameter names map to layers and to named axes (component mapping).
+
+Each family declares, in one place, its layer naming and, for each parameter-name pattern, the axis
+of every tensor dimension. An axis is a name (``embed``, ``blocks.3.mlp_hidden``,
+``stages.2.channels``); ``Fused(axis, n)`` is a dimension made of ``n`` consecutive blocks of one
+axis (ViT's ``qkv`` = q, k and v, each of the attention width); ``None`` is a dimension that is
+never selected (kernel size, input channels, class count) and must match between teacher and
+student. Rules are patterns over the *student* name; ``{L}`` stands for the layer prefix and axis
+templates are formatted with the pattern's groups plus ``prev`` (stage - 1) and ``last`` (last stage).
+
+Parameters no rule covers get axes inferred from shapes (one axis per teacher/student size pair),
+which is also all the generic fallback family does.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+__all__ = [
+    "Fused",
+    "Family",
+    "FAMILIES",
+    "GENERIC",
+    "detect_family",
+    "family_by_name",
+    "infer_dims",
+    "infer_layer_pattern",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fused:
+    """A dimension made of ``blocks`` consecutive copies of ``axis`` (selected block by block)."""
+
+    axis: str
+    blocks: int
+
+
+Dim = Union[str, Fused, None]
+Dims = Tuple[Dim, ...]
+DimsRule = Union[Dims, Callable[[Dict[str, object]], Dims]]
+
+
+@dataclass
+class Family:
+    name: str
+    signature: Tuple[str, ...]  # parameter names (regexes) present in every model of the family
+    layer_pattern: Optional[str]  # regex with groups 'group' and 'index', matched at a name's start
+    rules: Sequence[Tuple[str, DimsRule]]
+    components: Mapping[str, str] = field(default_factory=dict)  # component -> regex (Table 10)
+    embedding_axes: str = r".*"  # regex of the axes that L1 pruning prunes (the embedding width)
+    stage_pattern: Optional[str] = None  # regex whose group 1 is a stage index (for {last})
+    pin_first: bool = False  # the first layer of a group differs (ResNet downsampling block)
+    isotropic: bool = True
+
+    def __post_init__(self):
+        layer = self.layer_pattern or r"(?!)"
+        # the layer prefix inside rules: {L} -> the whole 'group.index' prefix
+        inner = re.sub(r"\(\?P<(group|index)>", "(?:", layer.lstrip("^"))
+        inner = inner[:-2] if inner.endswith(r"\.") else inner
+        self._rules = [
+            (re.compile(pat.replace("{L}", f"(?P<L>{inner})") + r"\Z"), dims) for pat, dims in self.rules
+        ]
+        self._layer_re = re.compile(self.layer_pattern) if self.layer_pattern else None
+        self._stage_re = re.compile(self.stage_pattern) if self.stage_pattern else None
+        self._components = {k: re.compile(v) for k, v in self.components.items()}
+        self._embedding = re.compile(self.embedding_axes + r"\Z")
+
+    @property
+    def layer_re(self) -> Optional["re.Pattern[str]"]:
+        return self._layer_re
+
+    def matches(self, keys: Iterable[str]) -> bool:
+        keys = list(keys)
+        return all(any(re.fullmatch(sig, k) for k in keys) for sig in self.signature)
+
+    def context(self, keys: Iterable[str]) -> Dict[str, object]:
+        ctx: Dict[str, object] = {}
+        if self._stage_re is not None:
+            stages = [int(m.group(1)) for m in map(self._stage_re.match, keys) if m]
+            if stages:
+                ctx["last"] = max(stages)
+        return ctx
+
+    def dims(self, key: str, ctx: Mapping[str, object]) -> Optional[Dims]:
+        """The axes of ``key``'s dimensions, or None when no rule covers it."""
+        for pattern, rule in self._rules:
+            m = pattern.match(key)
+            if not m:
+                continue
+            env: Dict[str, object] = dict(ctx)
+            env.update({k: v for k, v in m.groupdict().items() if v is not None})
+            if "s" in env:
+                env["prev"] = int(env["s"]) - 1
+            env["keys"] = ctx.get("keys", ())
+            dims = rule(env) if callable(rule) else rule
+            return tuple(_format_dim(d, env) for d in dims)
+        return None
+
+    def component_of(self, key: str) -> List[str]:
+        return [name for name, rx in self._components.items() if rx.search(key)]
+
+    def is_embedding_axis(self, axis: str) -> bool:
+        return bool(self._embedding.match(axis))
+
+
+def _format_dim(dim: Dim, env: Mapping[str, object]) -> Dim:
+    if dim is None:
+        return None
+    if isinstance(dim, Fused):
+        return Fused(dim.axis.format(**env), dim.blocks)
+    return dim.format(**env)
+
+
+def _transformer_block(layer: str, width: str) -> List[Tuple[str, DimsRule]]:
+    """Rules of a pre-norm transformer block (timm ``Block`` / ``SwinTransformerBlock``): ``layer``
+    is the layer regex (with group ``L``), ``width`` the residual axis. Attention and MLP hidden
+    widths are per-layer axes; q, k and v are three blocks of the attention axis."""
+    return [
+        (layer + r"\.norm[12]\.(weight|bias)", (width,)),
+        (layer + r"\.ls[12]\.gamma", (width,)),
+        (layer + r"\.attn\.qkv\.weight", (Fused("{L}.attn", 3), width)),
+        (layer + r"\.attn\.qkv\.bias", (Fused("{L}.attn", 3),)),
+        (layer + r"\.attn\.[qk]_norm\.(weight|bias)", (None,)),  # per head_dim, which is fixed
+        (layer + r"\.attn\.norm\.(weight|bias)", ("{L}.attn",)),
+        (layer + r"\.attn\.proj\.weight", (width, "{L}.attn")),
+        (layer + r"\.attn\.proj\.bias", (width,)),
+        (layer + r"\.mlp\.fc1\.weight", ("{L}.mlp_hidden", width)),
+        (layer + r"\.mlp\.fc1\.bias", ("{L}.mlp_hidden",)),
+        (layer + r"\.mlp\.norm\.(weight|bias)", ("{L}.mlp_hidden",)),
+        (layer + r"\.mlp\.fc2\.weight", (width, "{L}.mlp_hidden")),
+        (layer + r"\.mlp\.fc2\.bias", (width,)),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# timm VisionTransformer (ViT, DeiT; isotropic)
+E = "embed"
+VIT = Family(
+    name="vit",
+    signature=(r"patch_embed\.proj\.weight", r"blocks\.0\.attn\.qkv\.weight"),
+    layer_pattern=r"^(?P<group>blocks)\.(?P<index>\d+)\.",
+    rules=[
+        (r"(cls_token|reg_token|dist_token|pos_embed)", (None, None, E)),
+        (r"patch_embed\.proj\.weight", (E, None, None, None)),
+        (r"patch_embed\.proj\.bias", (E,)),
+        (r"(norm_pre|norm|fc_norm|patch_embed\.norm)\.(weight|bias)", (E,)),
+        *_transformer_block("{L}", E),
+        (r"(head|head_dist)\.weight", (None, E)),
+        (r"(head|head_dist)\.bias", (None,)),
+    ],
+    components={
+        "patch_embed": r"^patch_embed\.",
+        "pos_embed": r"^pos_embed$",
+        "cls_token": r"^(cls_token|reg_token|dist_token)$",
+        "attention": r"\.attn\.",
+        "norm": r"(^|\.)(norm\d?|fc_norm|norm_pre|[qk]_norm)\.",
+        "mlp": r"\.mlp\.",
+        "layer_scale": r"\.ls\d\.",
+    },
+    embedding_axes=E,
+)
+
+# --------------------------------------------------------------------------------------------
+# timm ConvNeXt (V1/V2; hierarchical). femto/atto/nano build the MLP from 1x1 convolutions
+# (weights (out, in, 1, 1)), larger ones from linear layers (out, in): same axes, other shape.
+CH = "stages.{s}.channels"
+CL = r"(?P<L>stages\.(?P<s>\d+)\.blocks\.\d+)"
+CONVNEXT = Family(
+    name="convnext",
+    signature=(r"stem\.0\.weight", r"stages\.0\.blocks\.0\.conv_dw\.weight"),
+    layer_pattern=r"^(?P<group>stages\.\d+\.blocks)\.(?P<index>\d+)\.",
+    stage_pattern=r"^stages\.(\d+)\.",
+    isotropic=False,
+    rules=[
+        (r"stem\.0\.weight", ("stages.0.channels", None, None, None)),
+        (r"stem\.[01]\.bias|stem\.1\.weight", ("stages.0.channels",)),
+        (r"stages\.(?P<s>\d+)\.downsample\.0\.(weight|bias)", ("stages.{prev}.channels",)),
+        (r"stages\.(?P<s>\d+)\.downsample\.1\.weight", (CH, "stages.{prev}.channels", None, None)),
+        (r"stages\.(?P<s>\d+)\.downsample\.1\.bias", (CH,)),
+        (CL + r"\.conv_dw\.weight", (CH, None, None, None)),
+        (CL + r"\.(conv_dw\.bias|norm\.weight|norm\.bias|gamma)", (CH,)),
+        (CL + r"\.mlp\.fc1\.weight", ("{L}.mlp_hidden", CH)),
+        (CL + r"\.mlp\.(fc1\.bias|grn\.weight|grn\.bias)", ("{L}.mlp_hidden",)),
+        (CL + r"\.mlp\.fc2\.weight", (CH, "{L}.mlp_hidden")),
+        (CL + r"\.mlp\.fc2\.bias", (CH,)),
+        (r"(norm_pre|head\.norm)\.(weight|bias)", ("stages.{last}.channels",)),
+        (r"head\.fc\.weight", (None, "stages.{last}.channels")),
+        (r"head\.fc\.bias", (None,)),
+    ],
+    components={
+        "stem": r"^stem\.",
+        "downsample": r"\.downsample\.",
+        "conv_dw": r"\.conv_dw\.",
+        "norm": r"(\.norm\.|^stem\.1\.|\.downsample\.0\.)",
+        "mlp": r"\.mlp\.",
+        "layer_scale": r"\.gamma$",
+    },
+    embedding_axes=r"stages\.\d+\.channels",
+)
+
+# --------------------------------------------------------------------------------------------
+# timm Swin Transformer (v1; hierarchical). Patch merging concatenates 4 neighbours: Fused(., 4).
+SCH = "layers.{s}.channels"
+SL = r"(?P<L>layers\.(?P<s>\d+)\.blocks\.\d+)"
+SWIN = Family(
+    name="swin",
+    signature=(r"patch_embed\.proj\.weight", r"layers\.0\.blocks\.0\.attn\.relative_position_bias_table"),
+    layer_pattern=r"^(?P<group>layers\.\d+\.blocks)\.(?P<index>\d+)\.",
+    stage_pattern=r"^layers\.(\d+)\.",
+    isotropic=False,
+    rules=[
+        (r"patch_embed\.proj\.weight", ("layers.0.channels", None, None, None)),
+        (r"patch_embed\.(proj\.bias|norm\.weight|norm\.bias)", ("layers.0.channels",)),
+        (r"layers\.(?P<s>\d+)\.downsample\.norm\.(weight|bias)", (Fused("layers.{prev}.channels", 4),)),
+        (r"layers\.(?P<s>\d+)\.downsample\.reduction\.weight", (SCH, Fused("layers.{prev}.channels", 4))),
+        (SL + r"\.attn\.relative_position_bias_table", (None, "layers.{s}.heads")),
+        *_transformer_block(SL, SCH),
+        (r"norm\.(weight|bias)", ("layers.{last}.channels",)),
+        (r"head\.fc\.weight", (None, "layers.{last}.channels")),
+        (r"head\.fc\.bias", (None,)),
+    ],
+    components={
+        "patch_embed": r"^patch_embed\.",
+        "downsample": r"\.downsample\.",
+        "attention": r"\.attn\.",
+        "norm": r"(^|\.)norm\d?\.",
+        "mlp": r"\.mlp\.",
+    },
+    embedding_axes=r"layers\.\d+\.channels",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# timm ResNet (basic and bottleneck blocks; hierarchical). The first block of a stage holds the
+# downsampling shortcut, so layer selection always maps block 0 to block 0 (pin_first).
+def _resnet_in(env) -> str:
+    s, b = int(env["s"]), int(env["b"])
+    if b > 0:
+        return f"layer{s}.channels"
+    return "stem.channels" if s == 1 else f"layer{s - 1}.channels"
+
+
+def _resnet_conv(env) -> Dims:
+    L, s, conv = env["L"], env["s"], env["conv"]
+    bottleneck = f"{L}.conv3.weight" in env["keys"]
+    out_axis = {
+        "1": f"{L}.width1",
+        "2": f"{L}.width2" if bottleneck else f"layer{s}.channels",
+        "3": f"layer{s}.channels",
+    }[conv]
+    in_axis = {"1": _resnet_in(env), "2": f"{L}.width1", "3": f"{L}.width2"}[conv]
+    return (out_axis, in_axis, None, None)
+
+
+def _resnet_bn(env) -> Dims:
+    return (_resnet_conv({**env, "conv": env["bn"]})[0],)
+
+
+RL = r"(?P<L>layer(?P<s>\d+)\.(?P<b>\d+))"
+BN = r"(weight|bias|running_mean|running_var)"
+RESNET = Family(
+    name="resnet",
+    signature=(r"conv1\.weight", r"layer1\.0\.conv1\.weight", r"fc\.weight"),
+    layer_pattern=r"^(?P<group>layer\d+)\.(?P<index>\d+)\.",
+    stage_pattern=r"^layer(\d+)\.",
+    isotropic=False,
+    pin_first=True,
+    rules=[
+        (r"conv1\.weight", ("stem.channels", None, None, None)),
+        (r"bn1\." + BN, ("stem.channels",)),
+        (r"bn1\.num_batches_tracked|" + RL + r"\..*num_batches_tracked", ()),
+        (RL + r"\.conv(?P<conv>[123])\.weight", _resnet_conv),
+        (RL + r"\.bn(?P<bn>[123])\." + BN, _resnet_bn),
+        (RL + r"\.downsample\.0\.weight", lambda env: ("layer{s}.channels", _resnet_in(env), None, None)),
+        (RL + r"\.downsample\.1\." + BN, ("layer{s}.channels",)),
+        (r"fc\.weight", (None, "layer{last}.channels")),
+        (r"fc\.bias", (None,)),
+    ],
+    components={
+        "stem": r"^(conv1|bn1)\.",
+        "downsample": r"\.downsample\.",
+        "norm": r"(^|\.)bn\d\.|\.downsample\.1\.",
+        "conv": r"\.conv\d\.",
+    },
+    embedding_axes=r"(stem|layer\d+)\.channels",
+)
+
+# --------------------------------------------------------------------------------------------
+# Anything else: layers found from repeated name patterns, axes from shapes.
+GENERIC = Family(name="generic", signature=(), layer_pattern=None, rules=[])
+
+FAMILIES: Tuple[Family, ...] = (VIT, CONVNEXT, SWIN, RESNET)
+
+
+def detect_family(keys: Iterable[str]) -> Family:
+    """The first family whose signature names are all present, else the generic fallback."""
+    keys = list(keys)
+    for fam in FAMILIES:
+        if fam.matches(keys):
+            return fam
+    return GENERIC
+
+
+def family_by_name(name: str) -> Family:
+    for fam in FAMILIES + (GENERIC,):
+        if fam.name == name:
+            return fam
+    raise ValueError(f"unknown family '{name}'; known: {', '.join(f.name for f in FAMILIES + (GENERIC,))}")
+
+
+def infer_dims(t_shape: Sequence[int], s_shape: Sequence[int]) -> Dims:
+    """Axes from shapes only: equal sizes are kept whole, each (teacher, student) size pair is one
+    axis shared by every tensor with that pair."""
+    return tuple(None if t == s else f"size{t}->{s}" for t, s in zip(t_shape, s_shape))
+
+
+def infer_layer_pattern(keys: Iterable[str]) -> Optional[str]:
+    """A layer pattern for an unknown family: containers ``P.<i>.`` whose numbered children share
+    the same parameter names (repeated layers)."""
+    children: Dict[str, Dict[int, set]] = {}
+    for key in keys:
+        for m in re.finditer(r"\.(\d+)\.", "." + key):
+            prefix = key[: m.start() - 1] if m.start() > 0 else ""
+            if not prefix:
+                continue
+            rest = key[m.end() - 1:]
+            children.setdefault(prefix, {}).setdefault(int(m.group(1)), set()).add(rest)
+    groups = []
+    for prefix, items in children.items():
+        if len(items) < 2 or sorted(items) != list(range(len(items))):
+            continue
+        later = [frozenset(v) for i, v in sorted(items.items()) if i > 0]
+        if len(set(later)) == 1 and later[0] <= items[0]:
+            groups.append(prefix)
+    # keep the outermost repeated containers only
+    groups = [g for g in groups if not any(g != o and g.startswith(o + ".") for o in groups)]
+    if not groups:
+        return None
+    alt = "|".join(re.escape(g) for g in sorted(groups, key=len, reverse=True))
+    return rf"^(?P<group>{alt})\.(?P<index>\d+)\."
