@@ -40,6 +40,10 @@ rule all:
         all_targets(),
 
 
+onsuccess:
+    write_report()
+
+
 include: "rules/teachers.smk"
 include: "rules/inits.smk"
 include: "rules/train.smk"

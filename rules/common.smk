@@ -1,8 +1,12 @@
 """Config validation, the chosen study, target lists and input functions for every rule."""
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from weightselect.training.recipe import RecipeError, resolve_recipe
@@ -27,6 +31,7 @@ STUDENTS = STUDY["students"]
 DATASETS = STUDY["datasets"]
 SEEDS = [int(s) for s in STUDY["seeds"]]
 RESOURCES = STUDY.get("resources", {})
+TRAIN_THREADS = RESOURCES.get("threads", RESOURCES.get("cpus_per_task", 1))
 TABLE2 = STUDY["table2"]
 TABLE2_VARIANTS = TABLE2.get("variants", ["random", "ws_uniform"])
 TABLE2_DATASETS = TABLE2.get("datasets", list(DATASETS))
@@ -197,6 +202,10 @@ def train_runtime(wildcards):
     return int(math.ceil(epochs * per_epoch * 1.25 + 15))
 
 
+def train_mem_mb(wildcards):
+    return int(DATASETS[wildcards.dataset].get("mem_mb", RESOURCES.get("mem_mb", 4000)))
+
+
 def pretrain_runtime(wildcards):
     if "runtime" in RESOURCES:
         return int(RESOURCES["runtime"])
@@ -206,6 +215,26 @@ def pretrain_runtime(wildcards):
 def runs_root(wildcards, input):
     """results/runs, from a run file's path (.../{student}/{dataset}/{variant}/seed{seed}/file)."""
     return str(Path(input[0]).parents[4])
+
+
+def write_report():
+    """After a successful run: the HTML report (`snakemake --report`), with this run's arguments."""
+    path = config.get("report")
+    if not path or "--report" in sys.argv:
+        return
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *sys.argv[1:],
+        "--report",
+        os.path.abspath(path),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        logger.warning(f"the report could not be written:\n{done.stderr[-2000:]}")
+    else:
+        logger.info(f"report: {path}")
 
 
 def paper_models():

@@ -15,6 +15,7 @@ rule select_weights:
         "results/benchmarks/inits/{student}/{variant}.tsv"
     wildcard_constraints:
         variant=alternatives(selection_variants()),
+    priority: 10
     conda:
         "../envs/weightselect.yaml"
     resources:

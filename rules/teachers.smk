@@ -57,10 +57,11 @@ rule pretrain_teacher:
         "results/benchmarks/teachers/{teacher}.tsv"
     wildcard_constraints:
         teacher=alternatives(teachers_from("pretrain")),
+    priority: 10  # every weight-selection run waits for the teacher: start it first
     retries: RESOURCES.get("retries", 0)
     conda:
         "../envs/weightselect.yaml"
-    threads: RESOURCES.get("threads", 1)
+    threads: TRAIN_THREADS
     resources:
         gpu=RESOURCES.get("gpus", 0),
         runtime=pretrain_runtime,

@@ -35,11 +35,11 @@ rule train:
     retries: RESOURCES.get("retries", 0)
     conda:
         "../envs/weightselect.yaml"
-    threads: RESOURCES.get("threads", RESOURCES.get("cpus_per_task", 1))
+    threads: TRAIN_THREADS
     resources:
         gpu=train_gpus,
         runtime=train_runtime,
-        mem_mb=RESOURCES.get("mem_mb", 4000),
+        mem_mb=train_mem_mb,
         tasks=1,
     params:
         model=lambda wc: STUDENTS[wc.student]["model"],
