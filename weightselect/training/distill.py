@@ -121,12 +121,18 @@ def load_teacher(teacher: Any, device: torch.device | str = "cpu") -> nn.Module:
     if t.weights:
         model = create_model(t.spec)
         sd = load_state_dict(t.weights)
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if missing or unexpected:
+        own = model.state_dict()
+        missing = [k for k in own if k not in sd]
+        unexpected = [k for k in sd if k not in own]
+        mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                      if k in sd and sd[k].shape != v.shape]
+        if missing or unexpected or mismatched:
             raise ValueError(
                 f"teacher weights {t.weights} do not fit {t.spec.name} {t.spec.kwargs}: "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {mismatched[:5]}; "
+                "give the teacher the kwargs it was trained with (num_classes, in_chans, img_size, ...)"
             )
+        model.load_state_dict(sd)
     else:
         model = create_model(t.spec, pretrained=True)
     model.requires_grad_(False)

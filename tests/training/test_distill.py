@@ -1,0 +1,102 @@
+import json
+import math
+
+import pytest
+import torch
+
+from weightselect.io import save_state_dict
+from weightselect.models import create_model
+from weightselect.training import train
+from weightselect.training.distill import (
+    StudentWithProjector, TeacherSpec, feature_distill_loss, load_teacher, logit_distill_loss,
+)
+
+
+def test_logit_loss_hand_made_values():
+    s = torch.tensor([[0.0, 0.0]])
+    t = torch.tensor([[0.0, math.log(3.0)]])  # p_t = (1/4, 3/4), p_s = (1/2, 1/2)
+    expected = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    assert logit_distill_loss(s, t).item() == pytest.approx(expected, abs=1e-6)
+    # batch mean: a second row where student and teacher agree adds nothing
+    both = logit_distill_loss(torch.cat([s, t]), torch.cat([t, t]))
+    assert both.item() == pytest.approx(expected / 2, abs=1e-6)
+    # temperature: softmax(t / tau), scaled by tau^2
+    p = torch.softmax(t / 2, dim=-1)[0]
+    kl = sum(p[i] * math.log(p[i] / 0.5) for i in range(2)) * 4
+    assert logit_distill_loss(s, t, tau=2.0).item() == pytest.approx(float(kl), abs=1e-6)
+    assert logit_distill_loss(t, t).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_feature_loss_hand_made_values():
+    student = torch.tensor([[1.0, 2.0], [0.0, -2.0]])
+    assert feature_distill_loss(student, torch.zeros(2, 2)).item() == pytest.approx(1.25)
+
+
+def test_projector_wraps_the_student(tiny_vit):
+    student = create_model(tiny_vit, num_classes=10, in_chans=1)
+    net = StudentWithProjector(student, teacher_dim=48, hidden=16)
+    logits, projected = net(torch.randn(3, 1, 16, 16))
+    assert logits.shape == (3, 10) and projected.shape == (3, 48)
+    assert {"student.pos_embed", "student.cls_token"} <= net.no_weight_decay()
+
+
+def test_teacher_needs_weights(tmp_path, tiny_vit):
+    with pytest.raises(ValueError, match="has no weights"):
+        TeacherSpec.from_any(tiny_vit)
+    model = create_model(tiny_vit, num_classes=10, in_chans=1)
+    save_state_dict(model.state_dict(), tmp_path / "t.safetensors")
+    teacher = load_teacher({**tiny_vit, "kwargs": {**tiny_vit["kwargs"], "num_classes": 10, "in_chans": 1},
+                            "weights": str(tmp_path / "t.safetensors")})
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    with pytest.raises(ValueError, match="do not fit"):
+        load_teacher({**tiny_vit, "kwargs": {**tiny_vit["kwargs"], "num_classes": 5, "in_chans": 1},
+                      "weights": str(tmp_path / "t.safetensors")})
+
+
+@pytest.fixture
+def digits_teacher(tmp_path, tiny_vit):
+    kwargs = {**tiny_vit["kwargs"], "num_classes": 10, "in_chans": 1, "embed_dim": 48, "num_heads": 3}
+    torch.manual_seed(7)
+    model = create_model({"name": tiny_vit["name"], "kwargs": kwargs})
+    with torch.no_grad():  # a confident teacher: most of its probability on class 0
+        model.head.bias.zero_()
+        model.head.bias[0] = 5.0
+    save_state_dict(model.state_dict(), tmp_path / "teacher.safetensors")
+    return {"name": tiny_vit["name"], "kwargs": kwargs, "weights": str(tmp_path / "teacher.safetensors")}
+
+
+def test_logit_distillation_with_alpha_zero_equals_plain_training(tmp_path, tiny_vit, fast_recipe, digits_teacher):
+    recipe = {**fast_recipe, "epochs": 1}
+    plain = train(tiny_vit, "digits", tmp_path / "plain", recipe=recipe, progress=False)
+    zero = train(tiny_vit, "digits", tmp_path / "zero", recipe=recipe, distill={"kind": "logit", "alpha": 0.0},
+                 teacher=digits_teacher, progress=False)
+    kd = train(tiny_vit, "digits", tmp_path / "kd", recipe=recipe, distill="logit", teacher=digits_teacher,
+               progress=False)
+    lines = {k: json.loads((tmp_path / k / "metrics.jsonl").read_text()) for k in ("plain", "zero", "kd")}
+    assert lines["zero"]["train_loss"] == lines["plain"]["train_loss"] and zero["final_top1"] == plain["final_top1"]
+    assert lines["kd"]["train_loss"] > lines["plain"]["train_loss"]  # KL to a confident, wrong teacher adds loss
+    meta = json.loads((tmp_path / "kd" / "run.json").read_text())
+    assert meta["distill"] == {"kind": "logit", "alpha": 1.0, "tau": 1.0}
+    assert meta["teacher"]["weights"] == digits_teacher["weights"]
+
+
+def test_feature_distillation_runs_and_resumes(tmp_path, tiny_vit, fast_recipe, digits_teacher):
+    recipe = {**fast_recipe, "distill": "feature", "distill_alpha": 2.0}
+    ref = train(tiny_vit, "digits", tmp_path / "ref", recipe=recipe, teacher=digits_teacher, progress=False)
+    run = tmp_path / "run"
+    assert train(tiny_vit, "digits", run, recipe=recipe, teacher=digits_teacher, stop_at_update=7,
+                 progress=False) is None
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert any(k.startswith("projector.") for k in ckpt["net"])
+    final = train(tiny_vit, "digits", run, recipe=recipe, teacher=digits_teacher, progress=False)
+    assert final["final_top1"] == ref["final_top1"]
+
+
+def test_distillation_errors(tmp_path, tiny_vit, fast_recipe, digits_teacher):
+    with pytest.raises(ValueError, match="needs a teacher"):
+        train(tiny_vit, "digits", tmp_path / "a", recipe=fast_recipe, distill="logit")
+    other = {**digits_teacher, "kwargs": {**digits_teacher["kwargs"], "num_classes": 26}}
+    save_state_dict(create_model({"name": other["name"], "kwargs": other["kwargs"]}).state_dict(), tmp_path / "t26.safetensors")
+    other["weights"] = str(tmp_path / "t26.safetensors")
+    with pytest.raises(ValueError, match="same|student's 10 classes"):
+        train(tiny_vit, "digits", tmp_path / "b", recipe=fast_recipe, distill="logit", teacher=other)
