@@ -21,8 +21,20 @@ def model(name: str, **kwargs) -> torch.nn.Module:
     return _model(name, tuple(sorted(kwargs.items())))
 
 
+@functools.lru_cache(maxsize=None)
+def _random_sd(name: str, kwargs: tuple):
+    with torch.device("meta"):
+        shapes = timm.create_model(name, **dict(kwargs)).state_dict()
+    gen = torch.Generator().manual_seed(len(name))
+    return {
+        k: torch.randn(v.shape, generator=gen) if v.is_floating_point() else torch.zeros(v.shape, dtype=v.dtype)
+        for k, v in shapes.items()
+    }
+
+
 def sd(name: str, **kwargs):
-    return model(name, **kwargs).state_dict()
+    """Random weights (normal) of a timm model's state dict; fast for large teachers."""
+    return _random_sd(name, tuple(sorted(kwargs.items())))
 
 
 def reference_uniform(wt: torch.Tensor, s_shape) -> torch.Tensor:

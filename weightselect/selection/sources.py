@@ -91,7 +91,10 @@ def _open_pretrained(spec: ModelSpec) -> TeacherSource:
     import timm
 
     _check_known(spec.architecture)
-    cfg = timm.models.get_pretrained_cfg(spec.name)
+    try:
+        cfg = timm.models.get_pretrained_cfg(spec.name)
+    except RuntimeError:  # a known architecture with an unknown tag
+        cfg = None
     if cfg is None:
         tags = timm.list_pretrained(f"{spec.architecture}.*")[:8]
         raise ValueError(
@@ -123,13 +126,13 @@ def _open_pretrained(spec: ModelSpec) -> TeacherSource:
 
 def _hub_safetensors(repo_id: str, name: str) -> Optional[Path]:
     """The cached (or downloaded) ``model.safetensors`` of a hub repo; None if the repo has none."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename="model.safetensors"))
     except LocalEntryNotFoundError as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        offline = bool(constants.HF_HUB_OFFLINE)
         why = "HF_HUB_OFFLINE is set and it is not cached" if offline else "it is not cached and the hub cannot be reached"
         raise HubWeightsUnavailable(
             f"the weights of '{name}' (hub repo {repo_id}, file model.safetensors) are unavailable: {why}. "

@@ -1,0 +1,111 @@
+"""Teacher inputs (files, hub cache) and clear errors."""
+import pytest
+import torch
+
+from conftest import SMALL_VIT, sd
+from weightselect.io import WeightsFileError, save_state_dict
+from weightselect.models import UnknownModelError
+from weightselect.selection import select
+from weightselect.selection.sources import HubWeightsUnavailable
+
+TINY = {"name": "vit_tiny_patch16_224", "kwargs": SMALL_VIT}
+
+
+@pytest.fixture(scope="module")
+def teacher_files(tmp_path_factory, vit_small):
+    folder = tmp_path_factory.mktemp("teachers")
+    st, pth = folder / "vit_s.safetensors", folder / "vit_s.pth"
+    save_state_dict(vit_small.state_dict(), st)
+    torch.save({"model": vit_small.state_dict()}, pth)
+    return st, pth
+
+
+def test_file_teachers_equal_in_memory(teacher_files, vit_small):
+    st, pth = teacher_files
+    ref = select(vit_small, TINY).state_dict
+    for path in (st, pth, str(st)):
+        result = select(path, TINY)
+        assert all(torch.equal(result.state_dict[k], ref[k]) for k in ref)
+        assert result.manifest["teacher"]["source"] == str(path)
+        assert len(result.manifest["teacher"]["sha256"]) == 64
+
+
+def test_student_wider_than_teacher():
+    with pytest.raises(ValueError, match="wider"):
+        select(sd("vit_tiny_patch16_224", **SMALL_VIT), {"name": "vit_small_patch16_224", "kwargs": SMALL_VIT})
+
+
+def test_student_deeper_than_teacher():
+    teacher = sd("vit_small_patch16_224", **SMALL_VIT, depth=6)
+    with pytest.raises(ValueError, match="deeper"):
+        select(teacher, TINY)
+
+
+def test_mismatched_families():
+    with pytest.raises(ValueError, match="same family"):
+        select(sd("convnext_tiny"), TINY)
+
+
+def test_unknown_student_name(vit_small):
+    with pytest.raises(UnknownModelError, match="vit_tinyy"):
+        select(vit_small, "vit_tinyy_patch16_224")
+
+
+def test_unknown_teacher_name():
+    with pytest.raises(UnknownModelError, match="vit_smal_patch16_224"):
+        select("vit_smal_patch16_224.augreg_in21k", TINY)
+
+
+def test_unknown_pretrained_tag():
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        select("vit_small_patch16_224.no_such_tag", TINY)
+
+
+def test_corrupt_safetensors(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(WeightsFileError, match="not a valid safetensors"):
+        select(bad, TINY)
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "cfg": WeightsFileError("x")}, evil)
+    with pytest.raises(WeightsFileError, match="weights_only"):
+        select(evil, TINY)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightsFileError, match="not found"):
+        select(tmp_path / "nope.safetensors", TINY)
+
+
+def test_offline_and_not_cached_names_the_fix(tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(HubWeightsUnavailable, match="HF_HUB_OFFLINE") as err:
+        select("vit_small_patch16_224.augreg_in21k", TINY)
+    assert "timm/vit_small_patch16_224.augreg_in21k" in str(err.value)
+    assert "local .safetensors" in str(err.value)
+
+
+def test_cached_hub_file_is_read_lazily(tmp_path, monkeypatch, vit_small):
+    """A pretrained name resolves to the hub cache's model.safetensors (offline, no download)."""
+    import huggingface_hub.constants as constants
+
+    repo = tmp_path / "models--timm--vit_small_patch16_224.augreg_in21k"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    save_state_dict(vit_small.state_dict(), snap / "model.safetensors")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    result = select("vit_small_patch16_224.augreg_in21k", TINY)
+    ref = select(vit_small, TINY)
+    assert torch.equal(result.state_dict["blocks.3.attn.qkv.weight"], ref.state_dict["blocks.3.attn.qkv.weight"])
+    assert result.manifest["teacher"]["source"] == "vit_small_patch16_224.augreg_in21k"
+    assert result.manifest["teacher"]["hf_hub_id"] == "timm/vit_small_patch16_224.augreg_in21k"

@@ -1,0 +1,111 @@
+"""ConvNeXt, Swin, ResNet and the generic fallback."""
+import pytest
+import timm
+import torch
+
+from conftest import model, reference_uniform, sd
+from weightselect.selection import select
+from weightselect.selection.elements import uniform_indices
+
+SWIN = {"img_size": 64, "window_size": 4}
+
+
+def _strict(spec, state_dict):
+    student = timm.create_model(spec["name"], **spec.get("kwargs", {}))
+    student.load_state_dict(state_dict, strict=True)
+    return student
+
+
+def test_convnext_tiny_to_femto_matches_the_release():
+    teacher = sd("convnext_tiny")
+    spec = {"name": "convnext_femto", "kwargs": {}}
+    result = select(teacher, spec)
+    student = model("convnext_femto").state_dict()
+    # femto's MLP is made of 1x1 convolutions, tiny's of linear layers: the same component
+    assert student["stages.0.blocks.0.mlp.fc1.weight"].shape == (192, 48, 1, 1)
+    assert teacher["stages.0.blocks.0.mlp.fc1.weight"].shape == (384, 96)
+    for key, value in result.state_dict.items():
+        t = teacher[key]
+        s_shape = student[key].shape
+        if t.dim() < len(s_shape):
+            t = t.reshape(tuple(t.shape) + (1,) * (len(s_shape) - t.dim()))
+        assert torch.equal(value, reference_uniform(t, s_shape)), key
+    assert result.manifest["layer_map"]["stages.2.blocks.5"] == "stages.2.blocks.5"
+    assert result.manifest["axes"]["stages.3.channels"]["teacher"] == 768
+    assert result.manifest["head"] == "selected"
+    _strict(spec, result.state_dict)
+
+
+def test_convnext_per_stage_layer_selection_and_consistency():
+    teacher = sd("convnext_tiny")
+    result = select(teacher, "convnext_femto", method="random", layers="uniform", seed=1)
+    lm = result.manifest["layer_map"]
+    assert [lm[f"stages.2.blocks.{i}"] for i in range(6)] == [f"stages.2.blocks.{t}" for t in (0, 2, 3, 5, 6, 8)]
+    assert lm["stages.0.blocks.1"] == "stages.0.blocks.2"
+    ch1 = torch.tensor(result.manifest["axes"]["stages.1.channels"]["indices"])
+    ch0 = torch.tensor(result.manifest["axes"]["stages.0.channels"]["indices"])
+    out = result.state_dict
+    assert torch.equal(out["stages.1.downsample.1.weight"], teacher["stages.1.downsample.1.weight"][ch1][:, ch0])
+    assert torch.equal(out["stages.1.blocks.1.conv_dw.weight"], teacher["stages.1.blocks.2.conv_dw.weight"][ch1])
+    hid = torch.tensor(result.manifest["axes"]["stages.1.blocks.1.mlp_hidden"]["indices"])
+    fc2 = teacher["stages.1.blocks.2.mlp.fc2.weight"][ch1][:, hid]
+    assert torch.equal(out["stages.1.blocks.1.mlp.fc2.weight"], fc2[:, :, None, None])
+
+
+def test_swin_base_to_tiny():
+    teacher = sd("swin_base_patch4_window7_224", **SWIN)
+    spec = {"name": "swin_tiny_patch4_window7_224", "kwargs": SWIN}
+    result = select(teacher, spec)
+    out, axes = result.state_dict, result.manifest["axes"]
+    assert axes["layers.0.channels"]["teacher"] == 128 and axes["layers.0.channels"]["student"] == 96
+    heads = uniform_indices(4, 3)
+    assert axes["layers.0.heads"]["indices"] == heads.tolist()
+    table = teacher["layers.0.blocks.1.attn.relative_position_bias_table"]
+    assert torch.equal(out["layers.0.blocks.1.attn.relative_position_bias_table"], table[:, heads])
+    # patch merging: 4 concatenated copies of the previous stage's channels, selected block by block
+    c0 = uniform_indices(128, 96)
+    c1 = uniform_indices(256, 192)
+    cols = torch.cat([c0 + k * 128 for k in range(4)])
+    red = teacher["layers.1.downsample.reduction.weight"]
+    assert torch.equal(out["layers.1.downsample.reduction.weight"], red[c1][:, cols])
+    assert result.manifest["layer_map"]["layers.2.blocks.5"] == "layers.2.blocks.5"
+    _strict(spec, out)
+
+
+def test_resnet50_to_narrower_resnet26():
+    teacher = sd("resnet50")
+    spec = {"name": "resnet26", "kwargs": {"base_width": 32}}
+    result = select(teacher, spec, layers="last")
+    lm = result.manifest["layer_map"]
+    # block 0 of a stage holds the downsampling shortcut: it stays block 0
+    assert lm["layer3.0"] == "layer3.0" and lm["layer3.1"] == "layer3.5"
+    axes = result.manifest["axes"]
+    assert axes["layer3.1.width1"]["teacher"] == 256 and axes["layer3.1.width1"]["student"] == 128
+    assert axes["layer3.channels"]["indices"] == list(range(1024))  # equal widths: all kept
+    w1 = uniform_indices(256, 128)
+    got = result.state_dict["layer3.1.conv2.weight"]
+    assert torch.equal(got, teacher["layer3.5.conv2.weight"][w1][:, w1])
+    assert torch.equal(result.state_dict["layer3.1.bn1.running_var"], teacher["layer3.5.bn1.running_var"][w1])
+    _strict(spec, result.state_dict)
+
+
+def test_generic_mixer_pair():
+    teacher = sd("mixer_b16_224", img_size=64)
+    spec = {"name": "mixer_s16_224", "kwargs": {"img_size": 64}}
+    result = select(teacher, spec, method="random", seed=0)
+    assert result.manifest["family"] == "generic"
+    assert result.manifest["layer_map"]["blocks.7"] == "blocks.7"
+    embed = torch.tensor(result.manifest["axes"]["size768->512"]["indices"])
+    out = result.state_dict
+    assert torch.equal(out["blocks.0.norm1.weight"], teacher["blocks.0.norm1.weight"][embed])
+    assert torch.equal(out["stem.proj.bias"], teacher["stem.proj.bias"][embed])
+    _strict(spec, out)
+
+
+def test_generic_refuses_rank_mismatch():
+    teacher = {"a.weight": torch.zeros(4, 4, 3), "b": torch.zeros(2)}
+    student = torch.nn.Module()
+    student.a = torch.nn.Linear(4, 2, bias=False)
+    student.b = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="dimensions"):
+        select(teacher, student)
