@@ -1,0 +1,310 @@
+"""The SLURM profile (`slurm/config.yaml`): what it sets, and runs through a real Slurm cluster.
+
+The cluster tests start a single-node Slurm on localhost for this module (`slurm_cluster.py`) and
+skip with the reason when it cannot start (no Slurm installed, not root). They run Snakemake with
+`--profile slurm` exactly as on a cluster, adding only what a test needs: the local partition
+through the profile's environment variable, status polling with `squeue` (no accounting
+database here), short polling intervals and kept job logs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm_cluster import LocalSlurm, SlurmUnavailable
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+WORKFLOW_FILES = (
+    "Snakefile", "config.yaml", "rules", "schemas", "workflow_scripts", "envs", "report", "slurm"
+)
+SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+FINISHED = re.compile(r"Finished jobid: (\d+) \(Rule: (\w+)\)")
+
+# Only what differs between the test cluster and a real one; everything else is the profile's.
+TEST_CLUSTER_ARGS = [
+    "--slurm-status-command", "squeue",
+    "--slurm-init-seconds-before-status-checks", "2",
+    "--slurm-keep-successful-logs",
+    "--jobs", "2",
+]
+
+SMOKE_SNAKEFILE = r'''
+rule all:
+    input:
+        expand("out/{sample}.txt", sample=["a", "b"]),
+
+
+rule hello:
+    output:
+        "out/{sample}.txt",
+    resources:
+        runtime=5,
+        mem_mb=500,
+    shell:
+        'echo "study={config[study]} job=$SLURM_JOB_ID node=$SLURMD_NODENAME" > {output}'
+
+
+rule resumable:
+    output:
+        "out/resumable.txt",
+    params:
+        # Undeclared, like a training checkpoint: it survives a requeue of the job.
+        state="state/resumable.txt",
+    resources:
+        runtime=5,
+        mem_mb=500,
+    shell:
+        """
+        mkdir -p state
+        echo "start job=$SLURM_JOB_ID" >> {params.state}
+        if [ "$(grep -c start {params.state})" -lt 2 ]; then sleep 120; fi
+        cp {params.state} {output}
+        """
+'''
+
+
+def snakemake(args, cwd, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        SNAKEMAKE + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def copy_profile(dest: Path) -> None:
+    shutil.copytree(REPO / "slurm", dest / "slurm")
+
+
+def submitted_jobs(log: str) -> dict[str, tuple[str, Path]]:
+    """Snakemake job id -> (Slurm job id, Slurm log file), from the executor's messages."""
+    return {m[1]: (m[2], Path(m[3])) for m in SUBMITTED.finditer(log)}
+
+
+def scontrol_job(cluster: LocalSlurm, job_id: str) -> dict[str, str]:
+    out = cluster.run(["scontrol", "show", "job", "--oneliner", job_id]).stdout
+    return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"), memory_mb=16000)
+    try:
+        cluster.start()
+    except SlurmUnavailable as err:
+        print(f"local Slurm unavailable: {err}")
+        pytest.skip(f"local Slurm cluster did not start: {err}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_env(slurm):
+    """Environment for Snakemake on the test cluster; the partition goes through the profile."""
+    return dict(slurm.env, WEIGHTSELECT_SLURM_PARTITION=slurm.partition)
+
+
+@pytest.fixture
+def workflow_copy(tmp_path):
+    """The repository's workflow files in a temporary folder (results land there)."""
+    if not (REPO / "Snakefile").exists():
+        pytest.skip("the workflow (Snakefile) is not in the repository yet")
+    for name in WORKFLOW_FILES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, tmp_path / name)
+        elif (REPO / name).exists():
+            shutil.copy2(REPO / name, tmp_path / name)
+    return tmp_path
+
+
+def study_config(name: str) -> dict:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    if name not in config.get("studies", {}):
+        pytest.skip(f"config.yaml has no study '{name}' yet")
+    return config["studies"][name]
+
+
+@pytest.fixture
+def smoke_workdir(tmp_path):
+    (tmp_path / "Snakefile").write_text(SMOKE_SNAKEFILE)
+    copy_profile(tmp_path)
+    return tmp_path
+
+
+# -- the profile itself (no cluster needed) ----------------------------------------------------
+def dry_run_resources(workdir: Path, env: dict) -> str:
+    result = snakemake(["-n", "-p", "--profile", "slurm", "out/a.txt"], workdir, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def test_profile_selects_paper_study_and_reads_partition_and_account(smoke_workdir):
+    env = dict(
+        os.environ,
+        WEIGHTSELECT_SLURM_PARTITION="gpu-a100",
+        WEIGHTSELECT_SLURM_ACCOUNT="proj42",
+    )
+    log = dry_run_resources(smoke_workdir, env)
+    assert "Using profile slurm" in log
+    assert "study=paper" in log  # the profile's `config: study: paper`
+    assert "slurm_partition=gpu-a100" in log
+    assert "slurm_account=proj42" in log
+    assert "runtime=5" in log  # rule resources win over the profile's defaults
+
+
+def test_profile_leaves_partition_and_account_to_slurm_when_unset(smoke_workdir):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WEIGHTSELECT_SLURM_PARTITION", "WEIGHTSELECT_SLURM_ACCOUNT")
+    }
+    log = dry_run_resources(smoke_workdir, env)
+    assert "slurm_partition" not in log
+    assert "slurm_account" not in log
+
+
+def test_repository_dry_run_selects_paper_study_with_gpu_training(workflow_copy):
+    """`snakemake --profile slurm all` from the repository plans the paper's grid on GPUs."""
+    result = snakemake(["-n", "--profile", "slurm", "all"], workflow_copy, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "Using profile slurm" in log
+    paper = study_config("paper")
+    student, dataset = next(iter(paper["students"])), next(iter(paper["datasets"]))
+    assert f"results/runs/{student}/{dataset}/" in log
+    train_resources = re.findall(r"^rule train:\n(?:    .*\n)*?    resources: (.*)$", log, re.M)
+    assert train_resources, "no training jobs planned"
+    gpus = [int(m) for r in train_resources for m in re.findall(r"\bgpu=(\d+)", r)]
+    assert len(gpus) == len(train_resources) and min(gpus) >= 1
+
+
+# -- through the local Slurm cluster ---------------------------------------------------------
+def test_jobs_run_through_slurm(slurm, cluster_env, smoke_workdir):
+    start = time.monotonic()
+    result = snakemake(
+        ["--profile", "slurm", "--config", "study=slurm_smoke", *TEST_CLUSTER_ARGS],
+        smoke_workdir,
+        cluster_env,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:] + "\n" + slurm.logs()
+
+    jobs = submitted_jobs(log)
+    assert len(jobs) == 2, log[-4000:]
+    slurm_ids = {slurm_id for slurm_id, _ in jobs.values()}
+    for sample in ("a", "b"):
+        fields = dict(
+            kv.split("=", 1) for kv in (smoke_workdir / f"out/{sample}.txt").read_text().split()
+        )
+        assert fields["study"] == "slurm_smoke"  # --config overrides the profile's study
+        assert fields["job"] in slurm_ids  # ran inside a job this run submitted
+        assert fields["node"] == "localhost"
+    for slurm_id, slurm_log in jobs.values():
+        assert slurm_log.is_relative_to(smoke_workdir / ".snakemake" / "slurm_logs")
+        assert slurm_log.exists() and "rule hello" in slurm_log.read_text()
+        job = scontrol_job(slurm, slurm_id)  # what the profile put on the sbatch line
+        assert job["JobState"] == "COMPLETED"
+        assert job["Partition"] == slurm.partition
+        assert job["Requeue"] == "1"  # slurm-requeue: true
+        assert job["TimeLimit"] == "00:05:00"  # runtime=5
+    print(f"two jobs through Slurm in {time.monotonic() - start:.1f} s")
+
+
+def test_requeued_job_resumes_and_completes(slurm, cluster_env, smoke_workdir):
+    """A requeue (what preemption does) kills the running job; Slurm runs it again under the
+    same job id, Snakemake keeps waiting, and the job picks up its undeclared state."""
+    log_path = smoke_workdir / "snakemake.log"
+    args = ["--profile", "slurm", "--config", "study=slurm_smoke", *TEST_CLUSTER_ARGS]
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            SNAKEMAKE + args + ["out/resumable.txt"],
+            cwd=smoke_workdir,
+            env=cluster_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        state = smoke_workdir / "state/resumable.txt"
+        deadline = time.monotonic() + 120
+        while not (state.exists() and "start" in state.read_text()):
+            assert proc.poll() is None, log_path.read_text()[-4000:]
+            assert time.monotonic() < deadline, "the job never started\n" + slurm.logs()
+            time.sleep(0.5)
+        ((slurm_id, _),) = submitted_jobs(log_path.read_text()).values()
+        slurm.run(["scontrol", "requeue", slurm_id])
+        # A requeued job waits two minutes before it is eligible again; release it at once.
+        while True:
+            job = scontrol_job(slurm, slurm_id)
+            if job["Restarts"] != "0" and job["JobState"] != "PENDING":
+                break
+            assert time.monotonic() < deadline, f"requeued job stuck in {job['JobState']}"
+            if job["JobState"] == "PENDING":
+                slurm.run(["scontrol", "update", f"JobId={slurm_id}", "StartTime=now"], False)
+            time.sleep(0.5)
+        assert proc.wait(timeout=240) == 0, log_path.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = (smoke_workdir / "out/resumable.txt").read_text().splitlines()
+    assert lines == [f"start job={slurm_id}"] * 2
+    assert scontrol_job(slurm, slurm_id)["Restarts"] == "1"
+
+
+def test_slurm_smoke_study_runs_through_slurm(slurm, cluster_env, workflow_copy):
+    """The workflow's `slurm_smoke` study end to end: every job but `all` is a Slurm job."""
+    study = study_config("slurm_smoke")
+    start = time.monotonic()
+    result = snakemake(
+        ["--profile", "slurm", "--config", "study=slurm_smoke", *TEST_CLUSTER_ARGS],
+        workflow_copy,
+        cluster_env,
+        timeout=900,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:] + "\n" + slurm.logs()
+    elapsed = time.monotonic() - start
+
+    jobs = submitted_jobs(log)
+    local_rules = set(re.findall(r"^localrule (\w+):", log, re.M))
+    finished = {job: rule for job, rule in FINISHED.findall(log) if rule not in local_rules}
+    assert finished and set(finished) <= set(jobs), "a job ran outside Slurm:\n" + log[-4000:]
+    assert "train" in finished.values()
+    for job, rule in finished.items():
+        slurm_id, slurm_log = jobs[job]
+        assert slurm_log.exists() and f"rule {rule}" in slurm_log.read_text()
+        info = scontrol_job(slurm, slurm_id)
+        assert info["JobState"] == "COMPLETED" and info["Partition"] == slurm.partition
+        assert info["Requeue"] == "1"
+        if rule == "train":  # the study's resources reach sbatch; no GPU asked on this node
+            hours, minutes = divmod(int(study["resources"]["runtime"]), 60)
+            assert info["TimeLimit"] == f"{hours:02d}:{minutes:02d}:00"
+            assert "gpu" not in info.get("TRES", "") + info.get("TresPerNode", "")
+
+    results = workflow_copy / "results"
+    variants = study["table2"]["variants"]
+    for student in study["students"]:
+        table = (results / f"tables/table2_{student}.csv").read_text().splitlines()
+        header, rows = table[0].split(","), [row.split(",") for row in table[1:]]
+        assert len(rows) == len(study["datasets"])
+        for row in rows:
+            for variant in variants:
+                mean = float(row[header.index(f"{variant}_mean")])
+                assert math.isfinite(mean) and 0 <= mean <= 100
+        for dataset in study["datasets"]:
+            for variant in variants:
+                for seed in study["seeds"]:
+                    final = results / f"runs/{student}/{dataset}/{variant}/seed{seed}/final.json"
+                    assert 0 <= json.loads(final.read_text())["final_top1"] <= 100
+            if study.get("figures", True):
+                figure = results / f"figures/curves_{student}_{dataset}.png"
+                assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"slurm_smoke study through Slurm: {len(finished)} jobs in {elapsed:.0f} s")
