@@ -227,24 +227,81 @@ class TensorSource:
         return cls({k: tuple(v.shape) for k, v in sd.items()}, sd.__getitem__, description)
 
 
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
+    "F8_E5M2": getattr(torch, "float8_e5m2", None),
+}
+
+
+def _read_safetensors_header(fh, path: Path) -> Tuple[Dict[str, Any], int]:
+    """The tensor entries of a safetensors header and the offset where the data starts."""
+    size = os.fstat(fh.fileno()).st_size
+    head = fh.read(8)
+    n = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if n <= 0 or 8 + n > size:
+        raise WeightsFileError(f"{path}: not a valid safetensors file (bad header length)")
+    try:
+        header = json.loads(fh.read(n))
+    except ValueError as exc:
+        raise WeightsFileError(f"{path}: not a valid safetensors file (header is not JSON: {exc})") from exc
+    if not isinstance(header, dict):
+        raise WeightsFileError(f"{path}: not a valid safetensors file (header is not an object)")
+    header.pop("__metadata__", None)
+    data_size = size - 8 - n
+    for key, info in header.items():
+        try:
+            start, end = (int(x) for x in info["data_offsets"])
+            shape = tuple(int(d) for d in info["shape"])
+            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WeightsFileError(f"{path}: not a valid safetensors file (entry '{key}': {exc})") from exc
+        numel = 1
+        for d in shape:
+            numel *= d
+        if dtype is None or not 0 <= start <= end <= data_size or end - start != numel * dtype.itemsize:
+            raise WeightsFileError(f"{path}: not a valid safetensors file (entry '{key}' is out of range)")
+        info["_parsed"] = (start, end, shape, dtype)
+    return header, 8 + n
+
+
 def open_tensor_source(path: str | os.PathLike) -> TensorSource:
-    """Open a weights file for tensor-by-tensor reads (lazy for safetensors)."""
+    """Open a weights file for tensor-by-tensor reads (lazy for safetensors).
+
+    A safetensors file is read with plain positioned reads, one tensor at a time (no memory map),
+    so the process holds only the tensors it keeps: reading a large teacher costs memory near the
+    size of its largest tensor.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsFileError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
+        fh = open(path, "rb")
         try:
-            handle = safe_open(str(path), framework="pt", device="cpu")
-            ctx = handle.__enter__()
-            shapes = {k: tuple(ctx.get_slice(k).get_shape()) for k in ctx.keys()}
-        except Exception as exc:
-            raise WeightsFileError(f"{path}: not a valid safetensors file ({exc})") from exc
-        return TensorSource(
-            shapes, ctx.get_tensor, str(path), closer=lambda: handle.__exit__(None, None, None)
-        )
+            header, base = _read_safetensors_header(fh, path)
+        except BaseException:
+            fh.close()
+            raise
+
+        def get(key: str) -> torch.Tensor:
+            start, end, shape, dtype = header[key]["_parsed"]
+            if end == start:
+                return torch.empty(shape, dtype=dtype)
+            buf = bytearray(end - start)
+            got = os.preadv(fh.fileno(), [buf], base + start) if hasattr(os, "preadv") else _pread_into(fh, buf, base + start)
+            if got != len(buf):
+                raise WeightsFileError(f"{path}: truncated safetensors file (tensor '{key}')")
+            return torch.frombuffer(buf, dtype=dtype).reshape(shape)
+
+        shapes = {k: v["_parsed"][2] for k, v in header.items()}
+        return TensorSource(shapes, get, str(path), closer=fh.close)
     return TensorSource.from_state_dict(load_state_dict(path), str(path))
+
+
+def _pread_into(fh, buf: bytearray, offset: int) -> int:
+    fh.seek(offset)
+    return fh.readinto(buf)
 
 
 def manifest_path(weights_path: str | os.PathLike) -> Path:
