@@ -62,6 +62,12 @@ def source_dataset(dataset):
     return DATASETS[dataset].get("dataset", dataset)
 
 
+def dataset_arg(dataset):
+    """What the trainer gets: the library's name, or {"name": ..., **options} (e.g. n_per_class)."""
+    options = DATASETS[dataset].get("options", {})
+    return {"name": source_dataset(dataset), **options} if options else source_dataset(dataset)
+
+
 def run_recipe(student, dataset):
     """Recipe overrides of one run: the study's, then the dataset's, then the student's."""
     overrides = dict(STUDY.get("recipe", {}))
@@ -191,6 +197,11 @@ def init_arg(wildcards, input):
 
 def train_gpus(wildcards):
     return int(DATASETS[wildcards.dataset].get("gpus", RESOURCES.get("gpus", 0)))
+
+
+def train_threads(wildcards):
+    """CPU threads of a training job: the study's per-GPU (or per-job) count, times its GPUs."""
+    return TRAIN_THREADS * max(train_gpus(wildcards), 1)
 
 
 def train_runtime(wildcards):

@@ -35,7 +35,7 @@ rule train:
     retries: RESOURCES.get("retries", 0)
     conda:
         "../envs/weightselect.yaml"
-    threads: TRAIN_THREADS
+    threads: train_threads
     resources:
         gpu=train_gpus,
         runtime=train_runtime,
@@ -43,7 +43,7 @@ rule train:
         tasks=1,
     params:
         model=lambda wc: STUDENTS[wc.student]["model"],
-        dataset=lambda wc: source_dataset(wc.dataset),
+        dataset=lambda wc: dataset_arg(wc.dataset),
         init=init_arg,
         recipe=lambda wc: run_recipe(wc.student, wc.dataset),
         data_root=DATA_ROOT,

@@ -18,10 +18,13 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
 p, threads = snakemake.params, snakemake.threads
 run_dir = str(Path(snakemake.output.final).parent)
 gpus = int(snakemake.resources.gpu)
+options = dict(p.dataset) if isinstance(p.dataset, dict) else {"name": p.dataset}
+name = options.pop("name")
 if gpus > 1:
     command = ["torchrun", "--standalone", f"--nproc_per_node={gpus}", "-m", "weightselect", "train",
                "--model", p.model["name"], "--model-kwargs", json.dumps(p.model.get("kwargs", {})),
-               "--dataset", p.dataset, "--data-root", p.data_root, "--out", run_dir,
+               "--dataset", name, "--dataset-options", json.dumps(options),
+               "--data-root", p.data_root, "--out", run_dir,
                "--init", str(p.init), "--seed", snakemake.wildcards.seed,
                "--num-workers", str(max(threads // gpus - 1, 0))]
     command += [f"--set={key}={json.dumps(value)}" for key, value in p.recipe.items()]
