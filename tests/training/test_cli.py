@@ -42,3 +42,27 @@ def test_train_command_offline_dataset_error(tmp_path, tiny_vit, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--download" in err and "cifar-10-batches-py" in err
+
+
+def test_train_command_exit_code_after_a_signal(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from weightselect.training import loop
+
+    def preempted(*args, **kwargs):
+        raise loop.TrainingInterrupted("stopped at epoch 1, update 3 (signal); rerun", signal.SIGUSR1)
+
+    monkeypatch.setattr(loop, "train", preempted)
+    argv = ["train", "--model", "vit_tiny_patch16_224", "--dataset", "digits", "--out", str(tmp_path / "r")]
+    assert main(argv) == 128 + signal.SIGUSR1
+    assert "rerun" in capsys.readouterr().err
+
+
+def test_probe_command(tmp_path, tiny_vit, capsys):
+    argv = ["probe", "--model", tiny_vit["name"], "--model-kwargs", json.dumps(tiny_vit["kwargs"]),
+            "--dataset", "digits", "--init", "random", "--set", "epochs=2", "--set", "warmup_epochs=0",
+            "--out", str(tmp_path / "p")]
+    assert main(argv) == 0
+    final = json.loads(capsys.readouterr().out)
+    assert final["mode"] == "linear_probe" and final["epochs"] == 2
+    assert main(argv) == 2  # finished: not overwritten without --force

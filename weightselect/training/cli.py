@@ -43,7 +43,18 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--force", action="store_true", help="train again even if the run directory holds a finished run")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="data loader worker processes (default: 0 on the CPU, up to 8 with CUDA)")
+
+
+def _workers(args) -> int:
+    if args.num_workers is not None:
+        return args.num_workers
+    import os
+
+    import torch
+
+    return min(8, os.cpu_count() or 1) if torch.cuda.is_available() and args.device != "cpu" else 0
 
 
 def _cmd_train(args) -> int:
@@ -62,7 +73,7 @@ def _cmd_train(args) -> int:
         final = train(
             _model_arg(args), _dataset_arg(args), args.out, init=args.init, seed=args.seed,
             recipe=_overrides(args), data_root=args.data_root, download=args.download, device=args.device,
-            force=args.force, distill=distill, teacher=teacher, num_workers=args.num_workers,
+            force=args.force, distill=distill, teacher=teacher, num_workers=_workers(args),
             stop_after_epochs=args.stop_after_epochs,
         )
     except TrainingInterrupted as exc:
@@ -80,7 +91,7 @@ def _cmd_probe(args) -> int:
     result = probe(
         _model_arg(args), _dataset_arg(args), args.out, init=args.init, seed=args.seed,
         recipe=_overrides(args), data_root=args.data_root, download=args.download, device=args.device,
-        force=args.force, num_workers=args.num_workers, weights=args.weights,
+        force=args.force, num_workers=_workers(args), weights=args.weights,
     )
     print(json.dumps(result))
     return 0

@@ -412,6 +412,7 @@ def train(
         torch.cuda.set_device(device_t)
         torch.backends.cudnn.benchmark = True
     dist.setup(device_t)
+    dist.barrier()  # rank 0 has cleared a forced run before any rank looks for a checkpoint
     is_main = dist.rank == 0
     use_amp = recipe.amp and device_t.type == "cuda"
     in_chans = recipe.in_chans or info.in_chans
