@@ -77,11 +77,12 @@ def test_cli_select_and_refuse_overwrite(tmp_path, vit_small, capsys):
 
 def test_cli_baseline(tmp_path):
     out = tmp_path / "xavier.safetensors"
-    argv = ["baseline", "--student", "vit_tiny_patch16_224", "--student-kwargs", json.dumps(SMALL_VIT),
+    kwargs = {**SMALL_VIT, "depth": 2}
+    argv = ["baseline", "--student", "vit_tiny_patch16_224", "--student-kwargs", json.dumps(kwargs),
             "--name", "xavier", "--seed", "0", "-o", str(out)]
     assert main(argv) == 0
     sd, manifest = load_init(out)
     assert manifest["method"] == "xavier" and manifest["teacher"] is None
-    model = timm.create_model("vit_tiny_patch16_224", **SMALL_VIT)
+    model = timm.create_model("vit_tiny_patch16_224", **kwargs)
     apply_init(model, out, seed=9)
     assert torch.equal(model.blocks[0].mlp.fc1.weight, sd["blocks.0.mlp.fc1.weight"])

@@ -1,5 +1,6 @@
 """Teacher inputs (files, hub cache) and clear errors."""
 import pytest
+import timm
 import torch
 
 from conftest import SMALL_VIT, sd
@@ -109,3 +110,38 @@ def test_cached_hub_file_is_read_lazily(tmp_path, monkeypatch, vit_small):
     assert torch.equal(result.state_dict["blocks.3.attn.qkv.weight"], ref.state_dict["blocks.3.attn.qkv.weight"])
     assert result.manifest["teacher"]["source"] == "vit_small_patch16_224.augreg_in21k"
     assert result.manifest["teacher"]["hf_hub_id"] == "timm/vit_small_patch16_224.augreg_in21k"
+
+
+def test_tag_without_hub_safetensors_falls_back_to_timm(monkeypatch, vit_small):
+    from weightselect.selection import sources
+
+    calls = []
+    real = timm.create_model
+
+    def fake_create_model(name, pretrained=False, **kwargs):
+        if not pretrained:  # the student
+            return real(name, **kwargs)
+        calls.append(name)
+        return vit_small
+
+    monkeypatch.setattr(sources, "_hub_safetensors", lambda repo_id, name: None)
+    monkeypatch.setattr("timm.create_model", fake_create_model)
+    result = select("vit_small_patch16_224.augreg_in21k", TINY)
+    assert calls == ["vit_small_patch16_224.augreg_in21k"]
+    assert result.manifest["teacher"]["source"] == "vit_small_patch16_224.augreg_in21k"
+
+
+def test_fallback_failure_names_the_fix(monkeypatch):
+    from weightselect.selection import sources
+
+    real = timm.create_model
+
+    def failing(name, pretrained=False, **kwargs):
+        if not pretrained:
+            return real(name, **kwargs)
+        raise OSError("no network")
+
+    monkeypatch.setattr(sources, "_hub_safetensors", lambda repo_id, name: None)
+    monkeypatch.setattr("timm.create_model", failing)
+    with pytest.raises(HubWeightsUnavailable, match="HF_HUB_OFFLINE"):
+        select("vit_small_patch16_224.augreg_in21k", TINY)

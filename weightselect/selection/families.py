@@ -13,7 +13,6 @@ which is also all the generic fallback family does.
 """
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -28,8 +27,6 @@ __all__ = [
     "infer_dims",
     "infer_layer_pattern",
 ]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,8 @@ def _plan(
     t_shapes: Mapping[str, Tuple[int, ...]],
     s_state: Mapping[str, torch.Tensor],
     skip: set,
-) -> Tuple[List[_Entry], Dict[str, Tuple[int, int, str]], List[str]]:
+) -> Tuple[List[_Entry], Dict[str, Tuple[int, int, str]]]:
+    """Map every student tensor to its teacher tensor and axes; collect each axis's sizes."""
     ctx: Dict[str, object] = family.context(s_state.keys())
     ctx["keys"] = frozenset(s_state.keys())
     entries: List[_Entry] = []
@@ -186,7 +187,7 @@ def _plan(
     if inferred:
         log.warning("%d tensors have no %s rule; their axes were inferred from shapes: %s",
                     len(inferred), family.name, ", ".join(inferred[:8]))
-    return entries, axes, missing
+    return entries, axes
 
 
 def _dim_indices(
@@ -281,7 +282,7 @@ def select(
                 head = "reinitialized"
         skip = set(excluded_keys) | (set(clf_keys) if head == "reinitialized" else set())
 
-        entries, axes, _ = _plan(family, lmap, t_shapes, s_state, skip)
+        entries, axes = _plan(family, lmap, t_shapes, s_state, skip)
         chooser = _consistent_method(method)
         per_tensor = method in ("random_nocons", "magnitude")
         axis_indices: Dict[str, torch.Tensor] = {}
