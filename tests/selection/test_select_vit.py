@@ -213,3 +213,24 @@ def test_manifest_keys(vit_small, vit_tiny_spec):
     assert m["student"] == vit_tiny_spec
     assert len(m["teacher"]["sha256"]) == 64
     assert m["axes"]["embed"]["teacher"] == 384 and m["axes"]["embed"]["student"] == 192
+
+
+def test_other_image_and_patch_size_resamples_position_and_patch_embeddings():
+    from timm.layers import resample_abs_pos_embed, resample_patch_embed
+
+    teacher = sd("vit_small_patch16_224", img_size=64)  # 4x4 grid of 16-pixel patches
+    spec = {"name": "vit_tiny_patch16_224", "kwargs": {"img_size": 32, "patch_size": 4}}  # 8x8 grid
+    result = select(teacher, spec)
+    assert result.manifest["resampled"] == ["pos_embed", "patch_embed.proj.weight"]
+    embed = uniform_indices(384, 192)
+    pos = resample_abs_pos_embed(teacher["pos_embed"], [8, 8], [4, 4], num_prefix_tokens=1)
+    assert torch.allclose(result.state_dict["pos_embed"], pos[..., embed])
+    assert torch.equal(result.state_dict["pos_embed"][:, 0], teacher["pos_embed"][:, 0, embed])
+    kernel = resample_patch_embed(teacher["patch_embed.proj.weight"], [4, 4])
+    assert torch.allclose(result.state_dict["patch_embed.proj.weight"], kernel[embed])
+    _load_strict(spec, result.state_dict)
+
+
+def test_other_input_channels_is_an_error():
+    with pytest.raises(ValueError, match="input channels"):
+        select(sd("vit_small_patch16_224", **SMALL_VIT), {"name": "vit_tiny_patch16_224", "kwargs": {**SMALL_VIT, "in_chans": 1}})

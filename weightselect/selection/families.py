@@ -53,6 +53,9 @@ class Family:
     stage_pattern: Optional[str] = None  # regex whose group 1 is a stage index (for {last})
     pin_first: bool = False  # the first layer of a group differs (ResNet downsampling block)
     isotropic: bool = True
+    # name regex -> fn(teacher tensor, student shape) giving the teacher tensor resampled to the
+    # student's size on its unselected dimensions (ViT position embeddings, patch kernels)
+    resamplers: Mapping[str, Callable] = field(default_factory=dict)
 
     def __post_init__(self):
         layer = self.layer_pattern or r"(?!)"
@@ -66,6 +69,7 @@ class Family:
         self._stage_re = re.compile(self.stage_pattern) if self.stage_pattern else None
         self._components = {k: re.compile(v) for k, v in self.components.items()}
         self._embedding = re.compile(self.embedding_axes + r"\Z")
+        self._resamplers = [(re.compile(k + r"\Z"), fn) for k, fn in self.resamplers.items()]
 
     @property
     def layer_re(self) -> Optional["re.Pattern[str]"]:
@@ -96,6 +100,12 @@ class Family:
             env["keys"] = ctx.get("keys", ())
             dims = rule(env) if callable(rule) else rule
             return tuple(_format_dim(d, env) for d in dims)
+        return None
+
+    def resampler(self, key: str) -> Optional[Callable]:
+        for rx, fn in self._resamplers:
+            if rx.match(key):
+                return fn
         return None
 
     def component_of(self, key: str) -> List[str]:
@@ -134,6 +144,40 @@ def _transformer_block(layer: str, width: str) -> List[Tuple[str, DimsRule]]:
     ]
 
 
+def _square_grid(tokens: int) -> Tuple[int, int]:
+    """``(prefix tokens, grid side)`` of a ViT token count: the fewest prefix tokens (class,
+    register, distillation) that leave a square patch grid."""
+    for prefix in range(0, 9):
+        side = int(round((tokens - prefix) ** 0.5))
+        if side > 0 and side * side == tokens - prefix:
+            return prefix, side
+    raise ValueError(f"{tokens} position embeddings are not prefix tokens plus a square grid")
+
+
+def _resample_pos_embed(tensor, student_shape):
+    """Position embeddings (1, tokens, width) resampled to the student's token grid (timm's
+    bicubic ``resample_abs_pos_embed``); prefix tokens are kept."""
+    from timm.layers import resample_abs_pos_embed
+
+    t_prefix, t_side = _square_grid(tensor.shape[1])
+    s_prefix, s_side = _square_grid(student_shape[1])
+    if t_prefix != s_prefix:
+        raise ValueError(f"the teacher has {t_prefix} prefix tokens, the student {s_prefix}")
+    return resample_abs_pos_embed(tensor, [s_side, s_side], [t_side, t_side], num_prefix_tokens=t_prefix)
+
+
+def _resample_patch_kernel(tensor, student_shape):
+    """Patch-embedding kernels resampled to the student's patch size (timm's
+    ``resample_patch_embed``, as FlexiViT)."""
+    from timm.layers import resample_patch_embed
+
+    if tensor.shape[1] != student_shape[1]:
+        raise ValueError(
+            f"the teacher's patch embedding takes {tensor.shape[1]} input channels, the student's {student_shape[1]}"
+        )
+    return resample_patch_embed(tensor, list(student_shape[2:]))
+
+
 # --------------------------------------------------------------------------------------------
 # timm VisionTransformer (ViT, DeiT; isotropic)
 E = "embed"
@@ -160,6 +204,7 @@ VIT = Family(
         "layer_scale": r"\.ls\d\.",
     },
     embedding_axes=E,
+    resamplers={"pos_embed": _resample_pos_embed, r"patch_embed\.proj\.weight": _resample_patch_kernel},
 )
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -61,6 +61,7 @@ class _Entry:
     t_shape: Tuple[int, ...]  # teacher shape at the rank of ``dims``
     s_full: Tuple[int, ...]  # student shape as the model has it
     dtype: torch.dtype
+    resample: Optional[Callable] = None  # teacher tensor -> its size on the student's fixed dims
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +154,10 @@ def _plan(
                 inferred.append(key)
         t_r = _at_rank(t_shape, len(dims), f"teacher '{t_key}'")
         s_r = _at_rank(s_shape, len(dims), f"student '{key}'")
+        fixed = [d for d, dim in enumerate(dims) if dim is None]
+        resample = family.resampler(key) if any(t_r[d] != s_r[d] for d in fixed) else None
+        if resample is not None:  # e.g. position embeddings for another image size
+            t_r = tuple(s_r[d] if d in fixed else t_r[d] for d in range(len(dims)))
         for d, (dim, t, s) in enumerate(zip(dims, t_r, s_r)):
             if dim is None:
                 if t != s:
@@ -177,7 +182,7 @@ def _plan(
                     f"axis '{name}' has teacher/student sizes {seen[0]}/{seen[1]} in '{seen[2]}' but {t}/{s} in "
                     f"'{key}': the teacher and student do not have the same structure"
                 )
-        entries.append(_Entry(key, t_key, dims, t_r, s_shape, tensor.dtype))
+        entries.append(_Entry(key, t_key, dims, t_r, s_shape, tensor.dtype, resample))
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
         raise ValueError(
@@ -299,6 +304,8 @@ def select(
         selected: Dict[str, torch.Tensor] = {}
         for entry in entries:
             t_tensor = source.tensors.get(entry.teacher_key)
+            if entry.resample is not None:
+                t_tensor = entry.resample(t_tensor.float(), entry.s_full)
             t_tensor = t_tensor.reshape(entry.t_shape)
             if method == "magnitude":
                 out = elements.magnitude_select(t_tensor, entry.s_full)
@@ -326,6 +333,7 @@ def select(
         "head": head,
         "reinitialized": reinitialized,
         "excluded": list(excluded),
+        "resampled": [e.key for e in entries if e.resample is not None],
         "weightselect_version": __version__,
     }
     log.info("selected %d tensors; head %s; %d left at default init", len(selected), head, len(reinitialized))
