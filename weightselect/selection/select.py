@@ -9,6 +9,8 @@ a time, so peak memory stays near the student's size.
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -74,12 +76,25 @@ def _student_model(student: Any, student_kwargs: Optional[Mapping[str, Any]]) ->
     spec = ModelSpec.from_any(student)
     if student_kwargs:
         spec = ModelSpec(spec.name, {**spec.kwargs, **dict(student_kwargs)})
-    try:  # shapes only: build on the meta device (no memory, no init time)
+    try:
+        key = json.dumps(spec.to_dict(), sort_keys=True)
+    except TypeError:  # kwargs that are not JSON (e.g. a layer class): no caching
+        return _shape_model(spec), spec.to_dict()
+    return _cached_shape_model(key), spec.to_dict()
+
+
+def _shape_model(spec: ModelSpec) -> nn.Module:
+    """The student for its names and shapes: built on the meta device (no memory)."""
+    try:
         with torch.device("meta"):
-            model = create_model(spec)
+            return create_model(spec)
     except (RuntimeError, NotImplementedError, TypeError):
-        model = create_model(spec)
-    return model, spec.to_dict()
+        return create_model(spec)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_shape_model(spec_json: str) -> nn.Module:
+    return _shape_model(ModelSpec.from_any(json.loads(spec_json)))
 
 
 def classifier_keys(model: nn.Module) -> List[str]:
