@@ -109,3 +109,19 @@ def test_generic_refuses_rank_mismatch():
     student.b = torch.nn.Parameter(torch.zeros(2))
     with pytest.raises(ValueError, match="dimensions"):
         select(teacher, student)
+
+
+def test_convnext_ablation_and_l1():
+    teacher = sd("convnext_tiny")
+    result = select(teacher, "convnext_femto", exclude=["mlp"])
+    gone = result.manifest["reinitialized"]
+    assert gone and all(".mlp." in k for k in gone) and len(gone) == 12 * 4
+    student = timm.create_model("convnext_femto")
+    res = student.load_state_dict(result.state_dict, strict=False)
+    assert sorted(res.missing_keys) == sorted(gone) and not res.unexpected_keys
+
+    l1 = select(teacher, "convnext_femto", method="l1")
+    w = teacher["stages.0.blocks.0.conv_dw.weight"]
+    keep = w.abs().reshape(96, -1).sum(1).topk(48).indices.sort().values
+    assert torch.equal(l1.state_dict["stages.0.blocks.0.conv_dw.weight"], w[keep])
+    assert l1.manifest["axes"]["stages.0.channels"]["indices"] is None

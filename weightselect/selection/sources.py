@@ -47,7 +47,8 @@ def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     for key in sorted(state_dict):
         t = state_dict[key].detach().to("cpu").contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
     return h.hexdigest()
 
 
