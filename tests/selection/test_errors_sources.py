@@ -145,3 +145,13 @@ def test_fallback_failure_names_the_fix(monkeypatch):
     monkeypatch.setattr("timm.create_model", failing)
     with pytest.raises(HubWeightsUnavailable, match="HF_HUB_OFFLINE"):
         select("vit_small_patch16_224.augreg_in21k", TINY)
+
+
+@pytest.mark.parametrize("method", ["uniform", "magnitude", "l1"])
+def test_half_precision_teacher_gives_student_dtype(method, vit_small):
+    teacher = {k: v.to(torch.bfloat16) for k, v in vit_small.state_dict().items()}
+    result = select(teacher, TINY, method=method)
+    w = result.state_dict["blocks.0.mlp.fc1.weight"]
+    assert w.dtype == torch.float32
+    if method == "uniform":
+        assert torch.equal(w, teacher["blocks.0.mlp.fc1.weight"][::2, ::2].float())

@@ -105,7 +105,7 @@ def magnitude_select(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor
         raise ValueError(f"cannot squeeze {flat.numel()} elements into shape {tuple(shape)}")
     if n == flat.numel():
         return flat.reshape(tuple(shape)).clone()
-    magnitude = flat.abs()
+    magnitude = flat.abs().double()  # exact for every float dtype (and kthvalue needs no half support)
     threshold = magnitude.kthvalue(flat.numel() - n).values  # the largest dropped magnitude
     keep = magnitude > threshold
     short = n - int(keep.sum())
