@@ -102,14 +102,17 @@ class LocalSlurm:
         self.conf = self.root / "slurm.conf"
         self.partition = PARTITION
         self.bin = self.root / "bin"
-        self.env = dict(
-            os.environ,
+        # Nothing from a surrounding Slurm job or the user's Slurm defaults leaks in.
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_"))
+        }
+        self.env.update(
             SLURM_CONF=str(self.conf),
             PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
             **{MARKER: str(self.root)},
         )
-        for name in ("SLURM_JOB_ID", "SLURM_JOBID", "SBATCH_PARTITION", "SBATCH_ACCOUNT"):
-            self.env.pop(name, None)
         self._daemons: dict[str, subprocess.Popen] = {}
 
     # -- starting ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 The cluster tests start a single-node Slurm on localhost for this module (`slurm_cluster.py`) and
 skip with the reason when it cannot start (no Slurm installed, not root). They run Snakemake with
 `--profile slurm` exactly as on a cluster, adding only what a test needs: the local partition
-through the profile's environment variable, status polling with `squeue` (no accounting
+through the profile's environment variable (SLURM_PARTITION), status polling with `squeue` (no accounting
 database here), short polling intervals and kept job logs.
 """
 from __future__ import annotations
@@ -100,7 +100,6 @@ def slurm(tmp_path_factory):
     try:
         cluster.start()
     except SlurmUnavailable as err:
-        print(f"local Slurm unavailable: {err}")
         pytest.skip(f"local Slurm cluster did not start: {err}")
     yield cluster
     cluster.stop()
@@ -109,7 +108,7 @@ def slurm(tmp_path_factory):
 @pytest.fixture
 def cluster_env(slurm):
     """Environment for Snakemake on the test cluster; the partition goes through the profile."""
-    return dict(slurm.env, WEIGHTSELECT_SLURM_PARTITION=slurm.partition)
+    return dict(slurm.env, SLURM_PARTITION=slurm.partition)
 
 
 @pytest.fixture
@@ -140,53 +139,66 @@ def smoke_workdir(tmp_path):
 
 
 # -- the profile itself (no cluster needed) ----------------------------------------------------
-def dry_run_resources(workdir: Path, env: dict) -> str:
-    result = snakemake(["-n", "-p", "--profile", "slurm", "out/a.txt"], workdir, env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout + result.stderr
+PROFILE_VARIABLES = ("SLURM_PARTITION", "SLURM_ACCOUNT", "SLURM_GPU_PARTITION", "SLURM_GPU_MODEL")
 
 
-def test_profile_selects_paper_study_and_reads_partition_and_account(smoke_workdir):
-    env = dict(
-        os.environ,
-        WEIGHTSELECT_SLURM_PARTITION="gpu-a100",
-        WEIGHTSELECT_SLURM_ACCOUNT="proj42",
-    )
-    log = dry_run_resources(smoke_workdir, env)
-    assert "Using profile slurm" in log
-    assert "study=paper" in log  # the profile's `config: study: paper`
-    assert "slurm_partition=gpu-a100" in log
-    assert "slurm_account=proj42" in log
-    assert "runtime=5" in log  # rule resources win over the profile's defaults
+def profile_env(**variables) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
+    return dict(env, **variables)
 
 
-def test_profile_leaves_partition_and_account_to_slurm_when_unset(smoke_workdir):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("WEIGHTSELECT_SLURM_PARTITION", "WEIGHTSELECT_SLURM_ACCOUNT")
-    }
-    log = dry_run_resources(smoke_workdir, env)
-    assert "slurm_partition" not in log
-    assert "slurm_account" not in log
+def planned_jobs(log: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) of every job a dry run lists."""
+    blocks = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", log, re.M)
+    return [(rule, dict(kv.split("=", 1) for kv in res.split(", "))) for rule, res in blocks]
 
 
-def test_repository_dry_run_selects_paper_study_with_gpu_training(workflow_copy):
-    """`snakemake --profile slurm all` from the repository plans the paper's grid on GPUs."""
-    result = snakemake(["-n", "--profile", "slurm", "all"], workflow_copy, timeout=600)
+def dry_run(workdir: Path, env: dict, target="all", timeout=300) -> str:
+    result = snakemake(["-n", "-p", "--profile", "slurm", target], workdir, env, timeout)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
     assert "Using profile slurm" in log
+    return log
+
+
+def test_profile_selects_paper_study_and_reads_partition_and_account(smoke_workdir):
+    env = profile_env(SLURM_PARTITION="gpu-a100", SLURM_ACCOUNT="proj42")
+    log = dry_run(smoke_workdir, env, target="out/a.txt")
+    assert "study=paper" in log  # the profile's `config: study: paper`
+    ((rule, resources),) = planned_jobs(log)
+    assert resources["slurm_partition"] == "gpu-a100"
+    assert resources["slurm_account"] == "proj42"
+    assert resources["mem_mb"] == "500" and resources["runtime"] == "5"  # the rule's own win
+
+
+def test_profile_leaves_partition_and_account_to_slurm_when_unset(smoke_workdir):
+    log = dry_run(smoke_workdir, profile_env(), target="out/a.txt")
+    ((rule, resources),) = planned_jobs(log)
+    assert "slurm_partition" not in resources and "slurm_account" not in resources
+    assert resources["mem_mb"] == "500"
+
+
+def test_repository_dry_run_plans_paper_study_with_gpu_training_jobs(workflow_copy):
+    """`snakemake --profile slurm all` from the repository: the paper's grid, training on GPUs
+    in the GPU partition, everything else in the default partition."""
+    env = profile_env(SLURM_PARTITION="cpu", SLURM_GPU_PARTITION="gpu", SLURM_GPU_MODEL="a100")
+    log = dry_run(workflow_copy, env, timeout=600)
     paper = study_config("paper")
     student, dataset = next(iter(paper["students"])), next(iter(paper["datasets"]))
     assert f"results/runs/{student}/{dataset}/" in log
-    train_resources = re.findall(r"^rule train:\n(?:    .*\n)*?    resources: (.*)$", log, re.M)
-    assert train_resources, "no training jobs planned"
-    gpus = [int(m) for r in train_resources for m in re.findall(r"\bgpu=(\d+)", r)]
-    assert len(gpus) == len(train_resources) and min(gpus) >= 1
+    jobs = planned_jobs(log)
+    train = [res for rule, res in jobs if rule == "train"]
+    others = [res for rule, res in jobs if rule not in ("train", "all")]
+    assert train and others
+    for res in train:
+        assert int(res["gpu"]) >= 1
+        assert res["slurm_partition"] == "gpu" and res["gpu_model"] == "a100"
+    for res in others:
+        assert res["slurm_partition"] == "cpu" and "gpu_model" not in res
 
 
 # -- through the local Slurm cluster ---------------------------------------------------------
+@pytest.mark.slurm
 def test_jobs_run_through_slurm(slurm, cluster_env, smoke_workdir):
     start = time.monotonic()
     result = snakemake(
@@ -218,6 +230,7 @@ def test_jobs_run_through_slurm(slurm, cluster_env, smoke_workdir):
     print(f"two jobs through Slurm in {time.monotonic() - start:.1f} s")
 
 
+@pytest.mark.slurm
 def test_requeued_job_resumes_and_completes(slurm, cluster_env, smoke_workdir):
     """A requeue (what preemption does) kills the running job; Slurm runs it again under the
     same job id, Snakemake keeps waiting, and the job picks up its undeclared state."""
@@ -243,7 +256,7 @@ def test_requeued_job_resumes_and_completes(slurm, cluster_env, smoke_workdir):
         # A requeued job waits two minutes before it is eligible again; release it at once.
         while True:
             job = scontrol_job(slurm, slurm_id)
-            if job["Restarts"] != "0" and job["JobState"] != "PENDING":
+            if job["Restarts"] != "0" and job["JobState"] in ("RUNNING", "COMPLETED"):
                 break
             assert time.monotonic() < deadline, f"requeued job stuck in {job['JobState']}"
             if job["JobState"] == "PENDING":
@@ -259,6 +272,8 @@ def test_requeued_job_resumes_and_completes(slurm, cluster_env, smoke_workdir):
     assert scontrol_job(slurm, slurm_id)["Restarts"] == "1"
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_slurm_smoke_study_runs_through_slurm(slurm, cluster_env, workflow_copy):
     """The workflow's `slurm_smoke` study end to end: every job but `all` is a Slurm job."""
     study = study_config("slurm_smoke")
