@@ -86,3 +86,13 @@ def test_cli_baseline(tmp_path):
     model = timm.create_model("vit_tiny_patch16_224", **kwargs)
     apply_init(model, out, seed=9)
     assert torch.equal(model.blocks[0].mlp.fc1.weight, sd["blocks.0.mlp.fc1.weight"])
+
+
+def test_apply_init_classifier_mismatch_names_the_fix(tmp_path, vit_small):
+    path = tmp_path / "head_selected.safetensors"
+    result = select(vit_small, {"name": "vit_tiny_patch16_224", "kwargs": SMALL_VIT})
+    assert result.manifest["head"] == "selected"
+    result.save(path)
+    model = timm.create_model("vit_tiny_patch16_224", **SMALL_VIT, num_classes=7)
+    with pytest.raises(InitMismatchError, match="num_classes"):
+        apply_init(model, path, 0)

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from weightselect.io import load_init, sha256_file
 from weightselect.selection.baselines import BASELINES, apply_baseline
+from weightselect.selection.select import classifier_keys
 
 __all__ = ["apply_init", "InitMismatchError"]
 
@@ -52,9 +53,16 @@ def apply_init(model: nn.Module, init: str | os.PathLike, seed: int) -> Dict[str
             parts.append(f"names the model lacks: {', '.join(unexpected[:5])}")
         if not_allowed:
             parts.append(f"model parameters missing from the file: {', '.join(not_allowed[:5])}")
+        hint = "Build the student with the spec in the manifest"
+        clf = set(classifier_keys(model))
+        if mismatched and not unexpected and not not_allowed and all(m.split(":")[0] in clf for m in mismatched):
+            hint = (
+                "Only the classifier differs: select again with the student's num_classes in its kwargs "
+                "(the head is then re-initialized), or build the model with the manifest's num_classes"
+            )
         raise InitMismatchError(
             f"init file {path} (made for student '{student}') does not fit this "
-            f"{type(model).__name__}: " + "; ".join(parts) + ". Build the student with the spec in the manifest."
+            f"{type(model).__name__}: " + "; ".join(parts) + f". {hint}."
         )
     info = apply_baseline(model, "random", seed)  # the seeded default for the reinitialized names
     model.load_state_dict(state_dict, strict=False)
