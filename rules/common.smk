@@ -230,8 +230,8 @@ def runs_root(wildcards, input):
 
 def write_report():
     """After a successful run: the HTML report (`snakemake --report`), with this run's arguments."""
-    path = config.get("report")
-    if not path or "--report" in sys.argv:
+    path = config.get("report")  # `--config report=` turns it off
+    if not path or str(path).lower() in ("null", "none") or "--report" in sys.argv:
         return
     command = [
         sys.executable,

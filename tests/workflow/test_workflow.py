@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -159,6 +160,21 @@ def test_inconsistent_config_fails_before_any_job(tmp_path, change, message):
     assert done.returncode != 0
     assert message in done.stdout + done.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_hub_teacher_offline_and_not_cached_fails_with_the_fix_in_its_log(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    target = "results/teachers/vit_s_in21k.safetensors"
+    done = subprocess.run(
+        [sys.executable, "-m", "snakemake", target, "--snakefile", str(SNAKEFILE), "--directory", str(tmp_path),
+         "--cores", "1", "--config", "study=paper", "report="],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert done.returncode != 0
+    log = (tmp_path / "results" / "logs" / "teachers" / "vit_s_in21k.log").read_text()
+    assert "HF_HUB_OFFLINE is set and it is not cached" in log
+    assert "huggingface-cli download" in log
+    assert not (tmp_path / target).exists()
 
 
 # ------------------------------------------------------------------------------ style
