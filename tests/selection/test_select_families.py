@@ -125,3 +125,21 @@ def test_convnext_ablation_and_l1():
     keep = w.abs().reshape(96, -1).sum(1).topk(48).indices.sort().values
     assert torch.equal(l1.state_dict["stages.0.blocks.0.conv_dw.weight"], w[keep])
     assert l1.manifest["axes"]["stages.0.channels"]["indices"] is None
+
+
+def test_missing_teacher_tensor_is_named():
+    teacher = dict(sd("convnext_tiny"))
+    del teacher["stages.1.blocks.0.conv_dw.bias"]
+    with pytest.raises(ValueError, match=r"stages\.1\.blocks\.0\.conv_dw\.bias"):
+        select(teacher, "convnext_femto")
+
+
+def test_unruled_tensor_gets_shape_axes_with_a_warning(caplog):
+    teacher = dict(sd("vit_small_patch16_224", img_size=32))
+    teacher["extra"] = torch.arange(384.0)
+    student = timm.create_model("vit_tiny_patch16_224", img_size=32)
+    student.register_buffer("extra", torch.zeros(192))
+    with caplog.at_level("WARNING"):
+        result = select(teacher, student)
+    assert "extra" in caplog.text
+    assert torch.equal(result.state_dict["extra"], torch.arange(0.0, 384.0, 2.0))

@@ -52,7 +52,6 @@ class Family:
     embedding_axes: str = r".*"  # regex of the axes that L1 pruning prunes (the embedding width)
     stage_pattern: Optional[str] = None  # regex whose group 1 is a stage index (for {last})
     pin_first: bool = False  # the first layer of a group differs (ResNet downsampling block)
-    isotropic: bool = True
     # name regex -> fn(teacher tensor, student shape) giving the teacher tensor resampled to the
     # student's size on its unselected dimensions (ViT position embeddings, patch kernels)
     resamplers: Mapping[str, Callable] = field(default_factory=dict)
@@ -217,7 +216,6 @@ CONVNEXT = Family(
     signature=(r"stem\.0\.weight", r"stages\.0\.blocks\.0\.conv_dw\.weight"),
     layer_pattern=r"^(?P<group>stages\.\d+\.blocks)\.(?P<index>\d+)\.",
     stage_pattern=r"^stages\.(\d+)\.",
-    isotropic=False,
     rules=[
         (r"stem\.0\.weight", ("stages.0.channels", None, None, None)),
         (r"stem\.[01]\.bias|stem\.1\.weight", ("stages.0.channels",)),
@@ -254,7 +252,6 @@ SWIN = Family(
     signature=(r"patch_embed\.proj\.weight", r"layers\.0\.blocks\.0\.attn\.relative_position_bias_table"),
     layer_pattern=r"^(?P<group>layers\.\d+\.blocks)\.(?P<index>\d+)\.",
     stage_pattern=r"^layers\.(\d+)\.",
-    isotropic=False,
     rules=[
         (r"patch_embed\.proj\.weight", ("layers.0.channels", None, None, None)),
         (r"patch_embed\.(proj\.bias|norm\.weight|norm\.bias)", ("layers.0.channels",)),
@@ -310,7 +307,6 @@ RESNET = Family(
     signature=(r"conv1\.weight", r"layer1\.0\.conv1\.weight"),
     layer_pattern=r"^(?P<group>layer\d+)\.(?P<index>\d+)\.",
     stage_pattern=r"^layer(\d+)\.",
-    isotropic=False,
     pin_first=True,
     rules=[
         (r"conv1\.weight", ("stem.channels", None, None, None)),
