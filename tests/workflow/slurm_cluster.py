@@ -84,6 +84,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 SlurmdParameters=config_overrides
 ReturnToService=2
+MailProg=/bin/true
 MinJobAge=600
 InactiveLimit=0
 KillWait=5
@@ -212,8 +213,9 @@ class LocalSlurm:
 
     def logs(self) -> str:
         """The tail of every daemon log, for failure messages."""
-        names = [f"{d}.log" for d in DAEMONS] + [f"{d}.stderr" for d in DAEMONS]
-        return "\n".join(_tail(self.root / name) for name in names if (self.root / name).exists())
+        logs = [self.root / f"{d}.log" for d in DAEMONS]
+        logs = [log if log.exists() else log.with_suffix(".stderr") for log in logs]
+        return "\n".join(_tail(log) for log in logs if log.exists())
 
     # -- stopping ---------------------------------------------------------------------------
     def stop(self) -> None:
