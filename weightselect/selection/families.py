@@ -44,6 +44,9 @@ DimsRule = Union[Dims, Callable[[Dict[str, object]], Dims]]
 
 @dataclass
 class Family:
+    """What weight selection knows about one model family: how to recognise it, where its layers
+    are, the axes of each parameter, its components (for ablations) and its embedding axes."""
+
     name: str
     signature: Tuple[str, ...]  # parameter names (regexes) present in every model of the family
     layer_pattern: Optional[str]  # regex with groups 'group' and 'index', matched at a name's start
