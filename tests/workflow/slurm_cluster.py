@@ -6,8 +6,9 @@ munged, slurmctld and slurmd in the foreground as children of the test process, 
 munge socket, state, spool, pid and log files, and client commands find the cluster through
 `SLURM_CONF` in `LocalSlurm.env`. Snakemake's job step drops every `SLURM_*` variable before it
 calls `srun` inside a job, so `env` also puts a small `srun` wrapper first on PATH that points
-`srun` back at this cluster's slurm.conf (a real cluster keeps it in /etc/slurm). `stop()` cancels the jobs, stops the daemons and kills any
-leftover process that carries this cluster's marker variable (job steps outlive slurmd).
+`srun` back at this cluster's slurm.conf (a real cluster keeps it in /etc/slurm). `stop()`
+cancels the jobs, stops the daemons and kills any leftover process that carries this cluster's
+marker variable (job steps outlive slurmd).
 
 It needs root (SlurmUser=root) and Debian's slurm-wlm and munge packages (`.ci/slurm-setup`).
 When something is missing or a daemon does not come up, `start()` raises `SlurmUnavailable` with
@@ -190,12 +191,15 @@ class LocalSlurm:
         while time.monotonic() < deadline:
             dead = [name for name, proc in self._daemons.items() if proc.poll() is not None]
             if dead:
-                raise SlurmUnavailable(f"{', '.join(dead)} exited while waiting for {what}\n"
-                                       + self.logs())
+                raise SlurmUnavailable(
+                    f"{', '.join(dead)} exited while waiting for {what}\n{self.logs()}"
+                )
             if ready():
                 return
             time.sleep(0.5)
-        raise SlurmUnavailable(f"timed out after {timeout:.0f} s waiting for {what}\n" + self.logs())
+        raise SlurmUnavailable(
+            f"timed out after {timeout:.0f} s waiting for {what}\n{self.logs()}"
+        )
 
     def _ok(self, command: list[str]) -> bool:
         return self.run(command, check=False).returncode == 0
