@@ -60,3 +60,12 @@ def vit_small():
 @pytest.fixture(scope="session")
 def vit_tiny_spec():
     return {"name": "vit_tiny_patch16_224", "kwargs": dict(SMALL_VIT)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Selection tests use small tensors: one thread avoids waiting on a busy second core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
