@@ -198,10 +198,12 @@ def test_ci_study_end_to_end(tmp_path):
     """The `ci` study with the real rules into a temporary folder: tables, figures and report."""
     done = snakemake("--cores", "2", "--config", "study=ci", "--directory", str(tmp_path), timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    study = load_config()["studies"]["ci"]
+    check_ci_outputs(tmp_path / "results", load_config()["studies"]["ci"])
+
+
+def check_ci_outputs(results: Path, study: dict) -> None:
     students, datasets = list(study["students"]), list(study["datasets"])
     seeds = ",".join(str(s) for s in study["seeds"])
-    results = tmp_path / "results"
 
     for student in students:
         t2 = pd.read_csv(results / "tables" / f"table2_{student}.csv")
@@ -214,7 +216,7 @@ def test_ci_study_end_to_end(tmp_path):
             assert t2[f"{variant}_missing_seeds"].isna().all()
             assert t2[f"{variant}_paper"].isna().all()  # the ci students are not the paper's models
         change = t2["ws_uniform_mean"] - t2["random_mean"]
-        assert (t2["ws_uniform_change"] - change).abs().max() < 1e-6
+        assert (t2["ws_uniform_change"] - change).abs().max() < 1e-3  # CSV keeps 6 digits
 
     t3 = pd.read_csv(results / "tables" / "table3.csv")
     assert list(t3["variant"]) == study["table3"]["variants"] and len(t3) >= 3
@@ -224,7 +226,8 @@ def test_ci_study_end_to_end(tmp_path):
     # Table 3's random and ws_uniform rows are the same runs as Table 2's on that dataset
     t2 = pd.read_csv(results / "tables" / f"table2_{students[0]}.csv").set_index("dataset")
     row = t3.set_index("variant")
-    assert row.loc["random", f"{students[0]}_mean"] == pytest.approx(t2.loc["digits", "random_mean"])
+    on = study["table3"]["dataset"]
+    assert row.loc["random", f"{students[0]}_mean"] == pytest.approx(t2.loc[on, "random_mean"])
 
     import matplotlib.image
 
