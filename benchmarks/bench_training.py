@@ -1,20 +1,22 @@
 """Training throughput: weightselect's trainer beside a bare timm loop on the same model and batch.
 
-For each model the script runs ``weightselect.training.train`` on the rendered ``letters`` set
-(10,400 in-memory images, augmentation off: the offline CPU path) and reads the trainer's own
-images/s from metrics.jsonl (training time only, evaluation excluded; the best epoch after the
-first, which is warm-up). Then it times a bare loop on the same model, batch size and optimizer over random
-tensors already on the device: forward, cross-entropy, backward, AdamW step (with autocast and a
-grad scaler on CUDA, as the trainer), best of as many epoch-sized stretches. It prints both and
-their ratio. Best-of figures make the comparison robust to other load on the machine.
+For each model the script alternates, round by round, one epoch of
+``weightselect.training.train`` on the rendered ``letters`` set (in memory, augmentation off: the
+offline CPU path; the run is resumed from its checkpoint each round) with a stretch of as many
+steps of a bare loop on the same model, batch size and optimizer over random tensors already on
+the device (forward, cross-entropy, backward, AdamW step; autocast and a grad scaler on CUDA, as
+the trainer). The trainer's images/s is its own figure in metrics.jsonl (training time only).
+Pairing rounds close in time keeps the ratio meaningful when other work shares the machine; the
+first round is warm-up and dropped. Printed: the best images/s of each, and the median ratio.
 
-    python benchmarks/bench_training.py                 # CPU, the two small models of the CPU study
-    python benchmarks/bench_training.py --device cuda --batch 256 --img-size 32
+    python benchmarks/bench_training.py --threads 2          # CPU, the two models of the CPU study
+    python benchmarks/bench_training.py --device cuda --batch 256
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -30,54 +32,65 @@ MODELS = {
 }
 
 
-def bare_loop(spec, batch: int, img_size: int, steps: int, device: torch.device, lr: float, rounds: int) -> float:
-    """Images/s of forward + backward + AdamW step on fixed random tensors (best of ``rounds``
-    stretches of ``steps`` steps, like the trainer's best epoch)."""
-    from timm.optim import create_optimizer_v2
+class BareLoop:
+    """Forward + cross-entropy + backward + AdamW step on fixed random tensors already on the device."""
 
-    from weightselect.models import create_model
+    def __init__(self, spec, batch: int, img_size: int, device: torch.device, lr: float):
+        from timm.optim import create_optimizer_v2
 
-    torch.manual_seed(0)
-    model = create_model(spec, num_classes=26, in_chans=1).to(device).train()
-    opt = create_optimizer_v2(model, opt="adamw", lr=lr, weight_decay=0.05)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    x = torch.randn(batch, 1, img_size, img_size, device=device)
-    y = torch.randint(0, 26, (batch,), device=device)
+        from weightselect.models import create_model
 
-    def step():
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            loss = F.cross_entropy(model(x), y)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        self.device = device
+        self.batch = batch
+        self.model = create_model(spec, num_classes=26, in_chans=1).to(device).train()
+        self.opt = create_optimizer_v2(self.model, opt="adamw", lr=lr, weight_decay=0.05)
+        self.amp = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.x = torch.randn(batch, 1, img_size, img_size, device=device)
+        self.y = torch.randint(0, 26, (batch,), device=device)
+        self.run(3)
 
-    for _ in range(5):
-        step()
-    rates = []
-    for _ in range(rounds):
-        if device.type == "cuda":
+    def step(self) -> None:
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            loss = F.cross_entropy(self.model(self.x), self.y)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+
+    def run(self, steps: int) -> float:
+        """Images/s over ``steps`` steps."""
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for _ in range(steps):
-            step()
-        if device.type == "cuda":
+            self.step()
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        rates.append(steps * batch / (time.perf_counter() - t0))
-    return max(rates)
+        return steps * self.batch / (time.perf_counter() - t0)
 
 
-def trainer(spec, batch: int, img_size: int, epochs: int, device: str, lr: float, n_per_class: int) -> float:
+def compare(spec, args, device: torch.device):
+    """Alternate one trainer epoch (resumed each time) with a bare stretch of as many steps.
+
+    Returns (bare, trainer) images/s pairs, the warm-up pair dropped.
+    """
     from weightselect.training import train
 
-    recipe = {"epochs": epochs, "warmup_epochs": 0, "batch_size": batch, "img_size": img_size, "lr": lr,
-              "lr_scaling": "none", "smoothing": 0.0, "drop_path": 0.0}
+    recipe = {"epochs": args.rounds + 1, "warmup_epochs": 0, "batch_size": args.batch, "img_size": args.img_size,
+              "lr": 1e-3, "lr_scaling": "none", "smoothing": 0.0, "drop_path": 0.0}
+    dataset = {"name": "letters", "n_per_class": args.n_per_class}
+    steps = (26 * args.n_per_class) // args.batch
+    bare = BareLoop(spec, args.batch, args.img_size, device, 1e-3)
+    pairs = []
     with tempfile.TemporaryDirectory() as tmp:
-        train(spec, {"name": "letters", "n_per_class": n_per_class}, Path(tmp) / "run", recipe=recipe,
-              device=device, progress=False)
-        rates = [json.loads(line)["images_per_s"] for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-    return max(rates[1:] if len(rates) > 1 else rates)
+        run = Path(tmp) / "run"
+        for _ in range(args.rounds + 1):
+            train(spec, dataset, run, recipe=recipe, device=args.device, progress=False, stop_after_epochs=1)
+            last = (run / "metrics.jsonl").read_text().splitlines()[-1]
+            pairs.append((bare.run(steps), json.loads(last)["images_per_s"]))
+    return pairs[1:]
 
 
 def main() -> None:
@@ -85,7 +98,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--img-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=4, help="trainer epochs (the first is dropped)")
+    p.add_argument("--rounds", type=int, default=4, help="measured rounds (one warm-up round more)")
     p.add_argument("--n-per-class", type=int, default=100, help="letters per class (26 classes)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -93,18 +106,17 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    steps = max(10, (26 * args.n_per_class) // args.batch)
-    print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, {args.img_size}x{args.img_size} grey")
-    print(f"{'model':<16}{'bare loop img/s':>17}{'trainer img/s':>15}{'ratio':>8}")
+    print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, {args.img_size}x{args.img_size} grey, "
+          f"{args.rounds} rounds of (trainer epoch, bare stretch of as many steps)")
+    print(f"{'model':<16}{'bare img/s':>12}{'trainer img/s':>15}{'ratio (median of rounds)':>26}")
     for name in args.models:
-        spec = MODELS[name]
-        spec = {"name": spec["name"], "kwargs": {**spec["kwargs"]}}
+        spec = {"name": MODELS[name]["name"], "kwargs": dict(MODELS[name]["kwargs"])}
         if "img_size" in spec["kwargs"]:
             spec["kwargs"]["img_size"] = args.img_size
-        t = trainer(spec, args.batch, args.img_size, args.epochs, args.device, 1e-3, args.n_per_class)
-        b = bare_loop(spec, args.batch, args.img_size, steps, device, 1e-3, rounds=args.epochs - 1)
-        print(f"{name:<16}{b:>17.0f}{t:>15.0f}{t / b:>8.2f}", flush=True)
-
+        pairs = compare(spec, args, device)
+        ratio = statistics.median(t / b for b, t in pairs)
+        best_b, best_t = max(b for b, _ in pairs), max(t for _, t in pairs)
+        print(f"{name:<16}{best_b:>12.0f}{best_t:>15.0f}{ratio:>26.2f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,8 @@ TINY_VIT = {
 }
 TINY_CONVNEXT = {"name": "convnext_atto", "kwargs": {"depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]}}
 # No sample-level augmentation, short schedule, small batch: the offline CPU path.
-FAST = {"epochs": 2, "warmup_epochs": 0.5, "batch_size": 50, "lr": 5e-3, "lr_scaling": "none"}
+FAST = {"epochs": 2, "warmup_epochs": 0.5, "batch_size": 50, "lr": 5e-3, "lr_scaling": "none",
+        "train_samples": 400}
 
 
 @pytest.fixture

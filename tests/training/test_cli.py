@@ -21,7 +21,7 @@ def test_recipe_command_rejects_unknown_keys(capsys):
 
 def test_train_command(tmp_path, tiny_vit, capsys):
     overrides = tmp_path / "fast.yaml"
-    overrides.write_text("epochs: 2\nbatch_size: 50\nwarmup_epochs: 0\n")
+    overrides.write_text("epochs: 2\nbatch_size: 50\nwarmup_epochs: 0\ntrain_samples: 200\n")
     out = tmp_path / "run"
     argv = ["train", "--model", tiny_vit["name"], "--model-kwargs", json.dumps(tiny_vit["kwargs"]),
             "--dataset", "digits", "--seed", "2", "--recipe", str(overrides), "--set", "epochs=1",

@@ -28,13 +28,13 @@ def test_torchrun_two_processes(tmp_path, tiny_vit):
     out = tmp_path / "run"
     cmd = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc_per_node=2",
            "-m", "weightselect", "train", "--model", tiny_vit["name"], "--model-kwargs", json.dumps(tiny_vit["kwargs"]),
-           "--dataset", "digits", "--set", "epochs=1", "--set", "batch_size=100", "--set", "warmup_epochs=0",
+           "--dataset", "digits", "--set", "epochs=1", "--set", "batch_size=100", "--set", "warmup_epochs=0", "--set", "train_samples=400",
            "--device", "cpu", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((out / "run.json").read_text())
-    assert meta["world_size"] == 2 and meta["batch_per_device"] == 50 and meta["updates_per_epoch"] == 10
+    assert meta["world_size"] == 2 and meta["batch_per_device"] == 50 and meta["updates_per_epoch"] == 4
     final = json.loads((out / "final.json").read_text())
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and final["final_top1"] == metrics[0]["test_top1"]

@@ -46,7 +46,7 @@ def test_one_run_writes_the_run_directory(tmp_path, tiny_vit, fast_recipe):
     assert recipe == resolve_recipe("vit_tiny_patch16_224", "digits", fast_recipe).to_dict()
     meta = json.loads((run / "run.json").read_text())
     assert meta["init"]["init"] == "random" and meta["dataset"]["num_classes"] == 10
-    assert meta["dataset"]["train_images"] == 1000 and meta["sample_transforms"] is False
+    assert meta["dataset"]["train_images"] == 400 and meta["sample_transforms"] is False
     weights = load_file(str(run / "model.safetensors"))
     model = create_model(tiny_vit, num_classes=10, in_chans=1)
     model.load_state_dict(weights)  # exactly the student's parameters
@@ -55,7 +55,8 @@ def test_one_run_writes_the_run_directory(tmp_path, tiny_vit, fast_recipe):
 
 
 def test_learns_digits(tmp_path, tiny_convnext, fast_recipe):
-    final = train(tiny_convnext, "digits", tmp_path / "run", recipe={**fast_recipe, "img_size": 32}, progress=False)
+    final = train(tiny_convnext, "digits", tmp_path / "run", recipe={**fast_recipe, "img_size": 32, "epochs": 3},
+                  progress=False)
     assert final["best_top1"] > 50  # chance is 10%
 
 
@@ -137,19 +138,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_vit, f
     assert (run / "checkpoint.pt").read_bytes() == good and not (run / "final.json").exists()
 
 
-def test_init_file_is_applied_and_recorded(tmp_path, tiny_vit, fast_recipe):
+def test_init_file_is_applied_and_recorded(tmp_path, tiny_convnext, fast_recipe):
     pytest.importorskip("weightselect.selection", reason="needs weightselect.selection.apply_init")
     from weightselect.selection import apply_init  # noqa: F401
 
     # a trained model's weights as the init: at lr ~ 0 the run keeps its accuracy
     trained = tmp_path / "trained"
-    train(tiny_vit, "digits", trained, recipe={**fast_recipe, "epochs": 4}, progress=False)
+    fast_recipe["img_size"] = 32
+    train(tiny_convnext, "digits", trained, recipe={**fast_recipe, "epochs": 3}, progress=False)
     init = tmp_path / "inits" / "trained.safetensors"
     save_init(load_file(str(trained / "model.safetensors")),
-              {"format": "weightselect-init/1", "method": "test", "student": tiny_vit, "reinitialized": []}, init)
-    frozen = {**fast_recipe, "epochs": 1, "lr": 1e-12, "min_lr": 0.0, "warmup_epochs": 0}
-    run = train(tiny_vit, "digits", tmp_path / "from_init", init=str(init), recipe=frozen, progress=False)
-    base = train(tiny_vit, "digits", tmp_path / "from_random", recipe=frozen, progress=False)
+              {"format": "weightselect-init/1", "method": "test", "student": tiny_convnext, "reinitialized": []}, init)
+    frozen = {**fast_recipe, "epochs": 1, "lr": 1e-12, "min_lr": 0.0, "warmup_epochs": 0, "train_samples": 50}
+    run = train(tiny_convnext, "digits", tmp_path / "from_init", init=str(init), recipe=frozen, progress=False)
+    base = train(tiny_convnext, "digits", tmp_path / "from_random", recipe=frozen, progress=False)
     assert run["init"] == str(init)
     assert run["final_top1"] == pytest.approx(_metrics(trained)[-1]["test_top1"], abs=0.5)
     assert run["final_top1"] > base["final_top1"] + 10

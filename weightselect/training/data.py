@@ -187,14 +187,16 @@ def _font_files() -> Tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def _fonts_with(char: str) -> Tuple[str, ...]:
+def _codepoints(path: str) -> frozenset:
     from fontTools.ttLib import TTFont
 
-    out = []
-    for path in _font_files():
-        with TTFont(path, lazy=True) as tt:
-            if ord(char) in tt.getBestCmap():
-                out.append(path)
+    with TTFont(path, lazy=True) as tt:
+        return frozenset(tt["cmap"].getBestCmap())
+
+
+@functools.lru_cache(maxsize=None)
+def _fonts_with(char: str) -> Tuple[str, ...]:
+    out = [path for path in _font_files() if ord(char) in _codepoints(path)]
     if not out:
         raise ValueError(f"no bundled font has a glyph for {char!r}")
     return tuple(out)

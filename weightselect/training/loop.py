@@ -647,15 +647,14 @@ def train(
                     if stop_at_update is not None and num_updates >= stop_at_update:
                         stop.setdefault("signum", None)
                         stop["reason"] = f"stop_at_update={stop_at_update}"
-                    flag = dist.all_reduce([1.0 if stop else 0.0], device_t)[0] if dist.enabled else (1.0 if stop else 0.0)
+                    flag = dist.all_reduce([1.0 if stop else 0.0], device_t)[0] > 0  # any rank
                     if flag and micro < len(batches):
                         epoch_train_s += time.perf_counter() - t0
                         save_checkpoint(epoch, {"batches": micro, "loss_sum": loss_sum, "loss_count": loss_count,
                                                 "seconds": epoch_train_s})
                         if bar is not None:
                             bar.close()
-                        raise_or_return = stop.get("reason") or "signal"
-                        msg = (f"stopped at epoch {epoch + 1}, update {num_updates} ({raise_or_return}); "
+                        msg = (f"stopped at epoch {epoch + 1}, update {num_updates} ({stop.get('reason') or 'signal'}); "
                                f"checkpoint written to {ckpt_path}; rerun the same command to resume")
                         if is_main:
                             _log(msg)
@@ -691,15 +690,17 @@ def train(
                      f"test_loss {record['test_loss']:.4f}  top1 {record['test_top1']:.2f}  top5 {record['test_top5']:.2f}  "
                      f"{record['seconds']:.1f}s  {record['images_per_s']:.0f} img/s  ETA {_fmt_time(left)}")
             epochs_this_call += 1
-            stop_now = stop or (stop_after_epochs is not None and epochs_this_call >= stop_after_epochs)
+            signalled = dist.all_reduce([1.0 if stop else 0.0], device_t)[0] > 0  # any rank
+            stop_now = signalled or (stop_after_epochs is not None and epochs_this_call >= stop_after_epochs)
             if stop_now and epoch + 1 < recipe.epochs:
-                reason = "signal" if stop else f"stop_after_epochs={stop_after_epochs}"
+                by_signal = signalled and not stop.get("reason")
+                reason = stop.get("reason") or ("signal" if by_signal else f"stop_after_epochs={stop_after_epochs}")
                 msg = (f"stopped after epoch {epoch + 1} ({reason}); checkpoint written to {ckpt_path}; "
                        "rerun the same command to resume")
                 if is_main:
                     _log(msg)
                 dist.teardown()
-                if stop and not stop.get("reason"):
+                if by_signal:
                     raise TrainingInterrupted(msg, stop.get("signum"))
                 return None
 
