@@ -117,6 +117,7 @@ def main() -> None:
         ratio = statistics.median(t / b for b, t in pairs)
         best_b, best_t = max(b for b, _ in pairs), max(t for _, t in pairs)
         print(f"{name:<16}{best_b:>12.0f}{best_t:>15.0f}{ratio:>26.2f}", flush=True)
+        print(" " * 16 + "rounds (bare, trainer): " + ", ".join(f"({b:.0f}, {t:.0f})" for b, t in pairs), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -200,3 +200,13 @@ def test_model_kwargs_that_contradict_the_dataset(tmp_path, tiny_vit, fast_recip
     tiny_vit["kwargs"].pop("num_classes")
     with pytest.raises(ValueError, match="img_size"):
         train(tiny_vit, "digits", tmp_path / "run", recipe={**fast_recipe, "img_size": 32})
+
+
+def test_progress_bar_and_log_lines(tmp_path, tiny_vit, fast_recipe, capsys):
+    recipe = {**fast_recipe, "epochs": 1, "train_samples": 100}
+    train(tiny_vit, "digits", tmp_path / "bar", recipe=recipe, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "img/s" in err
+    train(tiny_vit, "digits", tmp_path / "plain", recipe=recipe, progress=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 1 and "ETA" in lines[0] and "top1" in lines[0]
