@@ -65,7 +65,11 @@ def source_dataset(dataset):
 def dataset_arg(dataset):
     """What the trainer gets: the library's name, or {"name": ..., **options} (e.g. n_per_class)."""
     options = DATASETS[dataset].get("options", {})
-    return {"name": source_dataset(dataset), **options} if options else source_dataset(dataset)
+    return (
+        {"name": source_dataset(dataset), **options}
+        if options
+        else source_dataset(dataset)
+    )
 
 
 def run_recipe(student, dataset):
