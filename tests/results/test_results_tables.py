@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from weightselect.results.runs import collect_runs, expected_runs
-from weightselect.results.tables import read_table, table2, table3, to_markdown, write_table
+from weightselect.results.tables import read_table, reading_view, table2, table3, to_markdown, write_table
 
 
 @pytest.fixture
@@ -95,10 +95,30 @@ def test_write_table_round_trip(tmp_path, runs, expected):
     assert back.ws_uniform_mean.tolist()[0] == pytest.approx(80.5)
     md = out.with_suffix(".md").read_text().splitlines()
     assert md[0] == "## Table 2: demo_vit"
-    assert md[2].startswith("| student | dataset | paper_model |")
+    # the Markdown is the reading view: one "mean +- std (found/expected)" cell per variant
+    assert md[2].startswith(
+        "| student | dataset | paper_model | paper_dataset | random | random paper | random ours - paper |")
+    assert "ws_uniform missing seeds" in md[2] and "_std" not in md[2] and "_seeds" not in md[2]
     assert len(md) == 2 + 2 + len(t)
     pets = next(line for line in md if "| pets |" in line)
-    assert "| 25.50 |" in pets and "| 68.60 |" in pets and "| 0,1,2 |" in pets
+    # random: one seed of three (1 and 2 missing), 0.5 above the paper's 25.0; ws_uniform: none found
+    assert "| 25.50 (1/3) | 25.00 | 0.50 | 1,2 | - (0/3) | 68.60 |" in pets
+
+
+def test_reading_view_collapses_groups_and_drops_empty_columns():
+    t = pd.DataFrame({
+        "student": ["s", "s"], "dataset": ["a", "b"], "paper_model": [float("nan")] * 2,
+        "random_mean": [50.0, float("nan")], "random_std": [2.0, float("nan")], "random_paper": [float("nan")] * 2,
+        "random_n": [3, 0], "random_n_expected": [3, 3], "random_seeds": ["0,1,2", float("nan")],
+        "random_missing_seeds": [float("nan"), "0,1,2"],
+        "ws_mean": [60.0, 70.0], "ws_std": [float("nan"), 1.5], "ws_n": [1, 2], "ws_n_expected": [1, 2],
+        "ws_change": [10.0, float("nan")],
+    })
+    view = reading_view(t)
+    assert list(view.columns) == ["student", "dataset", "random", "random missing seeds", "ws", "ws change"]
+    assert view["random"].tolist() == ["50.00 +- 2.00 (3/3)", "- (0/3)"]
+    assert view["ws"].tolist() == ["60.00 (1/1)", "70.00 +- 1.50 (2/2)"]
+    assert view["random missing seeds"].isna().tolist() == [True, False]
 
 
 def test_write_table_needs_a_csv_name(tmp_path, runs):

@@ -12,7 +12,7 @@ from weightselect.results.runs import (
     summarize,
     unfinished_runs,
 )
-from weightselect.results.tables import read_table, table2, table3, to_markdown, write_table
+from weightselect.results.tables import read_table, reading_view, table2, table3, to_markdown, write_table
 
 __all__ = [
     "PAPER_DATASETS",
@@ -29,6 +29,7 @@ __all__ = [
     "summarize",
     "table2",
     "table3",
+    "reading_view",
     "to_markdown",
     "unfinished_runs",
     "write_table",

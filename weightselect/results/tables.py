@@ -194,17 +194,60 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     return "\n".join(lines) + "\n"
 
 
+def reading_view(df: pd.DataFrame) -> pd.DataFrame:
+    """A compact copy of a table2/table3 frame for reading: one cell per group.
+
+    Each group of ``<g>_mean``, ``<g>_std``, ``<g>_n``, ``<g>_n_expected`` columns becomes one text
+    cell ``"83.10 +- 1.80 (3/3)"`` (mean +- sample std over seeds, then seeds found / expected);
+    ``<g>_paper``, ``<g>_diff``, ``<g>_change`` and ``<g>_change_paper`` are kept only where they hold
+    a number, ``<g>_missing_seeds`` only where a seed is missing; seed lists and empty paper keys go.
+    """
+    groups = [c[: -len("_mean")] for c in df.columns if c.endswith("_mean")]
+    members = {f"{g}_{k}" for g in groups for k in
+               ("mean", "std", "n", "n_expected", "seeds", "missing_seeds", "paper", "diff", "change", "change_paper")}
+    out = pd.DataFrame(index=df.index)
+    for c in df.columns:
+        if c not in members and not (c.startswith("paper_") and df[c].isna().all()):
+            out[c] = df[c]
+    for g in groups:
+        out[g] = [_mean_std_cell(row, g) for _, row in df.iterrows()]
+        for key, label in (("paper", "paper"), ("diff", "ours - paper"), ("change", "change"),
+                           ("change_paper", "change (paper)")):
+            col = f"{g}_{key}"
+            if col in df and df[col].notna().any():
+                out[f"{g} {label}"] = df[col]
+        col = f"{g}_missing_seeds"
+        if col in df and df[col].notna().any():
+            out[f"{g} missing seeds"] = df[col]
+    return out.reset_index(drop=True)
+
+
+def _mean_std_cell(row: pd.Series, group: str) -> str:
+    mean = row.get(f"{group}_mean")
+    if mean is None or pd.isna(mean):
+        text = "-"
+    else:
+        std = row.get(f"{group}_std")
+        text = f"{mean:.2f}" if std is None or pd.isna(std) else f"{mean:.2f} +- {std:.2f}"
+    n, n_expected = row.get(f"{group}_n"), row.get(f"{group}_n_expected")
+    if n is not None and not pd.isna(n):
+        found = f"{int(n)}/{int(n_expected)}" if n_expected is not None and not pd.isna(n_expected) else f"{int(n)}"
+        text += f" ({found})"
+    return text
+
+
 def write_table(df: pd.DataFrame, csv_path, title: Optional[str] = None, float_format: str = "%.6g") -> Path:
     """Write ``df`` to ``csv_path`` and a Markdown twin beside it (``.md``), each atomically.
 
-    The CSV keeps 6 significant digits; the Markdown shows 2 decimals, with ``title`` as a heading.
+    The CSV keeps every column with 6 significant digits; the Markdown is :func:`reading_view`
+    (mean +- std and seeds found per cell, 2 decimals), with ``title`` as a heading.
     Returns the CSV path.
     """
     csv_path = Path(csv_path)
     if csv_path.suffix != ".csv":
         raise ValueError(f"table path {csv_path} should end in .csv (the Markdown twin gets .md)")
     write_text(csv_path, df.to_csv(index=False, float_format=float_format, lineterminator="\n"))
-    text = to_markdown(df)
+    text = to_markdown(reading_view(df))
     if title:
         text = f"## {title}\n\n{text}"
     write_text(csv_path.with_suffix(".md"), text)
