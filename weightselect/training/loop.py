@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from weightselect import io as wio
 from weightselect.models import ModelSpec, create_model
+from weightselect.selection import BASELINES, apply_init
 from weightselect.training import data as wdata
 from weightselect.training.recipe import Recipe, RecipeError, model_family, resolve_recipe
 
@@ -237,22 +238,14 @@ def _model_kwargs(spec: ModelSpec, recipe: Recipe, num_classes: int, in_chans: i
     return kw
 
 
-def _baselines() -> Tuple[str, ...]:
-    try:
-        from weightselect.selection import BASELINES as names
-    except ImportError:
-        return ("random",)
-    return tuple(names)
-
-
 def _describe_init(init: Optional[str]) -> Dict[str, Any]:
     init = "random" if init is None else str(init)
     path = Path(init)
     if not path.is_file():
-        if init in _baselines():
+        if init in BASELINES:
             return {"init": init, "kind": "baseline"}
         raise FileNotFoundError(
-            f"init '{init}' is neither a baseline ({', '.join(_baselines())}) nor an existing init file; "
+            f"init '{init}' is neither a baseline ({', '.join(BASELINES)}) nor an existing init file; "
             "make one with `weightselect select ...`"
         )
     manifest_file = wio.manifest_path(path)
@@ -261,18 +254,8 @@ def _describe_init(init: Optional[str]) -> Dict[str, Any]:
 
 
 def _apply_init(model: nn.Module, init: Optional[str], seed: int) -> Dict[str, Any]:
-    """Apply an init file or named baseline via the selection library ("random" needs nothing)."""
-    init = init or "random"
-    try:
-        from weightselect.selection import apply_init
-    except ImportError as exc:
-        if init == "random":
-            return {"applied": "timm default init"}
-        raise RuntimeError(
-            f"init '{init}' needs weightselect.selection.apply_init, which cannot be imported ({exc})"
-        ) from exc
-    result = apply_init(model, init, seed)
-    return dict(result) if isinstance(result, Mapping) else {}
+    """Apply an init file or named baseline (``None`` is timm's default init, ``random``)."""
+    return dict(apply_init(model, init or "random", seed))
 
 
 def _signals(stop: Dict[str, Any]):
