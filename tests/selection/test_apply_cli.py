@@ -4,7 +4,7 @@ import pytest
 import timm
 import torch
 
-from conftest import SMALL_VIT
+from selection_helpers import SMALL_VIT
 from weightselect.cli import main
 from weightselect.io import load_init, save_init
 from weightselect.selection import InitMismatchError, apply_init, select

@@ -4,7 +4,7 @@ import pytest
 import timm
 import torch
 
-from conftest import SMALL_VIT
+from selection_helpers import SMALL_VIT
 from weightselect.selection import BASELINES, apply_baseline
 
 

@@ -3,7 +3,7 @@ import pytest
 import timm
 import torch
 
-from conftest import SMALL_VIT, sd
+from selection_helpers import SMALL_VIT, sd
 from weightselect.io import WeightsFileError, save_state_dict
 from weightselect.models import UnknownModelError
 from weightselect.selection import select

@@ -3,7 +3,7 @@ import pytest
 import timm
 import torch
 
-from conftest import model, reference_uniform, sd
+from selection_helpers import model, reference_uniform, sd
 from weightselect.selection import select
 from weightselect.selection.elements import uniform_indices
 

@@ -5,7 +5,7 @@ import pytest
 import timm
 import torch
 
-from conftest import SMALL_VIT, model, reference_uniform, sd
+from selection_helpers import SMALL_VIT, model, reference_uniform, sd
 from weightselect.selection import select
 from weightselect.selection.elements import uniform_indices
 
