@@ -30,11 +30,57 @@ __all__ = [
     "manifest_path",
     "save_init",
     "load_init",
+    "LockedError",
+    "exclusive_lock",
 ]
 
 
 class WeightsFileError(ValueError):
     """A weights file is missing, of an unknown format, or corrupt."""
+
+
+class LockedError(RuntimeError):
+    """Another live process holds the lock of a run folder or output file."""
+
+
+def _lock_file(target: Path) -> Path:
+    return target / ".lock" if target.is_dir() else target.with_name(f".{target.name}.lock")
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+    """Hold an exclusive lock on ``target`` (an existing run folder, or an output file) meanwhile.
+
+    The lock is ``target/.lock`` for a folder, ``.{name}.lock`` beside a file; it is an advisory
+    ``flock``, so the kernel releases it when its holder exits in any way (a crash or SIGKILL leaves
+    no stale lock: the next writer simply takes it). The file records the holder (pid, host, time,
+    command) for the message a second writer gets.
+
+    Raises LockedError at once, naming the holder, when another process holds it.
+    """
+    import fcntl
+    import socket
+    import sys
+    import time
+
+    target = Path(target)
+    path = _lock_file(target)  # a folder must exist already to be locked from the inside
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            raise LockedError(
+                f"{target} is being written by {holder}; wait for that {what} to end or stop it"
+            ) from None
+        info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} ({' '.join(sys.argv)[:200]})"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the flock
 
 
 @contextlib.contextmanager
