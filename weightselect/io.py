@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Tuple
@@ -23,6 +24,7 @@ __all__ = [
     "read_json",
     "write_text",
     "sha256_file",
+    "hash_cache_dir",
     "save_state_dict",
     "load_state_dict",
     "TensorSource",
@@ -138,12 +140,57 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+_SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
+
+
+def hash_cache_dir() -> Path:
+    """Where file digests are remembered: ``$WEIGHTSELECT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/weightselect`` (``~/.cache/weightselect``)."""
+    root = os.environ.get("WEIGHTSELECT_CACHE_DIR")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "weightselect"
+
+
+def _hash_cache_entry(path: Path) -> Tuple[Path, str]:
+    """The cache file of ``path`` and the stamp (real path, size, mtime, inode) it must carry."""
+    st = path.stat()
+    stamp = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}"
+    key = hashlib.sha256(stamp.encode()).hexdigest()
+    return hash_cache_dir() / "sha256" / key[:2] / key, stamp
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20, cache: bool = True) -> str:
+    """The sha256 (hex) of a file's bytes, computed at most once per file version.
+
+    1. A file in the Hugging Face cache (``snapshots/<rev>/<name>`` linking to ``blobs/<sha256>``,
+       huggingface_hub's layout for LFS files such as weights) is named by its sha256: that name is
+       returned without reading the file.
+    2. Otherwise a digest remembered under :func:`hash_cache_dir`, keyed by the file's real path,
+       size, modification time (ns) and inode, is returned; any change to the file misses it.
+    3. Otherwise the file is read once and its digest remembered (``cache=False`` skips 2 and 3;
+       an unwritable cache folder only costs the memory of it).
+    Raises OSError when the file cannot be read.
+    """
+    path = Path(path)
+    real = path.resolve()
+    if cache and real.parent.name == "blobs" and _SHA256_NAME.match(real.name):
+        return real.name
+    entry, stamp = _hash_cache_entry(path) if cache else (None, "")
+    if entry is not None:
+        with contextlib.suppress(OSError, ValueError):
+            saved_stamp, digest = entry.read_text().split("\n")[:2]
+            if saved_stamp == stamp and _SHA256_NAME.match(digest):
+                return digest
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if entry is not None:
+        with contextlib.suppress(OSError):
+            write_text(entry, f"{stamp}\n{digest}\n")
+    return digest
 
 
 def save_state_dict(
