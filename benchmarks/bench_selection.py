@@ -4,12 +4,19 @@ For each pair, random teacher weights are first saved as safetensors; then each 
 fresh Python process, which reports its wall time (after imports) and its peak resident memory:
 
 - ``imports``     import torch, timm and weightselect only (the floor of every other row);
+- ``file_read``   one sequential read of the whole file (16 MiB chunks into one reused buffer),
+                  run twice in the process and timed the second time (a warm read);
 - ``read``        read every teacher tensor from the file, one at a time, and drop it;
-- ``select``      ``weightselect.select(file, student)``: streamed, tensor by tensor;
+- ``select_cold`` ``weightselect.select(file, student)`` + ``save``, streamed, with an empty digest
+                  cache (the teacher's sha256 is computed);
+- ``select``      the same with the digest remembered by the cold run (weightselect.io.sha256_file);
 - ``in_memory``   the paper's release: build the teacher with timm, load the whole file into it,
                   build the student, then select from the teacher's state dict.
 
-Usage: ``python benchmarks/bench_selection.py [--pairs small large] [--threads 2]``.
+Printed per pair: seconds, peak RSS, RSS above the import floor, each row's time over the warm
+``file_read``, and the memory goal's yardstick: the student's size + the largest teacher tensor.
+
+Usage: ``python benchmarks/bench_selection.py [--pairs vit_s_t vit_l_t vit_l_s convnext_b_f] [--threads 2]``.
 """
 from __future__ import annotations
 
@@ -22,10 +29,12 @@ import tempfile
 from pathlib import Path
 
 PAIRS = {
-    "small": ("vit_small_patch16_224", "vit_tiny_patch16_224"),
-    "large": ("vit_large_patch16_224", "vit_small_patch16_224"),
+    "vit_s_t": ("vit_small_patch16_224", "vit_tiny_patch16_224"),
+    "vit_l_t": ("vit_large_patch16_224", "vit_tiny_patch16_224"),
+    "vit_l_s": ("vit_large_patch16_224", "vit_small_patch16_224"),
+    "convnext_b_f": ("convnext_base", "convnext_femto"),
 }
-VARIANTS = ("imports", "read", "select", "in_memory")
+VARIANTS = ("imports", "file_read", "read", "select_cold", "select", "in_memory")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,15 +71,27 @@ def run_variant(variant: str, teacher: str, teacher_file: str, student: str) -> 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     start = time.perf_counter()
     n_out = 0
-    if variant == "read":
+    if variant == "file_read":
+        buf = bytearray(16 << 20)
+        for attempt in range(2):  # the first read warms the page cache; the second is timed
+            start = time.perf_counter()
+            with open(teacher_file, "rb", buffering=0) as fh:
+                while fh.readinto(buf):
+                    n_out += 1
+    elif variant == "read":
         with open_tensor_source(teacher_file) as src:
             for key in src.keys():
                 src.get(key)
                 n_out += 1
-    elif variant == "select":
+    elif variant in ("select", "select_cold"):
+        import tempfile
+
         from weightselect.selection import select
 
-        n_out = len(select(teacher_file, student).state_dict)
+        result = select(teacher_file, student)
+        with tempfile.TemporaryDirectory() as out:
+            result.save(Path(out) / "init.safetensors")
+        n_out = len(result.state_dict)
     elif variant == "in_memory":
         from safetensors.torch import load_file
 
@@ -103,8 +124,21 @@ def write_random_teacher(name: str, path: Path) -> None:
     subprocess.run([sys.executable, "-c", code, name, str(path)], check=True)
 
 
-def measure(variant: str, teacher: str, teacher_file: Path, student: str, threads: int) -> dict:
-    env = {**os.environ, "BENCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+def student_and_largest_mib(teacher: str, student: str) -> float:
+    """The memory yardstick: the student's float32 size + the largest teacher tensor, in MiB."""
+    code = (
+        "import sys, torch, timm\n"
+        "with torch.device('meta'):\n"
+        "    t = timm.create_model(sys.argv[1]).state_dict(); s = timm.create_model(sys.argv[2]).state_dict()\n"
+        "print((sum(v.numel() for v in s.values()) + max(v.numel() for v in t.values())) * 4 / 2**20)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, teacher, student], check=True, capture_output=True, text=True)
+    return float(done.stdout.strip())
+
+
+def measure(variant: str, teacher: str, teacher_file: Path, student: str, threads: int, cache: str) -> dict:
+    env = {**os.environ, "BENCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+           "WEIGHTSELECT_CACHE_DIR": cache}
     cmd = [sys.executable, __file__, "--child", variant, teacher, str(teacher_file), student]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -112,7 +146,7 @@ def measure(variant: str, teacher: str, teacher_file: Path, student: str, thread
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=["small", "large"])
+    parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=list(PAIRS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", nargs=4, metavar=("VARIANT", "TEACHER", "FILE", "STUDENT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -127,12 +161,15 @@ def main(argv=None) -> int:
             path = Path(tmp) / f"{teacher}.safetensors"
             write_random_teacher(teacher, path)
             size = path.stat().st_size / 2**20
-            print(f"\n{teacher} ({size:.0f} MiB file) -> {student}")
-            print(f"  {'variant':<10} {'seconds':>8} {'peak RSS MiB':>13} {'above imports MiB':>18}")
-            rows = {v: measure(v, teacher, path, student, args.threads) for v in VARIANTS}
-            floor = rows["imports"]["peak_rss_mib"]
+            yardstick = student_and_largest_mib(teacher, student)
+            print(f"\n{teacher} ({size:.0f} MiB file) -> {student}; student + largest teacher tensor {yardstick:.0f} MiB")
+            print(f"  {'variant':<12} {'seconds':>8} {'x file_read':>11} {'peak RSS MiB':>13} {'above imports MiB':>18}")
+            cache = tempfile.mkdtemp(dir=tmp)  # empty for select_cold, which fills it for select
+            rows = {v: measure(v, teacher, path, student, args.threads, cache) for v in VARIANTS}
+            floor, read = rows["imports"]["peak_rss_mib"], rows["file_read"]["seconds"]
             for v, r in rows.items():
-                print(f"  {v:<10} {r['seconds']:>8.2f} {r['peak_rss_mib']:>13.0f} {r['peak_rss_mib'] - floor:>18.0f}")
+                ratio = f"{r['seconds'] / read:.1f}" if v != "imports" else "-"
+                print(f"  {v:<12} {r['seconds']:>8.2f} {ratio:>11} {r['peak_rss_mib']:>13.0f} {r['peak_rss_mib'] - floor:>18.0f}")
             sel, mem = rows["select"], rows["in_memory"]
             print(
                 f"  select vs in_memory: {mem['seconds'] / sel['seconds']:.1f}x faster, "
