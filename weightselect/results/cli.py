@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Dict, List
 
 from weightselect.results.runs import collect_curves, collect_runs, expected_runs, summarize
+from weightselect.rundir import FINAL, read_final
 from weightselect.results.tables import TABLE3_VARIANTS, table2, table3, write_table
 
 __all__ = ["register"]
@@ -51,6 +53,20 @@ def _runs_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", default="results/runs", help="runs folder (default results/runs)")
 
 
+def _check_finals(runs_root) -> None:
+    """Check every run's final.json first, so that a bad one is named with its file and key.
+
+    Raises RunFileError (weightselect.rundir.read_final) for the first bad file, and
+    FileNotFoundError when ``--runs`` is not a folder.
+    """
+    root = Path(runs_root)
+    if root.exists() and not root.is_dir():
+        raise FileNotFoundError(f"--runs {root} is a file, not a runs folder; pass the folder holding "
+                                "<student>/<dataset>/<variant>/seed<N>/")
+    for final in sorted(root.glob(f"*/*/*/seed*/{FINAL}")):
+        read_final(final)
+
+
 def _paper_models(values: List[str], students: List[str]) -> Dict[str, str]:
     out = {}
     for value in values:
@@ -74,6 +90,7 @@ def _report_unfinished(runs_root) -> None:
 
 
 def _table(args) -> int:
+    _check_finals(args.runs)
     runs = collect_runs(args.runs)
     models = _paper_models(args.paper_model, args.student)
     if args.kind == "table2":
@@ -107,6 +124,7 @@ def _figures(args) -> int:
         plot_curves(collect_curves(args.runs), args.student, args.dataset, args.output,
                     variants=args.variants, band=args.band, paper_model=args.paper_model)
     else:
+        _check_finals(args.runs)
         runs = collect_runs(args.runs)
         table = table2(runs, args.student, paper_model=args.paper_model,
                        variants=args.variants or ("random", "ws_uniform"))
@@ -116,6 +134,7 @@ def _figures(args) -> int:
 
 
 def _summary(args) -> int:
+    _check_finals(args.runs)
     runs = collect_runs(args.runs, include_unfinished=True)
     finished = runs[runs["finished"]]
     if finished.empty:
