@@ -100,10 +100,12 @@ def error_line(exc: BaseException, args: argparse.Namespace) -> Optional[str]:
     if isinstance(exc, OSError):
         return _one_line(_os_error(exc, args))
     if isinstance(exc, (pickle.UnpicklingError, EOFError)):
-        return _one_line(f"a file is not a readable PyTorch file ({exc}); rerun with --debug to see which, "
-                         "then delete or replace it")
+        from weightselect.io import torch_load_reason
+
+        return _one_line(f"a file is not a readable PyTorch file ({torch_load_reason(exc)}); rerun with "
+                         "--debug to see which, then delete or replace it")
     if _is_yaml_error(exc):
-        return _one_line(f"not valid YAML: {exc}; fix the file")
+        return _one_line(_yaml_error(exc, args))
     if isinstance(exc, KeyError) and exc.args:
         return _one_line(str(exc.args[0]))
     if isinstance(exc, (ValueError, RuntimeError, KeyError)):
@@ -144,8 +146,23 @@ def _os_error(exc: OSError, args: argparse.Namespace) -> str:
     if exc.errno == errno.ENOENT:
         return f"{target}: no such file or folder; check the path"
     if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
-        return f"{target}: {reason}; a file and a folder have the same name: rename one or choose another path"
+        return (f"{target}: {reason}; a file and a folder have the same name: rename one or choose another "
+                f"path ({option})")
     return f"{target}: {reason}"
+
+
+def _yaml_error(exc, args: argparse.Namespace) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    name = getattr(mark, "name", "") or ""
+    if name and not name.startswith("<"):
+        return f"{name} is not valid YAML ({problem}, {where}); fix the file"
+    buffer = (getattr(mark, "buffer", None) or "").rstrip("\0")
+    for item in getattr(args, "set", None) or ():  # a --set KEY=VALUE whose value is YAML
+        if "=" in item and item.split("=", 1)[1] == buffer:
+            return f"--set {item}: the value is not valid YAML ({problem}); quote or fix it"
+    return f"not valid YAML ({problem}, {where}); fix it"
 
 
 def _is_yaml_error(exc: BaseException) -> bool:

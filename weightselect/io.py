@@ -20,6 +20,7 @@ import torch
 __all__ = [
     "WeightsFileError",
     "InitFileError",
+    "torch_load_reason",
     "atomic_write",
     "write_json",
     "read_json",
@@ -229,6 +230,24 @@ def _sort_safetensors_metadata(data: bytes) -> bytes:
     return data[:8] + new + b" " * (n - len(new)) + data[8 + n:]
 
 
+def torch_load_reason(exc: BaseException) -> str:
+    """The gist of a ``torch.load(weights_only=True)`` error, in a few words.
+
+    torch's own message is long and advises ``weights_only=False``, which would run whatever the
+    file holds; this keeps only what was refused ("unsupported GLOBAL posix.system", "Unsupported
+    operand 119") or the first line.
+    """
+    text = str(exc)
+    for pattern in (r"Trying to load unsupported GLOBAL (\S+)", r"Unsupported global: GLOBAL (\S+)",
+                    r"WeightsUnpickler error: ([^\n.]+)"):
+        m = re.search(pattern, text)
+        if m:
+            what = m.group(1).rstrip(".")
+            return f"it holds {what}, not only tensors" if "GLOBAL" in pattern or "global" in pattern else what
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first if "weights_only" not in first else type(exc).__name__
+
+
 def _unwrap_checkpoint(obj: Any, path: Path) -> Dict[str, torch.Tensor]:
     """Accept a bare state dict or the usual {'model': ..., 'state_dict': ...} wrappers."""
     if isinstance(obj, Mapping):
@@ -260,7 +279,7 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> Dict[str, t
         obj = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
         raise WeightsFileError(
-            f"{path}: cannot be read as a PyTorch weights file with weights_only=True ({exc}). "
+            f"{path}: cannot be read as a PyTorch weights file with weights_only=True ({torch_load_reason(exc)}). "
             "Convert it to safetensors, or re-save it as a plain state dict."
         ) from exc
     return _unwrap_checkpoint(obj, path)
@@ -479,14 +498,14 @@ def load_init(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[st
     if not isinstance(manifest, dict):
         raise InitFileError(f"manifest {mpath} must hold a JSON object; write the init again with --force")
     data = path.read_bytes()
+    try:
+        sd = load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise WeightsFileError(f"{path}: not a valid safetensors file ({exc}); write the init again with --force") from None
     expected = manifest.get("weights_sha256")
     if expected is not None and expected != hashlib.sha256(data).hexdigest():
         raise InitFileError(
             f"manifest {mpath} describes other weights than {path} (sha256 differs: an interrupted "
             "overwrite, or one file replaced alone); write the init again with --force"
         )
-    try:
-        sd = load(data)
-    except Exception as exc:  # safetensors raises its own error types
-        raise WeightsFileError(f"{path}: not a valid safetensors file ({exc}); write the init again with --force") from None
     return sd, manifest
