@@ -75,11 +75,14 @@ def create_model(spec: "ModelSpec | str | Mapping[str, Any]", pretrained: bool =
     name = spec.name if pretrained else spec.architecture
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except TypeError as exc:
+    except TypeError as exc:  # timm passes the kwargs to the model class: a bad name or value
         m = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
-        if not m:
-            raise
+        if m:
+            raise ModelKwargsError(
+                f"{spec.architecture} takes no keyword argument '{m.group(1)}' (model kwargs {kwargs}); "
+                "fix the spelling (see the model's class in timm)"
+            ) from None
         raise ModelKwargsError(
-            f"{spec.architecture} takes no keyword argument '{m.group(1)}' (model kwargs {kwargs}); "
-            "fix the spelling (see the model's class in timm)"
+            f"{spec.architecture} cannot be built with the model kwargs {kwargs} ({exc}); "
+            "check the values' types (see the model's class in timm)"
         ) from None
