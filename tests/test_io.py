@@ -233,3 +233,18 @@ def test_temp_files_of_killed_writers_are_removed_by_the_next_write(tmp_path):
     other.write_text("x")
     io.write_json(target, {"a": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["final.json", mine.name, other.name])
+
+
+@pytest.mark.parametrize("free_blocks, raised", [(0, OSError), (10_000, RuntimeError)])
+def test_a_serializer_error_on_a_full_disk_becomes_enospc_naming_the_file(tmp_path, monkeypatch, free_blocks, raised):
+    """torch.save into a file on a full disk raises RuntimeError ('unexpected pos ...'), not OSError."""
+    import errno
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(io.os, "statvfs", lambda p: SimpleNamespace(f_bavail=free_blocks))
+    with pytest.raises(raised) as info:
+        with io.atomic_write(tmp_path / "checkpoint.pt", "wb"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+    if raised is OSError:
+        assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []

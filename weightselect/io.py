@@ -7,6 +7,7 @@ Weights are read only as safetensors or with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -149,11 +150,25 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
+        # A serializer that swallows the errno (torch.save: "unexpected pos ...") on a full disk
+        # still gets ENOSPC naming the file: the disk is looked at before the temp file goes.
+        full = isinstance(exc, Exception) and not isinstance(exc, OSError) and _disk_full(tmp)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and exc.filename is None:
             raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the file (ENOSPC)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         raise
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the file system holding ``path`` has (almost) no block left for this user."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail < 4
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
