@@ -285,7 +285,7 @@ ROWS = [
     R("train-checkpoint-pickle-payload", TRAIN, r"checkpoint\.pt", _checkpoint(_pickle_payload),
       xfail=f"unclear: one line and exit 2 (nothing runs: weights_only), but the {TRAINER} does not name checkpoint.pt"),
     R("train-checkpoint-truncated", TRAIN, r"checkpoint\.pt", "truncated-checkpoint",
-      xfail=f"unclear: 'a file: Invalid argument', exit 2; the {TRAINER} does not name checkpoint.pt"),
+      xfail=f"unclear: 'Invalid argument (OSError, errno 22) reading or writing a file', exit 2; the {TRAINER} does not name checkpoint.pt"),
     R("train-checkpoint-not-a-dict", TRAIN, r"checkpoint\.pt", _checkpoint(lambda p: torch.save([1, 2], p)),
       xfail=f"wrong: the {TRAINER} indexes resume['identity'] of a list (internal TypeError, exit 1)"),
     R("train-out-is-a-file", _opt(TRAIN, "--out", "{tmp}/f"), r"\bf\b.*(file and a folder|Not a directory|exists)", _file("f")),

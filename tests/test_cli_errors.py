@@ -254,3 +254,26 @@ def test_version():
 
     proc = _cli("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"weightselect {__version__}"
+
+
+def test_error_line_tells_bad_input_from_a_bug():
+    import argparse
+
+    from weightselect.cli import error_line
+
+    args = argparse.Namespace(command="train", out="runs/r", model_kwargs='{"a": 1')
+    assert error_line(KeyError("unknown dataset 'x'; known: digits"), args) == "unknown dataset 'x'; known: digits"
+    assert error_line(KeyError("epoch"), args) is None  # a failed lookup in our code: a bug
+    assert error_line(TypeError("unsupported operand"), args) is None
+    try:
+        json.loads(args.model_kwargs)
+    except json.JSONDecodeError as exc:
+        assert error_line(exc, args).startswith("--model-kwargs is not valid JSON (Expecting ',' delimiter, column 8)")
+    line = error_line(PermissionError(errno.EACCES, "Permission denied", "runs/.final.json.vm-12.abc.tmp"), args)
+    assert line == "cannot write runs/final.json (Permission denied); make runs writable or choose another folder with --out"
+    line = error_line(OSError(errno.ENOSPC, "No space left on device", "inits/.i.safetensors.lock"),
+                      argparse.Namespace(command="select"))
+    assert line.startswith("no space left on the device writing inits/i.safetensors") and "-o/--output" in line
+    assert "rerun with --debug to see which" in error_line(OSError(errno.EINVAL, "Invalid argument"), args)
+    assert error_line(FileNotFoundError("runs folder r does not exist; train first"), args) == (
+        "runs folder r does not exist; train first")

@@ -106,9 +106,10 @@ def error_line(exc: BaseException, args: argparse.Namespace) -> Optional[str]:
                          "--debug to see which, then delete or replace it")
     if _is_yaml_error(exc):
         return _one_line(_yaml_error(exc, args))
-    if isinstance(exc, KeyError) and exc.args:
-        return _one_line(str(exc.args[0]))
-    if isinstance(exc, (ValueError, RuntimeError, KeyError)):
+    if isinstance(exc, KeyError):  # the project's carry a sentence; a bare key is a failed lookup (a bug)
+        message = exc.args[0] if exc.args else ""
+        return _one_line(message) if isinstance(message, str) and " " in message.strip() else None
+    if isinstance(exc, (ValueError, RuntimeError)):
         return _one_line(str(exc))
     return None
 
@@ -132,7 +133,10 @@ def _written_file(filename: str) -> Path:
 def _os_error(exc: OSError, args: argparse.Namespace) -> str:
     if exc.errno is None:  # raised by the project with its own message
         return str(exc)
-    filename = exc.filename if exc.filename is not None else "a file"
+    if exc.filename is None:
+        return (f"{exc.strerror or exc} ({type(exc).__name__}, errno {exc.errno}) reading or writing a file; "
+                "rerun with --debug to see which")
+    filename = exc.filename
     target = _written_file(str(filename))
     option = _OUTPUT_OPTION.get(getattr(args, "command", ""), "-o/--output")
     reason = exc.strerror or str(exc)
