@@ -274,6 +274,8 @@ def test_error_line_tells_bad_input_from_a_bug():
     line = error_line(OSError(errno.ENOSPC, "No space left on device", "inits/.i.safetensors.lock"),
                       argparse.Namespace(command="select"))
     assert line.startswith("no space left on the device writing inits/i.safetensors") and "-o/--output" in line
+    line = error_line(OSError(errno.EROFS, "Read-only file system", "r/.metrics.jsonl.node-01-7.k_3x.tmp"), args)
+    assert line.startswith("cannot write r/metrics.jsonl (Read-only file system)")
     assert "rerun with --debug to see which" in error_line(OSError(errno.EINVAL, "Invalid argument"), args)
     assert error_line(FileNotFoundError("runs folder r does not exist; train first"), args) == (
         "runs folder r does not exist; train first")

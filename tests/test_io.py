@@ -210,7 +210,6 @@ def test_atomic_write_names_the_target_when_the_disk_is_full(tmp_path, monkeypat
 def test_temp_files_of_killed_writers_are_removed_by_the_next_write(tmp_path):
     """A SIGKILL leaves the temp file of atomic_write; the next write of that file removes it."""
     import signal
-    import socket
     import subprocess
     import sys
 
@@ -225,9 +224,9 @@ def test_temp_files_of_killed_writers_are_removed_by_the_next_write(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(target)], env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert proc.returncode == -signal.SIGKILL
     leftovers = [p.name for p in tmp_path.iterdir()]
-    assert len(leftovers) == 1 and leftovers[0].startswith(f".final.json.{socket.gethostname()}-")
+    assert len(leftovers) == 1 and leftovers[0].startswith(f".final.json.{io._host()}-")
     # a live writer's temp file (ours) and another host's are kept
-    mine = tmp_path / f".final.json.{socket.gethostname()}-{os.getpid()}.abc.tmp"
+    mine = tmp_path / f".final.json.{io._host()}-{os.getpid()}.abc.tmp"
     other = tmp_path / ".final.json.otherhost-1.abc.tmp"
     mine.write_text("x")
     other.write_text("x")

@@ -92,11 +92,16 @@ def exclusive_lock(target: str | os.PathLike, what: str = "output") -> Iterator[
         os.close(fd)  # releases the flock
 
 
-def _tmp_prefix(path: Path) -> str:
-    """``.{name}.{host}-{pid}.``: a temp file names its writer, so a dead writer's leftovers can go."""
+def _host() -> str:
+    """This machine's name without dots (cluster nodes are often ``node1.cluster.org``)."""
     import socket
 
-    return f".{path.name}.{socket.gethostname()}-{os.getpid()}."
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+
+
+def _tmp_prefix(path: Path) -> str:
+    """``.{name}.{host}-{pid}.``: a temp file names its writer, so a dead writer's leftovers can go."""
+    return f".{path.name}.{_host()}-{os.getpid()}."
 
 
 def _remove_stale_tmps(path: Path) -> None:
@@ -105,10 +110,7 @@ def _remove_stale_tmps(path: Path) -> None:
     A temp file of a live process (or of another host, whose processes this one cannot see) is
     kept; a SIGKILL leaves no chance to clean up, so the next write of the same file does it.
     """
-    import socket
-
-    host = socket.gethostname()
-    pattern = re.compile(re.escape(f".{path.name}.{host}-") + r"(\d+)\.[^/]*\.tmp$")
+    pattern = re.compile(re.escape(f".{path.name}.{_host()}-") + r"(\d+)\.[^/]*\.tmp$")
     try:
         siblings = list(path.parent.iterdir())
     except OSError:
