@@ -1,8 +1,11 @@
 """Files: atomic writes, safe weight loading, streamed safetensors reads, manifests.
 
-Every file the project writes goes through :func:`atomic_write` (temp file in the same
-folder + ``os.replace``), so an interrupted job never leaves a half-written result.
-Weights are read only as safetensors or with ``torch.load(weights_only=True)``.
+Every file the project writes goes through :func:`atomic_write` (temp file
+``.{name}.{host}-{pid}.*.tmp`` in the same folder + ``os.replace``), so an interrupted job never
+leaves a half-written result, and the next write of the same file removes the temp files of killed
+writers. An init file and its manifest are written as one unit (:func:`save_init`). Weights are
+read only as safetensors or with ``torch.load(weights_only=True)``. Errors name the file: a full
+disk is ``OSError`` ENOSPC with the target's name, bad weights are :class:`WeightsFileError`.
 """
 from __future__ import annotations
 
