@@ -89,10 +89,36 @@ def _report_unfinished(runs_root) -> None:
             print(f"  {r.student}/{r.dataset}/{r.variant}/seed{r.seed} (epoch {r.epochs_done})", file=sys.stderr)
 
 
+def _check_requested(runs_root, students, option_values) -> None:
+    """Every dataset/variant asked for has a run (finished or not) of one of ``students``.
+
+    A name without any run is a misspelling far more often than a study not started: raises
+    ValueError naming the option, the name and the names that have runs.
+    """
+    if not any(values for _, _, values in option_values):
+        return
+    try:
+        runs = collect_runs(runs_root, include_unfinished=True)
+    except ValueError:
+        return  # no run at all: collect_runs says so where the table is made
+    runs = runs[runs["student"].isin(students)]
+    for option, column, values in option_values:
+        have = sorted(set(runs[column]))
+        missing = [v for v in values or () if v not in have]
+        if missing and have:
+            raise ValueError(f"{option} {' '.join(missing)}: no run of {', '.join(students)} under {runs_root} "
+                             f"has this {column}; {column}s with runs: {', '.join(have)}")
+
+
 def _table(args) -> int:
     _check_finals(args.runs)
-    runs = collect_runs(args.runs)
+    if args.kind == "table2":
+        checks = [("--datasets", "dataset", args.datasets), ("--variants", "variant", args.variants)]
+    else:
+        checks = [("--dataset", "dataset", [args.dataset]), ("--variants", "variant", args.variants)]
     models = _paper_models(args.paper_model, args.student)
+    _check_requested(args.runs, args.student, checks)
+    runs = collect_runs(args.runs)
     if args.kind == "table2":
         if len(args.student) != 1:
             raise ValueError("table2 is for one student; give --student once (or use --kind table3)")
