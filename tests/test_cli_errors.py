@@ -276,6 +276,9 @@ def test_error_line_tells_bad_input_from_a_bug():
     assert line.startswith("no space left on the device writing inits/i.safetensors") and "-o/--output" in line
     line = error_line(OSError(errno.EROFS, "Read-only file system", "r/.metrics.jsonl.node-01-7.k_3x.tmp"), args)
     assert line.startswith("cannot write r/metrics.jsonl (Read-only file system)")
+    secret = Path(__file__)  # an existing file refused: reading or writing, not known which
+    line = error_line(PermissionError(errno.EACCES, "Permission denied", str(secret)), args)
+    assert line == f"cannot read or write {secret} (Permission denied); check its permissions and those of {secret.parent}"
     assert "rerun with --debug to see which" in error_line(OSError(errno.EINVAL, "Invalid argument"), args)
     assert error_line(FileNotFoundError("runs folder r does not exist; train first"), args) == (
         "runs folder r does not exist; train first")

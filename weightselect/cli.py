@@ -145,8 +145,10 @@ def _os_error(exc: OSError, args: argparse.Namespace) -> str:
                 f"another folder with {option}, then rerun")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         folder = target.parent if not target.is_dir() else target
-        return (f"cannot write {target} ({reason}); make {folder} writable or choose another folder "
-                f"with {option}")
+        if exc.errno == errno.EROFS or str(target) != str(filename) or not target.exists():  # a write
+            return (f"cannot write {target} ({reason}); make {folder} writable or choose another folder "
+                    f"with {option}")
+        return f"cannot read or write {target} ({reason}); check its permissions and those of {folder}"
     if exc.errno == errno.ENOENT:
         return f"{target}: no such file or folder; check the path"
     if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
