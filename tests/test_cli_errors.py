@@ -100,8 +100,9 @@ def test_two_writers_of_one_output_the_second_fails_at_once_naming_the_holder(tm
 # -- full disk and read-only folders: real mounts in a user namespace -----------------------------------
 @functools.lru_cache(maxsize=None)
 def _can_mount() -> bool:
-    probe = Path(f"/tmp/weightselect-mount-probe-{os.getpid()}")
-    probe.mkdir(exist_ok=True)
+    import tempfile
+
+    probe = Path(tempfile.mkdtemp(prefix="weightselect-mount-probe-"))
     try:
         r = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k none {probe}"],
                            capture_output=True, timeout=30)
