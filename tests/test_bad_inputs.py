@@ -447,3 +447,5 @@ def test_the_table_holds_at_least_70_distinct_rows():
     assert len({r.id for r in ROWS}) == len(ROWS) >= 70
     commands = {r.argv[0] for r in ROWS}
     assert commands == {"select", "baseline", "recipe", "train", "probe", "table", "figures", "summary"}
+    for row in ROWS:  # a row still failing says how (the tally: clear = passing, unclear, wrong) and who fixes it
+        assert row.xfail is None or (row.xfail.split(":")[0] in ("unclear", "wrong") and "weightselect/" in row.xfail)
