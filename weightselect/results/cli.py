@@ -64,7 +64,8 @@ def _check_finals(runs_root) -> None:
         raise FileNotFoundError(f"--runs {root} is a file, not a runs folder; pass the folder holding "
                                 "<student>/<dataset>/<variant>/seed<N>/")
     for final in sorted(root.glob(f"*/*/*/seed*/{FINAL}")):
-        read_final(final)
+        if final.parent.name[4:].isdigit():  # the folders collect_runs reads: seed<N>
+            read_final(final)
 
 
 def _paper_models(values: List[str], students: List[str]) -> Dict[str, str]:
