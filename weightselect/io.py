@@ -1,12 +1,16 @@
 """Files: atomic writes, safe weight loading, streamed safetensors reads, manifests.
 
-Every file the project writes goes through :func:`atomic_write` (temp file in the same
-folder + ``os.replace``), so an interrupted job never leaves a half-written result.
-Weights are read only as safetensors or with ``torch.load(weights_only=True)``.
+Every file the project writes goes through :func:`atomic_write` (temp file
+``.{name}.{host}-{pid}.*.tmp`` in the same folder + ``os.replace``), so an interrupted job never
+leaves a half-written result, and the next write of the same file removes the temp files of killed
+writers. An init file and its manifest are written as one unit (:func:`save_init`). Weights are
+read only as safetensors or with ``torch.load(weights_only=True)``. Errors name the file: a full
+disk is ``OSError`` ENOSPC with the target's name, bad weights are :class:`WeightsFileError`.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -19,6 +23,8 @@ import torch
 
 __all__ = [
     "WeightsFileError",
+    "InitFileError",
+    "torch_load_reason",
     "atomic_write",
     "write_json",
     "read_json",
@@ -32,6 +38,7 @@ __all__ = [
     "manifest_path",
     "save_init",
     "load_init",
+    "check_init_pair",
     "LockedError",
     "exclusive_lock",
 ]
@@ -39,6 +46,10 @@ __all__ = [
 
 class WeightsFileError(ValueError):
     """A weights file is missing, of an unknown format, or corrupt."""
+
+
+class InitFileError(WeightsFileError):
+    """An init file without its manifest (or the reverse), or a manifest describing other weights."""
 
 
 class LockedError(RuntimeError):
@@ -85,32 +96,85 @@ def exclusive_lock(target: str | os.PathLike, what: str = "output") -> Iterator[
         os.close(fd)  # releases the flock
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
-    """Open a temp file beside ``path``; on success rename it over ``path``.
+def _host() -> str:
+    """This machine's name without dots (cluster nodes are often ``node1.cluster.org``)."""
+    import socket
 
-    On any exception the temp file is removed and ``path`` is left untouched.
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+
+
+def _tmp_prefix(path: Path) -> str:
+    """``.{name}.{host}-{pid}.``: a temp file names its writer, so a dead writer's leftovers can go."""
+    return f".{path.name}.{_host()}-{os.getpid()}."
+
+
+def _remove_stale_tmps(path: Path) -> None:
+    """Delete ``.{name}.{host}-{pid}.*.tmp`` beside ``path`` left by a killed process of this host.
+
+    A temp file of a live process (or of another host, whose processes this one cannot see) is
+    kept; a SIGKILL leaves no chance to clean up, so the next write of the same file does it.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    pattern = re.compile(re.escape(f".{path.name}.{_host()}-") + r"(\d+)\.[^/]*\.tmp$")
     try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        siblings = list(path.parent.iterdir())
+    except OSError:
+        return
+    for sibling in siblings:
+        m = pattern.match(sibling.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                sibling.unlink()
+        except OSError:
+            pass  # alive under another user
 
 
 def _atomic_tmp_path(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_tmps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """Open a temp file beside ``path``; on success rename it over ``path``.
+
+    On any exception (a full disk included: ``OSError`` ENOSPC) the temp file is removed and
+    ``path`` is left untouched. Temp files of killed writers of ``path`` are removed first.
+    """
+    path = Path(path)
+    tmp = _atomic_tmp_path(path)
+    try:
+        with open(tmp, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        # A serializer that swallows the errno (torch.save: "unexpected pos ...") on a full disk
+        # still gets ENOSPC naming the file: the disk is looked at before the temp file goes.
+        full = isinstance(exc, Exception) and not isinstance(exc, OSError) and _disk_full(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the file (ENOSPC)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the file system holding ``path`` has (almost) no block left for this user."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail < 4
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -198,41 +262,56 @@ def save_state_dict(
     path: str | os.PathLike,
     metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Save tensors as safetensors, atomically (contiguous CPU copies)."""
-    from safetensors.torch import save_file
+    """Save tensors as safetensors, atomically (contiguous CPU copies).
+
+    The file is serialized in memory (``safetensors.torch.save``) and written with
+    :func:`atomic_write`, so a full disk raises ``OSError`` (ENOSPC) naming ``path`` and leaves no
+    partial file. Raises ValueError for a name that is not ``.safetensors``-compatible tensors.
+    """
+    from safetensors.torch import save
 
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    tmp = _atomic_tmp_path(path)
-    try:
-        save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
-        _sort_safetensors_metadata(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    data = _sort_safetensors_metadata(save(tensors, metadata=dict(metadata) if metadata else None))
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
 
 
-def _sort_safetensors_metadata(path: Path) -> None:
-    """Rewrite the header's ``__metadata__`` in sorted key order, in place (same length).
+def _sort_safetensors_metadata(data: bytes) -> bytes:
+    """The same file with the header's ``__metadata__`` in sorted key order (same length).
 
     safetensors writes metadata in hash-map order, which varies between calls; sorting it makes
     identical tensors and metadata give identical bytes.
     """
-    with open(path, "r+b") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        raw = fh.read(n)
-        header = json.loads(raw)
-        meta = header.get("__metadata__")
-        if not meta:
-            return
-        header["__metadata__"] = dict(sorted(meta.items()))
-        new = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-        if len(new) != len(raw.rstrip(b" ")):
-            return  # unexpected layout: keep what safetensors wrote
-        fh.seek(8)
-        fh.write(new + b" " * (n - len(new)))
+    n = int.from_bytes(data[:8], "little")
+    raw = data[8:8 + n]
+    header = json.loads(raw)
+    meta = header.get("__metadata__")
+    if not meta:
+        return data
+    header["__metadata__"] = dict(sorted(meta.items()))
+    new = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(new) != len(raw.rstrip(b" ")):
+        return data  # unexpected layout: keep what safetensors wrote
+    return data[:8] + new + b" " * (n - len(new)) + data[8 + n:]
+
+
+def torch_load_reason(exc: BaseException) -> str:
+    """The gist of a ``torch.load(weights_only=True)`` error, in a few words.
+
+    torch's own message is long and advises ``weights_only=False``, which would run whatever the
+    file holds; this keeps only what was refused ("unsupported GLOBAL posix.system", "Unsupported
+    operand 119") or the first line.
+    """
+    text = str(exc)
+    for pattern in (r"Trying to load unsupported GLOBAL (\S+)", r"Unsupported global: GLOBAL (\S+)",
+                    r"WeightsUnpickler error: ([^\n.]+)"):
+        m = re.search(pattern, text)
+        if m:
+            what = m.group(1).rstrip(".")
+            return f"it holds {what}, not only tensors" if "GLOBAL" in pattern or "global" in pattern else what
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first if "weights_only" not in first else type(exc).__name__
 
 
 def _unwrap_checkpoint(obj: Any, path: Path) -> Dict[str, torch.Tensor]:
@@ -266,7 +345,7 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> Dict[str, t
         obj = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
         raise WeightsFileError(
-            f"{path}: cannot be read as a PyTorch weights file with weights_only=True ({exc}). "
+            f"{path}: cannot be read as a PyTorch weights file with weights_only=True ({torch_load_reason(exc)}). "
             "Convert it to safetensors, or re-save it as a plain state dict."
         ) from exc
     return _unwrap_checkpoint(obj, path)
@@ -403,18 +482,96 @@ def manifest_path(weights_path: str | os.PathLike) -> Path:
 
 
 def save_init(state_dict: Mapping[str, torch.Tensor], manifest: Mapping[str, Any], path) -> Path:
-    """Write an initialization: ``path`` (safetensors) plus its manifest beside it."""
+    """Write an initialization: ``path`` (safetensors) plus its manifest beside it, as one unit.
+
+    Both files are written to temporaries first (nothing is published if either write fails, e.g.
+    ``OSError`` ENOSPC on a full disk), then renamed into place, the manifest last. The manifest
+    records ``weights_sha256``, the sha256 of the weights file, so :func:`load_init` tells a
+    manifest from its own weights apart from one left beside other weights by a crash between the
+    two renames. Raises ValueError for a name that does not end in ``.safetensors``.
+    """
+    from safetensors.torch import save
+
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"init files are safetensors; name it '{path.with_suffix('.safetensors')}'")
-    save_state_dict(state_dict, path, metadata={"format": "pt", "producer": "weightselect"})
-    write_json(manifest_path(path), dict(manifest))
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    data = _sort_safetensors_metadata(save(tensors, metadata={"format": "pt", "producer": "weightselect"}))
+    manifest = {**dict(manifest), "weights_sha256": hashlib.sha256(data).hexdigest()}
+    text = json.dumps(manifest, indent=2, default=_json_default) + "\n"
+    mpath = manifest_path(path)
+    tmps = []
+    try:
+        for target, payload in ((path, data), (mpath, text.encode())):
+            tmps.append(_atomic_tmp_path(target))
+            try:
+                with open(tmps[-1], "wb") as fh:
+                    fh.write(payload)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(target)) from exc
+        os.replace(tmps[0], path)
+        os.replace(tmps[1], mpath)
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
     return path
 
 
-def load_init(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """Read an init file and its manifest (an empty manifest if none sits beside it)."""
-    sd = load_state_dict(path)
+def check_init_pair(path: str | os.PathLike) -> Path:
+    """Check that the init file ``path`` and its manifest are both there; returns the manifest path.
+
+    Raises InitFileError naming the file that is there, the one that is missing and the fix (an
+    orphan left by a crash between writing the two, or one file copied without the other), and
+    FileNotFoundError when neither exists.
+    """
+    path = Path(path)
     mpath = manifest_path(path)
-    manifest = read_json(mpath) if mpath.is_file() else {}
+    has_weights, has_manifest = path.is_file(), mpath.is_file()
+    if has_weights and not has_manifest:
+        raise InitFileError(
+            f"init file {path} has no manifest {mpath.name} beside it (an interrupted write, or the file "
+            "was copied alone); write the init again (weightselect select/baseline ... --force) or copy its manifest"
+        )
+    if has_manifest and not has_weights:
+        raise InitFileError(
+            f"manifest {mpath} has no init file {path.name} beside it (an interrupted write, or the file was "
+            "deleted); write the init again (weightselect select/baseline ... --force) or delete the manifest"
+        )
+    if not has_weights:
+        raise FileNotFoundError(f"init file not found: {path}; make one with `weightselect select ...`")
+    return mpath
+
+
+def load_init(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Read an init file and its manifest, checked as one unit.
+
+    Raises InitFileError when one of the two is missing (:func:`check_init_pair`), when the manifest
+    is not a JSON object, or when its ``weights_sha256`` is not the weights file's (a manifest left
+    beside other weights); WeightsFileError when the weights are not valid safetensors.
+    """
+    from safetensors.torch import load
+
+    path = Path(path)
+    mpath = check_init_pair(path)
+    try:
+        manifest = json.loads(mpath.read_text())
+    except ValueError as exc:
+        raise InitFileError(f"manifest {mpath} is not valid JSON ({exc}); write the init again with --force") from None
+    if not isinstance(manifest, dict):
+        raise InitFileError(f"manifest {mpath} must hold a JSON object; write the init again with --force")
+    data = path.read_bytes()
+    try:
+        sd = load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise WeightsFileError(f"{path}: not a valid safetensors file ({exc}); write the init again with --force") from None
+    expected = manifest.get("weights_sha256")
+    if expected is not None and expected != hashlib.sha256(data).hexdigest():
+        raise InitFileError(
+            f"manifest {mpath} describes other weights than {path} (sha256 differs: an interrupted "
+            "overwrite, or one file replaced alone); write the init again with --force"
+        )
     return sd, manifest

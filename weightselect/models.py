@@ -1,16 +1,21 @@
 """Model specifications: a timm model name plus keyword arguments."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping
 
 import torch.nn as nn
 
-__all__ = ["ModelSpec", "UnknownModelError", "create_model"]
+__all__ = ["ModelSpec", "UnknownModelError", "ModelKwargsError", "create_model"]
 
 
 class UnknownModelError(ValueError):
     """The name is not a timm model."""
+
+
+class ModelKwargsError(ValueError):
+    """A keyword argument the timm model does not take (a misspelt kwarg)."""
 
 
 @dataclass(frozen=True)
@@ -68,4 +73,16 @@ def create_model(spec: "ModelSpec | str | Mapping[str, Any]", pretrained: bool =
     _check_known(spec.architecture)
     kwargs = {**spec.kwargs, **overrides}
     name = spec.name if pretrained else spec.architecture
-    return timm.create_model(name, pretrained=pretrained, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as exc:  # timm passes the kwargs to the model class: a bad name or value
+        m = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+        if m:
+            raise ModelKwargsError(
+                f"{spec.architecture} takes no keyword argument '{m.group(1)}' (model kwargs {kwargs}); "
+                "fix the spelling (see the model's class in timm)"
+            ) from None
+        raise ModelKwargsError(
+            f"{spec.architecture} cannot be built with the model kwargs {kwargs} ({exc}); "
+            "check the values' types (see the model's class in timm)"
+        ) from None

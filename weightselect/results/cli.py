@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Dict, List
 
 from weightselect.results.runs import collect_curves, collect_runs, expected_runs, summarize
+from weightselect.rundir import FINAL, read_final
 from weightselect.results.tables import TABLE3_VARIANTS, table2, table3, write_table
 
 __all__ = ["register"]
@@ -51,6 +53,21 @@ def _runs_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", default="results/runs", help="runs folder (default results/runs)")
 
 
+def _check_finals(runs_root) -> None:
+    """Check every run's final.json first, so that a bad one is named with its file and key.
+
+    Raises RunFileError (weightselect.rundir.read_final) for the first bad file, and
+    FileNotFoundError when ``--runs`` is not a folder.
+    """
+    root = Path(runs_root)
+    if root.exists() and not root.is_dir():
+        raise FileNotFoundError(f"--runs {root} is a file, not a runs folder; pass the folder holding "
+                                "<student>/<dataset>/<variant>/seed<N>/")
+    for final in sorted(root.glob(f"*/*/*/seed*/{FINAL}")):
+        if final.parent.name[4:].isdigit():  # the folders collect_runs reads: seed<N>
+            read_final(final)
+
+
 def _paper_models(values: List[str], students: List[str]) -> Dict[str, str]:
     out = {}
     for value in values:
@@ -73,9 +90,36 @@ def _report_unfinished(runs_root) -> None:
             print(f"  {r.student}/{r.dataset}/{r.variant}/seed{r.seed} (epoch {r.epochs_done})", file=sys.stderr)
 
 
+def _check_requested(runs_root, students, option_values) -> None:
+    """Every dataset/variant asked for has a run (finished or not) of one of ``students``.
+
+    A name without any run is a misspelling far more often than a study not started: raises
+    ValueError naming the option, the name and the names that have runs.
+    """
+    if not any(values for _, _, values in option_values):
+        return
+    try:
+        runs = collect_runs(runs_root, include_unfinished=True)
+    except ValueError:
+        return  # no run at all: collect_runs says so where the table is made
+    runs = runs[runs["student"].isin(students)]
+    for option, column, values in option_values:
+        have = sorted(set(runs[column]))
+        missing = [v for v in values or () if v not in have]
+        if missing and have:
+            raise ValueError(f"{option} {' '.join(missing)}: no run of {', '.join(students)} under {runs_root} "
+                             f"has this {column}; {column}s with runs: {', '.join(have)}")
+
+
 def _table(args) -> int:
-    runs = collect_runs(args.runs)
+    _check_finals(args.runs)
+    if args.kind == "table2":
+        checks = [("--datasets", "dataset", args.datasets), ("--variants", "variant", args.variants)]
+    else:
+        checks = [("--dataset", "dataset", [args.dataset]), ("--variants", "variant", args.variants)]
     models = _paper_models(args.paper_model, args.student)
+    _check_requested(args.runs, args.student, checks)
+    runs = collect_runs(args.runs)
     if args.kind == "table2":
         if len(args.student) != 1:
             raise ValueError("table2 is for one student; give --student once (or use --kind table3)")
@@ -107,6 +151,7 @@ def _figures(args) -> int:
         plot_curves(collect_curves(args.runs), args.student, args.dataset, args.output,
                     variants=args.variants, band=args.band, paper_model=args.paper_model)
     else:
+        _check_finals(args.runs)
         runs = collect_runs(args.runs)
         table = table2(runs, args.student, paper_model=args.paper_model,
                        variants=args.variants or ("random", "ws_uniform"))
@@ -116,6 +161,7 @@ def _figures(args) -> int:
 
 
 def _summary(args) -> int:
+    _check_finals(args.runs)
     runs = collect_runs(args.runs, include_unfinished=True)
     finished = runs[runs["finished"]]
     if finished.empty:

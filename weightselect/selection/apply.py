@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 import torch.nn as nn
 
-from weightselect.io import load_init, sha256_file
+from weightselect.io import load_init, manifest_path, sha256_file
 from weightselect.selection.baselines import BASELINES, apply_baseline
 from weightselect.selection.select import classifier_keys
 
@@ -29,7 +29,7 @@ def apply_init(model: nn.Module, init: str | os.PathLike, seed: int) -> Dict[str
     if isinstance(init, str) and init in BASELINES:
         return apply_baseline(model, init, seed)
     path = Path(init)
-    if not path.is_file():
+    if not path.is_file() and not manifest_path(path).is_file():  # an orphan manifest: load_init names it
         raise FileNotFoundError(
             f"init '{init}' is neither a baseline ({', '.join(BASELINES)}) nor an existing init file"
         )

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from weightselect.io import manifest_path
+from weightselect.io import exclusive_lock, manifest_path
 
 __all__ = ["register", "run_select", "run_baseline"]
 
@@ -23,16 +23,33 @@ def _json_dict(text: str) -> dict:
 
 def _check_output(path: Path, force: bool) -> None:
     if path.suffix != ".safetensors":
-        raise ValueError(f"the output is a safetensors file: name it '{path.with_suffix('.safetensors')}'")
-    if not force and (path.exists() or manifest_path(path).exists()):
+        raise ValueError(f"-o {path}: the output is a safetensors file: name it '{path.with_suffix('.safetensors')}'")
+    if path.is_dir():
+        raise ValueError(f"-o {path} is a folder; give a file name ending in .safetensors")
+    if force:
+        return
+    mpath = manifest_path(path)
+    if path.exists() and not mpath.exists():
+        raise ValueError(f"{path} exists without its manifest {mpath.name} (an interrupted write); "
+                         "pass --force to write both again")
+    if mpath.exists() and not path.exists():
+        raise ValueError(f"{mpath} exists without its init file {path.name} (an interrupted write); "
+                         "pass --force to write both again")
+    if path.exists():
         raise ValueError(f"{path} already exists; pass --force to overwrite it")
 
 
 def run_select(args: argparse.Namespace) -> int:
-    from weightselect.selection import select
-
     out = Path(args.output)
     _check_output(out, args.force)
+    with exclusive_lock(out, what="select"):  # a second writer of the same output fails at once
+        _check_output(out, args.force)  # the holder may have written it meanwhile
+        return _select(args, out)
+
+
+def _select(args: argparse.Namespace, out: Path) -> int:
+    from weightselect.selection import select
+
     result = select(
         args.teacher,
         args.student,
@@ -51,13 +68,19 @@ def run_select(args: argparse.Namespace) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    _check_output(out, args.force)
+    with exclusive_lock(out, what="baseline"):
+        _check_output(out, args.force)
+        return _baseline(args, out)
+
+
+def _baseline(args: argparse.Namespace, out: Path) -> int:
     from weightselect.io import save_init
     from weightselect.models import ModelSpec
     from weightselect.selection import apply_baseline
     from weightselect.selection.select import INIT_FORMAT
 
-    out = Path(args.output)
-    _check_output(out, args.force)
     spec = ModelSpec.from_any(args.student)
     if args.student_kwargs:
         spec = ModelSpec(spec.name, {**spec.kwargs, **args.student_kwargs})
