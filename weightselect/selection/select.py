@@ -364,6 +364,9 @@ def _head_status(clf_keys, lmap: LayerMap, t_shapes, s_state) -> str:
 
 def _token_resamplers(family, source, model, t_shapes, s_state, skip) -> Dict[str, Callable]:
     """``pos_embed`` of a ViT-like pair, resampled from the models' token layouts (``tokens``)."""
+    lacking = [(k, k) for k in ("cls_token", "reg_token", "dist_token") if k in s_state and k not in skip and k not in t_shapes]
+    if lacking:  # prefix tokens the teacher lacks: named before the position embeddings they shift
+        raise _missing_error(lacking, False)
     if "pos_embed" not in s_state or "pos_embed" in skip or "pos_embed" not in t_shapes:
         return {}
     s_layout = model_layout(model)
