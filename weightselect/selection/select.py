@@ -454,6 +454,7 @@ def select(
     exclude: Sequence[str] = (),
     student_kwargs: Optional[Mapping[str, Any]] = None,
     teacher_kwargs: Optional[Mapping[str, Any]] = None,
+    skip_head_keys: bool = False,
 ) -> SelectionResult:
     """Initialize ``student`` from ``teacher`` by weight selection.
 
@@ -462,6 +463,14 @@ def select(
     ``{"name", "kwargs"}`` dict or an ``nn.Module``. ``method``: one of ``elements.METHODS``;
     ``layers``: one of ``first``, ``uniform``, ``mid``, ``last``; ``exclude``: components (or
     parameter-name prefixes) left at the student's default init (Table 10).
+
+    ``skip_head_keys``: leave every student parameter whose name contains ``head`` at the student's
+    init, as the paper's release does (its loop skips them), which reproduces the release bit for
+    bit; by default the classifier is selected when the class counts match and ConvNeXt's final
+    ``head.norm`` (a LayerNorm of the last stage, not part of the classifier) is always inherited.
+
+    Raises ``ValueError`` (one line, naming the tensor or module and the fix) when the pair cannot
+    be selected, and ``NonFiniteTeacherError`` when teacher tensors the student needs hold NaN/inf.
     """
     if method not in elements.METHODS:
         raise ValueError(f"unknown selection method '{method}'; choose one of {', '.join(elements.METHODS)}")
@@ -487,6 +496,9 @@ def select(
         excluded_keys = {k for ks in excluded.values() for k in ks}
         head = _head_status(clf_keys, lmap, t_shapes, s_state)
         skip = set(excluded_keys) | (set(clf_keys) if head == "reinitialized" else set())
+        if skip_head_keys:
+            skip |= {k for k in s_state if "head" in k}
+            head = "reinitialized" if clf_keys else head
 
         special = _token_resamplers(family, source, model, t_shapes, s_state, skip)
         entries, axes = _plan(family, lmap, t_shapes, model, s_state, skip, special)
@@ -518,6 +530,7 @@ def select(
         "excluded": list(excluded),
         "resampled": [e.key for e in entries if e.resample is not None],
         "teacher_only": teacher_only,
+        "skip_head_keys": bool(skip_head_keys),
         "stripped_prefixes": source.stripped,
         "weightselect_version": __version__,
     }
