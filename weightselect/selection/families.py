@@ -26,6 +26,8 @@ __all__ = [
     "family_by_name",
     "infer_dims",
     "infer_layer_pattern",
+    "fused_dims",
+    "growing_inputs",
 ]
 
 
@@ -59,6 +61,9 @@ class Family:
     # tensor resampled to the student's size on its unselected dimensions (patch kernels, relative
     # position bias tables for another window size)
     resamplers: Mapping[str, Callable] = field(default_factory=dict)
+    # fn(shapes) -> bool: the names match, but do the shapes fit the family? (e.g. a ViT's residual
+    # width is the same in every block; Hiera's is not)
+    fits: Optional[Callable[[Mapping[str, Tuple[int, ...]]], bool]] = None
 
     def __post_init__(self):
         layer = self.layer_pattern or r"(?!)"
@@ -79,8 +84,12 @@ class Family:
         return self._layer_re
 
     def matches(self, keys: Iterable[str]) -> bool:
+        """Whether the signature names are all present (and, given shapes, the shapes fit)."""
+        shapes = keys if isinstance(keys, Mapping) else None
         keys = list(keys)
-        return all(any(re.fullmatch(sig, k) for k in keys) for sig in self.signature)
+        if not all(any(re.fullmatch(sig, k) for k in keys) for sig in self.signature):
+            return False
+        return shapes is None or self.fits is None or self.fits(shapes)
 
     def context(self, keys: Iterable[str]) -> Dict[str, object]:
         ctx: Dict[str, object] = {}
@@ -180,6 +189,13 @@ def _resample_patch_kernel(tensor, student_shape, owner=None):
     return resample_patch_embed(tensor, list(student_shape[2:]))
 
 
+def _isotropic(shapes: Mapping[str, Tuple[int, ...]]) -> bool:
+    """Every block's residual width is the patch embedding's (a ViT, not a hierarchical Hiera)."""
+    width = shapes.get("patch_embed.proj.weight", (None,))[0]
+    norms = [v[0] for k, v in shapes.items() if re.fullmatch(r"blocks\.\d+\.norm1\.weight", k)]
+    return all(n == width for n in norms)
+
+
 # --------------------------------------------------------------------------------------------
 # timm VisionTransformer (ViT, DeiT; isotropic)
 E = "embed"
@@ -188,7 +204,8 @@ VIT = Family(
     signature=(r"patch_embed\.proj\.weight", r"blocks\.0\.attn\.qkv\.weight"),
     layer_pattern=r"^(?P<group>blocks|blocks_token_only)\.(?P<index>\d+)\.",
     rules=[
-        (r"(cls_token|reg_token|dist_token|pos_embed)", (None, None, E)),
+        (r"(cls_token|reg_token|dist_token)", (None, None, E)),
+        (r"pos_embed", lambda env: (None,) * (len(env["shapes"].get("pos_embed", (0, 0, 0))) - 1) + (E,)),
         (r"patch_embed\.proj\.weight", (E, None, None, None)),
         (r"patch_embed\.proj\.bias", (E,)),
         (r"(norm_pre|norm|fc_norm|patch_embed\.norm)\.(weight|bias)", (E,)),
@@ -206,6 +223,7 @@ VIT = Family(
         "layer_scale": r"(\.ls\d\.|\.gamma_\d$)",
     },
     embedding_axes=E,
+    fits=_isotropic,
     # pos_embed is resampled from the models' token layouts (``tokens``), not from its shape alone
     resamplers={r"patch_embed\.proj\.weight": _resample_patch_kernel},
 )
@@ -360,8 +378,9 @@ FAMILIES: Tuple[Family, ...] = (VIT, CONVNEXT, SWIN, RESNET)
 
 
 def detect_family(keys: Iterable[str]) -> Family:
-    """The first family whose signature names are all present, else the generic fallback."""
-    keys = list(keys)
+    """The first family whose signature names are all present (and, when ``keys`` is a mapping of
+    names to shapes, whose shape check passes), else the generic fallback."""
+    keys = keys if isinstance(keys, Mapping) else list(keys)
     for fam in FAMILIES:
         if fam.matches(keys):
             return fam
@@ -405,6 +424,8 @@ def fused_dims(key: str, t_shape: Sequence[int], s_shape: Sequence[int]) -> Opti
         if not (key == suffix or key.endswith("." + suffix)) or dim >= len(t_shape):
             continue
         t, s = t_shape[dim], s_shape[dim]
+        if t == s:
+            return infer_dims(t_shape, s_shape)  # nothing selected on it
         if t % blocks or s % blocks:
             raise ValueError(
                 f"'{key}' looks like a fused projection of {blocks} blocks, but its dimension {dim} ({t} -> {s}) "
@@ -414,6 +435,23 @@ def fused_dims(key: str, t_shape: Sequence[int], s_shape: Sequence[int]) -> Opti
         t, s = t // blocks, s // blocks
         dims[dim] = None if t == s else Fused(f"size{t}->{s}", blocks)
         return tuple(dims)
+    return None
+
+
+def growing_inputs(shapes: Mapping[str, Tuple[int, ...]]) -> Optional[str]:
+    """The first set of sibling layers (``P<n>.rest`` for n = 1, 2, 3...) whose 1-D parameters grow by
+    the same step from one sibling to the next (DenseNet's concatenated inputs), as ``P*``; None if none."""
+    series: Dict[Tuple[str, str], Dict[int, int]] = {}
+    for key, shape in shapes.items():
+        if len(shape) != 1:
+            continue
+        for m in re.finditer(r"(?<=[A-Za-z_])(\d+)\.", key):
+            series.setdefault((key[: m.start()], key[m.end():]), {})[int(m.group(1))] = shape[0]
+    for (prefix, rest), sizes in series.items():
+        values = [sizes[i] for i in sorted(sizes)]
+        steps = {b - a for a, b in zip(values, values[1:])}
+        if len(values) >= 3 and len(steps) == 1 and steps.pop() > 0:
+            return f"{prefix}*"
     return None
 
 

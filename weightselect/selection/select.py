@@ -32,6 +32,7 @@ from weightselect.selection.families import (
     Fused,
     detect_family,
     fused_dims,
+    growing_inputs,
     infer_dims,
     infer_layer_pattern,
 )
@@ -223,15 +224,24 @@ def _resolve_inferred(family: Family, lmap: LayerMap, entry: "_Entry", s_r, axes
     return tuple(out)
 
 
-def _missing_error(missing: List[Tuple[str, str]], teacher_only: bool) -> ValueError:
+def _missing_error(missing: List[Tuple[str, str]], teacher_only: bool, lmap: Optional[LayerMap] = None) -> ValueError:
     """Student parameters without a teacher tensor, named by module, with the fix."""
     modules = list(dict.fromkeys(k.rsplit(".", 1)[0] if "." in k else k for k, _ in missing))
-    shown = ", ".join(modules[:6]) + (f" and {len(modules) - 6} more" if len(modules) > 6 else "")
-    names = ", ".join(f"{k} (teacher '{t}')" if t != k else k for k, t in missing[:3])
+    modules = [m for m in modules if not any(m.startswith(o + ".") for o in modules if o != m)]  # outermost
+    shown = ", ".join(modules[:3]) + (f" and {len(modules) - 3} more" if len(modules) > 3 else "")
+    layers = list(dict.fromkeys(lmap.layer_of(k) for k, _ in missing)) if lmap is not None else [None]
+    if lmap is not None and None not in layers:
+        where = ", ".join(f"{layer} (teacher {lmap.teacher_key(layer + '.x')[:-2]})" for layer in layers[:3])
+        return ValueError(
+            f"the student's layers {where} hold modules their teacher layers lack ({shown}; {len(missing)} "
+            f"parameters, e.g. {missing[0][0]}): the blocks differ "
+            "in type or options there (e.g. attention blocks at the end of a stage, qk_norm); choose a student "
+            f"whose blocks have the teacher's modules, or leave these at init (--exclude {','.join(modules[:3])})"
+        )
     return ValueError(
-        f"the teacher has no tensor for the student's {shown} ({len(missing)} parameters: {names}): the "
-        f"student has modules the teacher lacks; leave them at the student's init with "
-        f"--exclude {','.join(modules[:6])}, or build the student without them"
+        f"the teacher has no tensor for the student's {shown} ({len(missing)} parameters, e.g. {missing[0][0]}): "
+        f"the student has modules the teacher lacks; leave them at the student's init with "
+        f"--exclude {','.join(modules[:3])}, or build the student without them"
         + (" (the teacher's names do not look like this family at all)" if teacher_only else "")
     )
 
@@ -281,7 +291,15 @@ def _plan(
         _add_axes(family, entry, s_r, axes)
         entries.append(entry)
     if missing:
-        raise _missing_error(missing, detect_family(t_shapes) is not family)
+        raise _missing_error(missing, detect_family(t_shapes) is not family, lmap)
+    if family is GENERIC and any(t != s for t, s, _ in axes.values()):
+        grown = growing_inputs(t_shapes) or growing_inputs(ctx["shapes"])
+        if grown:
+            raise ValueError(
+                f"the layers {grown} take inputs that grow layer by layer (a concatenation of earlier outputs, "
+                "as in DenseNet): with no family rule for it, which input channels belong to which layer cannot "
+                "be told, so a student of other widths or depth cannot be selected; keep them equal"
+            )
     for entry, s_r in inferred:  # after the rules: their axes are known
         entry.dims = _resolve_inferred(family, lmap, entry, s_r, axes)
         _add_axes(family, entry, s_r, axes)
@@ -332,7 +350,8 @@ def _consistent_method(method: str) -> str:
 
 def _family(source, t_shapes, s_state, student_dict) -> Family:
     """The family of both models; a mismatch, or ResNet blocks of another type, is an error."""
-    s_family, t_family = detect_family(s_state.keys()), detect_family(t_shapes.keys())
+    s_family = detect_family({k: tuple(v.shape) for k, v in s_state.items()})
+    t_family = detect_family(t_shapes)
     if s_family is not t_family:
         raise ValueError(
             f"the teacher ({source.description['source']}) looks like a {t_family.name} model but the "
