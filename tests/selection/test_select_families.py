@@ -16,24 +16,55 @@ def _strict(spec, state_dict):
     return student
 
 
-def test_convnext_tiny_to_femto_matches_the_release():
+def _release_reference(teacher, student_sd, skip_head=True):
+    """The paper's release loop: every student name, in order, uniform selection of the teacher
+    tensor of the same name; names containing 'head' are skipped."""
+    out = {}
+    for key, s_value in student_sd.items():
+        if skip_head and "head" in key:
+            continue
+        t = teacher[key]
+        if t.dim() < s_value.dim():  # femto's 1x1 convolutions vs tiny's linear layers
+            t = t.reshape(tuple(t.shape) + (1,) * (s_value.dim() - t.dim()))
+        out[key] = reference_uniform(t, s_value.shape)
+    return out
+
+
+def test_convnext_tiny_to_femto_matches_the_release(tmp_path):
+    from weightselect.selection import apply_init
+
     teacher = sd("convnext_tiny")
     spec = {"name": "convnext_femto", "kwargs": {}}
-    result = select(teacher, spec)
+    result = select(teacher, spec, skip_head_keys=True)
     student = model("convnext_femto").state_dict()
     # femto's MLP is made of 1x1 convolutions, tiny's of linear layers: the same component
     assert student["stages.0.blocks.0.mlp.fc1.weight"].shape == (192, 48, 1, 1)
     assert teacher["stages.0.blocks.0.mlp.fc1.weight"].shape == (384, 96)
-    for key, value in result.state_dict.items():
-        t = teacher[key]
-        s_shape = student[key].shape
-        if t.dim() < len(s_shape):
-            t = t.reshape(tuple(t.shape) + (1,) * (len(s_shape) - t.dim()))
-        assert torch.equal(value, reference_uniform(t, s_shape)), key
+    expected = _release_reference(teacher, student)
+    assert set(result.state_dict) == set(expected)  # head.norm and head.fc are left out, as the release does
+    for key, value in expected.items():
+        assert torch.equal(result.state_dict[key], value), key
+    assert set(result.manifest["reinitialized"]) == {"head.norm.weight", "head.norm.bias", "head.fc.weight", "head.fc.bias"}
+    assert result.manifest["head"] == "reinitialized" and result.manifest["skip_head_keys"] is True
+    # loaded as the trainer does: the head keeps the student's seeded default init
+    path = result.save(tmp_path / "release.safetensors")
+    m = timm.create_model("convnext_femto")
+    apply_init(m, path, seed=3)
+    for key, value in expected.items():
+        assert torch.equal(m.state_dict()[key], value), key
+    assert torch.equal(m.head.norm.weight, torch.ones(384))  # LayerNorm default, not the teacher's
+
+
+def test_convnext_default_inherits_head_norm():
+    teacher = sd("convnext_tiny")
+    result = select(teacher, "convnext_femto")
+    expected = _release_reference(teacher, model("convnext_femto").state_dict(), skip_head=False)
+    for key, value in expected.items():  # head.norm (the last stage's LayerNorm) and head.fc selected too
+        assert torch.equal(result.state_dict[key], value), key
     assert result.manifest["layer_map"]["stages.2.blocks.5"] == "stages.2.blocks.5"
     assert result.manifest["axes"]["stages.3.channels"]["teacher"] == 768
-    assert result.manifest["head"] == "selected"
-    _strict(spec, result.state_dict)
+    assert result.manifest["head"] == "selected" and result.manifest["reinitialized"] == []
+    _strict({"name": "convnext_femto"}, result.state_dict)
 
 
 def test_convnext_per_stage_layer_selection_and_consistency():

@@ -4,8 +4,13 @@
   the model's own ``init_weights`` where it has one), seeded;
 - ``xavier``: Xavier/Glorot uniform on every linear and convolution weight, zero biases (Table 3);
 - ``kaiming``: Kaiming/He normal (fan_in, ReLU gain) on every linear and convolution weight (Table 3);
-- ``mimetic``: mimetic initialization of self-attention (Trockman & Kolter, 2023; Table 12): per
-  head, ``W_q^T W_k ~ a1 Z + b1 I`` and ``W_v^T W_proj^T ~ a2 Z - b2 I`` with ``Z ~ N(0, 1/d)``.
+- ``mimetic``: mimetic initialization of self-attention (Trockman & Kolter, 2023, "Mimetic
+  initialization of self-attention layers", ICML; Table 12 here). Their section 3 sets two targets
+  with ``Z ~ N(0, I/d)``: ``W_q W_k^T ~ a1 Z1 + b1 I`` for *each head* (a rank-``head_dim``
+  factorization, so each head attends to itself), and ``W_v W_proj ~ a2 Z2 - b2 I`` for the *whole
+  layer*, whose value/projection product is the sum over heads, so it is factorized once at full
+  rank (``a2 = b2 = 0.4``: its diagonal is -0.4). In timm's (out, in) layout the first is
+  ``W_q^h.T @ W_k^h`` and the second ``W_proj @ W_v``.
 
 Every baseline starts from the seeded default init, so parameters it does not touch (position
 embeddings, norms, layer scales) are the timm defaults. L1-norm and magnitude pruning (Table 7)
@@ -75,7 +80,8 @@ def _classic(model: nn.Module, name: str) -> int:
 
 
 def _factor_pair(d: int, k: int, alpha: float, beta: float, sign: float):
-    """Two (k, d) matrices A, B with A^T B the best rank-k approximation of alpha Z + sign beta I."""
+    """Two (k, d) matrices A, B with A^T B the best rank-k approximation of alpha Z + sign beta I,
+    ``Z ~ N(0, I/d)`` (the SVD split evenly: ``A = (U_k S_k^1/2)^T``, ``B = S_k^1/2 Vh_k``)."""
     z = torch.randn(d, d) / math.sqrt(d)
     m = alpha * z + sign * beta * torch.eye(d)
     u, s, vh = torch.linalg.svd(m)
@@ -106,14 +112,14 @@ def _mimetic(model: nn.Module) -> int:
         hd = inner // heads
         w_qkv = qkv.weight.data
         w_proj = proj.weight.data
-        for h in range(heads):
-            rows = slice(h * hd, (h + 1) * hd)
+        for h in range(heads):  # W_q W_k^T per head: rank head_dim
             wq, wk = _factor_pair(dim, hd, *MIMETIC_QK, sign=1.0)
-            w_qkv[rows] = wq.to(w_qkv)
+            w_qkv[h * hd: (h + 1) * hd] = wq.to(w_qkv)
             w_qkv[inner + h * hd: inner + (h + 1) * hd] = wk.to(w_qkv)
-            wv, wo = _factor_pair(dim, hd, *MIMETIC_VPROJ, sign=-1.0)
-            w_qkv[2 * inner + h * hd: 2 * inner + (h + 1) * hd] = wv.to(w_qkv)
-            w_proj[:, rows] = wo.T.to(w_proj)
+        # W_v W_proj for the whole layer (all heads together): rank min(inner, dim)
+        wv_t, wproj_t = _factor_pair(dim, min(inner, dim), *MIMETIC_VPROJ, sign=-1.0)
+        w_qkv[2 * inner: 2 * inner + wv_t.shape[0]] = wv_t.to(w_qkv)  # W_v (inner, dim)
+        w_proj[:, : wproj_t.shape[0]] = wproj_t.T.to(w_proj)  # W_proj (dim, inner)
         if qkv.bias is not None:
             nn.init.zeros_(qkv.bias)
         if proj.bias is not None:

@@ -59,6 +59,7 @@ def _select(args: argparse.Namespace, out: Path) -> int:
         exclude=args.exclude or (),
         student_kwargs=args.student_kwargs,
         teacher_kwargs=args.teacher_kwargs,
+        skip_head_keys=args.skip_head_keys,
     )
     result.save(out)
     m = result.manifest
@@ -116,6 +117,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exclude", nargs="*", default=[], metavar="COMPONENT",
                    help="components left at default init (e.g. patch_embed pos_embed attention norm mlp)")
+    p.add_argument("--skip-head-keys", action="store_true",
+                   help="leave every parameter whose name contains 'head' at default init, as the paper's release")
     p.add_argument("-o", "--output", required=True, help="output .safetensors (manifest written beside it)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("-v", "--verbose", action="store_true", help="log the layer map and axes")

@@ -26,6 +26,8 @@ __all__ = [
     "family_by_name",
     "infer_dims",
     "infer_layer_pattern",
+    "fused_dims",
+    "growing_inputs",
 ]
 
 
@@ -55,9 +57,13 @@ class Family:
     embedding_axes: str = r".*"  # regex of the axes that L1 pruning prunes (the embedding width)
     stage_pattern: Optional[str] = None  # regex whose group 1 is a stage index (for {last})
     pin_first: bool = False  # the first layer of a group differs (ResNet downsampling block)
-    # name regex -> fn(teacher tensor, student shape) giving the teacher tensor resampled to the
-    # student's size on its unselected dimensions (ViT position embeddings, patch kernels)
+    # name regex -> fn(teacher tensor, student shape, student module owning it) giving the teacher
+    # tensor resampled to the student's size on its unselected dimensions (patch kernels, relative
+    # position bias tables for another window size)
     resamplers: Mapping[str, Callable] = field(default_factory=dict)
+    # fn(shapes) -> bool: the names match, but do the shapes fit the family? (e.g. a ViT's residual
+    # width is the same in every block; Hiera's is not)
+    fits: Optional[Callable[[Mapping[str, Tuple[int, ...]]], bool]] = None
 
     def __post_init__(self):
         layer = self.layer_pattern or r"(?!)"
@@ -78,8 +84,12 @@ class Family:
         return self._layer_re
 
     def matches(self, keys: Iterable[str]) -> bool:
+        """Whether the signature names are all present (and, given shapes, the shapes fit)."""
+        shapes = keys if isinstance(keys, Mapping) else None
         keys = list(keys)
-        return all(any(re.fullmatch(sig, k) for k in keys) for sig in self.signature)
+        if not all(any(re.fullmatch(sig, k) for k in keys) for sig in self.signature):
+            return False
+        return shapes is None or self.fits is None or self.fits(shapes)
 
     def context(self, keys: Iterable[str]) -> Dict[str, object]:
         ctx: Dict[str, object] = {}
@@ -125,50 +135,49 @@ def _format_dim(dim: Dim, env: Mapping[str, object]) -> Dim:
     return dim.format(**env)
 
 
+def _fc1(env) -> Dims:
+    """``mlp.fc1``: a gated MLP (timm ``GluMlp``, EVA02's SwiGLU) fuses value and gate, so its rows
+    are two blocks of the hidden axis (read from the student's shapes: fc1 has twice fc2's inputs)."""
+    L, shapes = env["L"], env.get("shapes", {})
+    fc1, fc2 = shapes.get(f"{L}.mlp.fc1.weight"), shapes.get(f"{L}.mlp.fc2.weight")
+    hidden = "{L}.mlp_hidden"
+    if fc1 is not None and fc2 is not None and len(fc2) > 1 and fc1[0] == 2 * fc2[1]:
+        hidden = Fused(hidden, 2)
+    return (hidden, env["width"]) if env["param"] == "weight" else (hidden,)
+
+
 def _transformer_block(layer: str, width: str) -> List[Tuple[str, DimsRule]]:
-    """Rules of a pre-norm transformer block (timm ``Block`` / ``SwinTransformerBlock``): ``layer``
-    is the layer regex (with group ``L``), ``width`` the residual axis. Attention and MLP hidden
-    widths are per-layer axes; q, k and v are three blocks of the attention axis."""
+    """Rules of a pre-norm transformer block (timm ``Block`` and its relatives in BEiT, EVA, CaiT,
+    DeiT3, Swin): ``layer`` is the layer regex (with group ``L``), ``width`` the residual axis.
+    Attention and MLP hidden widths are per-layer axes; q, k and v are three blocks of the attention
+    axis; layer scales (``ls1.gamma``, ``gamma_1``) and BEiT/EVA's ``q_bias``/``v_bias`` carry the
+    axis of the tensor they scale or shift."""
     return [
         (layer + r"\.norm[12]\.(weight|bias)", (width,)),
         (layer + r"\.ls[12]\.gamma", (width,)),
+        (layer + r"\.gamma_[12]", (width,)),
         (layer + r"\.attn\.qkv\.weight", (Fused("{L}.attn", 3), width)),
         (layer + r"\.attn\.qkv\.bias", (Fused("{L}.attn", 3),)),
+        (layer + r"\.attn\.[qv]_bias", ("{L}.attn",)),
+        (layer + r"\.attn\.([qkv]|[qkv]_proj)\.weight", ("{L}.attn", width)),  # CaiT class attention, EVA
+        (layer + r"\.attn\.([qkv]|[qkv]_proj)\.bias", ("{L}.attn",)),
         (layer + r"\.attn\.[qk]_norm\.(weight|bias)", (None,)),  # per head_dim, which is fixed
         (layer + r"\.attn\.norm\.(weight|bias)", ("{L}.attn",)),
         (layer + r"\.attn\.proj\.weight", (width, "{L}.attn")),
         (layer + r"\.attn\.proj\.bias", (width,)),
-        (layer + r"\.mlp\.fc1\.weight", ("{L}.mlp_hidden", width)),
-        (layer + r"\.mlp\.fc1\.bias", ("{L}.mlp_hidden",)),
+        (layer + r"\.attn\.relative_position_bias_table", (None, "{L}.heads")),  # BEiT (tokens, heads)
+        (layer + r"\.attn\.proj_[lw]\.weight", ("{L}.heads", "{L}.heads")),  # CaiT talking heads
+        (layer + r"\.attn\.proj_[lw]\.bias", ("{L}.heads",)),
+        (layer + r"\.mlp\.fc1\.(?P<param>weight|bias)", lambda env: _fc1({**env, "width": width})),
+        (layer + r"\.mlp\.fc1_[gx]\.weight", ("{L}.mlp_hidden", width)),  # SwiGLU, separate value/gate
+        (layer + r"\.mlp\.fc1_[gx]\.bias", ("{L}.mlp_hidden",)),
         (layer + r"\.mlp\.norm\.(weight|bias)", ("{L}.mlp_hidden",)),
         (layer + r"\.mlp\.fc2\.weight", (width, "{L}.mlp_hidden")),
         (layer + r"\.mlp\.fc2\.bias", (width,)),
     ]
 
 
-def _square_grid(tokens: int) -> Tuple[int, int]:
-    """``(prefix tokens, grid side)`` of a ViT token count: the fewest prefix tokens (class,
-    register, distillation) that leave a square patch grid."""
-    for prefix in range(0, 9):
-        side = int(round((tokens - prefix) ** 0.5))
-        if side > 0 and side * side == tokens - prefix:
-            return prefix, side
-    raise ValueError(f"{tokens} position embeddings are not prefix tokens plus a square grid")
-
-
-def _resample_pos_embed(tensor, student_shape):
-    """Position embeddings (1, tokens, width) resampled to the student's token grid (timm's
-    bicubic ``resample_abs_pos_embed``); prefix tokens are kept."""
-    from timm.layers import resample_abs_pos_embed
-
-    t_prefix, t_side = _square_grid(tensor.shape[1])
-    s_prefix, s_side = _square_grid(student_shape[1])
-    if t_prefix != s_prefix:
-        raise ValueError(f"the teacher has {t_prefix} prefix tokens, the student {s_prefix}")
-    return resample_abs_pos_embed(tensor, [s_side, s_side], [t_side, t_side], num_prefix_tokens=t_prefix)
-
-
-def _resample_patch_kernel(tensor, student_shape):
+def _resample_patch_kernel(tensor, student_shape, owner=None):
     """Patch-embedding kernels resampled to the student's patch size (timm's
     ``resample_patch_embed``, as FlexiViT)."""
     from timm.layers import resample_patch_embed
@@ -180,15 +189,23 @@ def _resample_patch_kernel(tensor, student_shape):
     return resample_patch_embed(tensor, list(student_shape[2:]))
 
 
+def _isotropic(shapes: Mapping[str, Tuple[int, ...]]) -> bool:
+    """Every block's residual width is the patch embedding's (a ViT, not a hierarchical Hiera)."""
+    width = shapes.get("patch_embed.proj.weight", (None,))[0]
+    norms = [v[0] for k, v in shapes.items() if re.fullmatch(r"blocks\.\d+\.norm1\.weight", k)]
+    return all(n == width for n in norms)
+
+
 # --------------------------------------------------------------------------------------------
 # timm VisionTransformer (ViT, DeiT; isotropic)
 E = "embed"
 VIT = Family(
     name="vit",
     signature=(r"patch_embed\.proj\.weight", r"blocks\.0\.attn\.qkv\.weight"),
-    layer_pattern=r"^(?P<group>blocks)\.(?P<index>\d+)\.",
+    layer_pattern=r"^(?P<group>blocks|blocks_token_only)\.(?P<index>\d+)\.",
     rules=[
-        (r"(cls_token|reg_token|dist_token|pos_embed)", (None, None, E)),
+        (r"(cls_token|reg_token|dist_token)", (None, None, E)),
+        (r"pos_embed", lambda env: (None,) * (len(env["shapes"].get("pos_embed", (0, 0, 0))) - 1) + (E,)),
         (r"patch_embed\.proj\.weight", (E, None, None, None)),
         (r"patch_embed\.proj\.bias", (E,)),
         (r"(norm_pre|norm|fc_norm|patch_embed\.norm)\.(weight|bias)", (E,)),
@@ -203,10 +220,12 @@ VIT = Family(
         "attention": r"\.attn\.",
         "norm": r"(^|\.)(norm\d?|fc_norm|norm_pre|[qk]_norm)\.",
         "mlp": r"\.mlp\.",
-        "layer_scale": r"\.ls\d\.",
+        "layer_scale": r"(\.ls\d\.|\.gamma_\d$)",
     },
     embedding_axes=E,
-    resamplers={"pos_embed": _resample_pos_embed, r"patch_embed\.proj\.weight": _resample_patch_kernel},
+    fits=_isotropic,
+    # pos_embed is resampled from the models' token layouts (``tokens``), not from its shape alone
+    resamplers={r"patch_embed\.proj\.weight": _resample_patch_kernel},
 )
 
 # --------------------------------------------------------------------------------------------
@@ -247,6 +266,22 @@ CONVNEXT = Family(
 )
 
 # --------------------------------------------------------------------------------------------
+def _resize_rel_pos_bias(tensor, student_shape, owner=None):
+    """A relative position bias table ``(tokens, heads)`` for the student's window size, as timm's
+    Swin ``checkpoint_filter_fn`` does on load (``resize_rel_pos_bias_table``); heads are kept and
+    selected afterwards."""
+    from timm.layers import resize_rel_pos_bias_table
+
+    window = getattr(owner, "window_size", None)
+    if window is None:
+        raise ValueError(
+            f"the relative position bias table has {tensor.shape[0]} entries in the teacher and {student_shape[0]} "
+            "in the student: the window sizes differ; build the student with the teacher's window_size"
+        )
+    return resize_rel_pos_bias_table(tensor, new_window_size=tuple(window), new_bias_shape=(student_shape[0], tensor.shape[1]))
+
+
+# --------------------------------------------------------------------------------------------
 # timm Swin Transformer (v1; hierarchical). Patch merging concatenates 4 neighbours: Fused(., 4).
 SCH = "layers.{s}.channels"
 SL = r"(?P<L>layers\.(?P<s>\d+)\.blocks\.\d+)"
@@ -274,6 +309,10 @@ SWIN = Family(
         "mlp": r"\.mlp\.",
     },
     embedding_axes=r"layers\.\d+\.channels",
+    resamplers={
+        r"layers\.\d+\.blocks\.\d+\.attn\.relative_position_bias_table": _resize_rel_pos_bias,
+        r"patch_embed\.proj\.weight": _resample_patch_kernel,
+    },
 )
 
 
@@ -339,8 +378,9 @@ FAMILIES: Tuple[Family, ...] = (VIT, CONVNEXT, SWIN, RESNET)
 
 
 def detect_family(keys: Iterable[str]) -> Family:
-    """The first family whose signature names are all present, else the generic fallback."""
-    keys = list(keys)
+    """The first family whose signature names are all present (and, when ``keys`` is a mapping of
+    names to shapes, whose shape check passes), else the generic fallback."""
+    keys = keys if isinstance(keys, Mapping) else list(keys)
     for fam in FAMILIES:
         if fam.matches(keys):
             return fam
@@ -352,6 +392,67 @@ def family_by_name(name: str) -> Family:
         if fam.name == name:
             return fam
     raise ValueError(f"unknown family '{name}'; known: {', '.join(f.name for f in FAMILIES + (GENERIC,))}")
+
+
+# Fused projections outside timm's ViT family: name suffix -> (fused dimension, blocks).
+# nn.MultiheadAttention packs q, k, v in in_proj_*; GPT-2's Conv1D c_attn is (in, 3 * out);
+# GPT-NeoX/Falcon/MPT/BLOOM name theirs query_key_value / Wqkv; kv (PVT, Twins) packs k and v.
+FUSED_SUFFIXES: Tuple[Tuple[str, int, int], ...] = (
+    ("in_proj_weight", 0, 3),
+    ("in_proj_bias", 0, 3),
+    ("c_attn.weight", 1, 3),
+    ("c_attn.bias", 0, 3),
+    ("qkv.weight", 0, 3),
+    ("qkv.bias", 0, 3),
+    ("query_key_value.weight", 0, 3),
+    ("query_key_value.bias", 0, 3),
+    ("Wqkv.weight", 0, 3),
+    ("Wqkv.bias", 0, 3),
+    ("kv.weight", 0, 2),
+    ("kv.bias", 0, 2),
+)
+
+
+def fused_dims(key: str, t_shape: Sequence[int], s_shape: Sequence[int]) -> Optional[Dims]:
+    """Axes of a fused projection known by name (``FUSED_SUFFIXES``), for families without a rule:
+    the fused dimension is ``blocks`` copies of one axis, selected block by block, and the axis is
+    named by its per-block sizes so that it is shared with the other tensors of that width
+    (``out_proj``, the residual stream). None when ``key`` is not such a tensor. Raises
+    ``ValueError`` naming the tensor when its fused dimension is not ``blocks`` equal blocks."""
+    leaf = key.rsplit(".", 2)
+    for suffix, dim, blocks in FUSED_SUFFIXES:
+        if not (key == suffix or key.endswith("." + suffix)) or dim >= len(t_shape):
+            continue
+        t, s = t_shape[dim], s_shape[dim]
+        if t == s:
+            return infer_dims(t_shape, s_shape)  # nothing selected on it
+        if t % blocks or s % blocks:
+            raise ValueError(
+                f"'{key}' looks like a fused projection of {blocks} blocks, but its dimension {dim} ({t} -> {s}) "
+                f"is not {blocks} equal blocks; exclude it (--exclude {'.'.join(leaf[:-1]) or key})"
+            )
+        dims = list(infer_dims(t_shape, s_shape))
+        t, s = t // blocks, s // blocks
+        dims[dim] = None if t == s else Fused(f"size{t}->{s}", blocks)
+        return tuple(dims)
+    return None
+
+
+def growing_inputs(shapes: Mapping[str, Tuple[int, ...]]) -> Optional[str]:
+    """The first set of sibling layers (``P<n>.rest`` for n = 1, 2, 3...) whose 1-D parameters grow by
+    the same step from one sibling to the next (DenseNet's concatenated inputs), as ``P*``; None if none."""
+    series: Dict[Tuple[str, str], Dict[int, int]] = {}
+    for key, shape in shapes.items():
+        if len(shape) != 1:
+            continue
+        for m in re.finditer(r"(?<=[A-Za-z_])(\d+)\.", key):
+            series.setdefault((key[: m.start()], key[m.end():]), {})[int(m.group(1))] = shape[0]
+    for (prefix, rest), sizes in series.items():
+        values = [sizes[i] for i in sorted(sizes)]
+        steps = {b - a for a, b in zip(values, values[1:])}
+        if len(values) >= 3 and len(steps) == 1 and steps.pop() > 0:
+            return f"{prefix}*"
+    return None
 
 
 def infer_dims(t_shape: Sequence[int], s_shape: Sequence[int]) -> Dims:

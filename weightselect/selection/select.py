@@ -26,21 +26,29 @@ from weightselect.models import ModelSpec, create_model
 from weightselect.selection import elements
 from weightselect.selection.families import (
     GENERIC,
+    RESNET,
     Dims,
     Family,
     Fused,
     detect_family,
+    fused_dims,
+    growing_inputs,
     infer_dims,
     infer_layer_pattern,
 )
 from weightselect.selection.layers import LAYER_METHODS, LayerMap, build_layer_map
-from weightselect.selection.sources import open_teacher
+from weightselect.selection.sources import convert_upstream, open_teacher, strip_wrappers
+from weightselect.selection.tokens import file_layout, model_layout, resample_pos_embed
 
-__all__ = ["select", "SelectionResult", "classifier_keys", "INIT_FORMAT"]
+__all__ = ["select", "SelectionResult", "classifier_keys", "INIT_FORMAT", "NonFiniteTeacherError"]
 
 log = logging.getLogger(__name__)
 
 INIT_FORMAT = "weightselect-init/1"
+
+
+class NonFiniteTeacherError(ValueError):
+    """The teacher carries NaN or inf values in tensors the student needs."""
 
 
 @dataclass
@@ -140,16 +148,120 @@ def _at_rank(shape: Tuple[int, ...], rank: int, what: str) -> Tuple[int, ...]:
     raise ValueError(f"{what} has shape {shape}, which does not have the {rank} dimensions its family expects")
 
 
+def _entry_dims(family: Family, key: str, t_shape, s_shape, ctx) -> Tuple[Dims, bool]:
+    """The axes of ``key``'s dimensions and whether they were inferred from shapes."""
+    dims = family.dims(key, ctx)
+    if dims is not None:
+        return dims, False
+    rank = min(len(t_shape), len(s_shape))
+    t_r, s_r = _at_rank(t_shape, rank, f"teacher '{key}'"), _at_rank(s_shape, rank, f"student '{key}'")
+    dims = fused_dims(key, t_r, s_r) or infer_dims(t_r, s_r)
+    return dims, family is not GENERIC and any(d is not None for d in dims)
+
+
+def _split(dim) -> Tuple[str, int]:
+    return (dim.axis, dim.blocks) if isinstance(dim, Fused) else (dim, 1)
+
+
+def _add_axes(family: Family, entry: "_Entry", s_r, axes: Dict[str, Tuple[int, int, str]]) -> None:
+    """Check the entry's sizes and record each axis's (teacher, student) size."""
+    key = entry.key
+    for d, (dim, t, s) in enumerate(zip(entry.dims, entry.t_shape, s_r)):
+        if dim is None:
+            if t != s:
+                hint = ("the same patch size, image size and input channels" if family.name == "vit"
+                        else "the same kernel sizes and input channels")
+                raise ValueError(
+                    f"'{key}' dimension {d}: the teacher's {entry.teacher_key} has {t}, the student {s}; the "
+                    f"{family.name} family does not select this dimension, so both models need {hint}"
+                )
+            continue
+        name, n = _split(dim)
+        if t % n or s % n:
+            raise ValueError(f"'{key}' dimension {d} ({t} -> {s}) is not {n} blocks of '{name}'")
+        t, s = t // n, s // n
+        if s > t:
+            cause = (
+                "; with no family rule, tensors are matched by name, and here the same name holds a different "
+                "layer in the two models (their layouts differ, e.g. VGG-13's features.N are not VGG-16's)"
+                if family is GENERIC else ": the student must not be wider than the teacher on any axis"
+            )
+            raise ValueError(
+                f"the student's '{key}' {tuple(entry.s_full)} is wider than the teacher's "
+                f"'{entry.teacher_key}' {tuple(entry.t_shape)} on dimension {d}{cause}"
+            )
+        seen = axes.setdefault(name, (t, s, key))
+        if seen[:2] != (t, s):
+            raise ValueError(
+                f"axis '{name}' has teacher/student sizes {seen[0]}/{seen[1]} in '{seen[2]}' but {t}/{s} in "
+                f"'{key}': the teacher and student do not have the same structure"
+            )
+
+
+def _resolve_inferred(family: Family, lmap: LayerMap, entry: "_Entry", s_r, axes) -> Dims:
+    """An uncovered tensor of a known family: each dimension takes the one named axis of its
+    (teacher, student) sizes in scope (global, or of its own layer); none or several is an error."""
+    layer = lmap.layer_of(entry.key)
+    out = []
+    for d, dim in enumerate(entry.dims):
+        if dim is None:
+            out.append(None)
+            continue
+        _, n = _split(dim)
+        pair = (entry.t_shape[d] // n, s_r[d] // n)
+        cands = [
+            a for a, (t, s, _) in axes.items()
+            if (t, s) == pair and not a.startswith("size") and lmap.layer_of(a + ".") in (None, layer)
+        ]
+        if len(cands) != 1:
+            which = f"could be any of {', '.join(cands)}" if cands else "matches no axis of the family"
+            raise ValueError(
+                f"'{entry.key}' {tuple(entry.s_full)} has no {family.name} rule and its dimension {d} "
+                f"({pair[0]} -> {pair[1]}) {which}: its selection cannot be told from shapes; exclude it "
+                f"(--exclude {entry.key}) or keep that width equal"
+            )
+        out.append(Fused(cands[0], n) if n > 1 else cands[0])
+    return tuple(out)
+
+
+def _missing_error(missing: List[Tuple[str, str]], teacher_only: bool, lmap: Optional[LayerMap] = None) -> ValueError:
+    """Student parameters without a teacher tensor, named by module, with the fix."""
+    modules = list(dict.fromkeys(k.rsplit(".", 1)[0] if "." in k else k for k, _ in missing))
+    modules = [m for m in modules if not any(m.startswith(o + ".") for o in modules if o != m)]  # outermost
+    shown = ", ".join(modules[:3]) + (f" and {len(modules) - 3} more" if len(modules) > 3 else "")
+    layers = list(dict.fromkeys(lmap.layer_of(k) for k, _ in missing)) if lmap is not None else [None]
+    if lmap is not None and None not in layers:
+        where = ", ".join(f"{layer} (teacher {lmap.teacher_key(layer + '.x')[:-2]})" for layer in layers[:3])
+        return ValueError(
+            f"the student's layers {where} hold modules their teacher layers lack ({shown}; {len(missing)} "
+            f"parameters, e.g. {missing[0][0]}): the blocks differ "
+            "in type or options there (e.g. attention blocks at the end of a stage, qk_norm); choose a student "
+            f"whose blocks have the teacher's modules, or leave these at init (--exclude {','.join(modules[:3])})"
+        )
+    return ValueError(
+        f"the teacher has no tensor for the student's {shown} ({len(missing)} parameters, e.g. {missing[0][0]}): "
+        f"the student has modules the teacher lacks; leave them at the student's init with "
+        f"--exclude {','.join(modules[:3])}, or build the student without them"
+        + (" (the teacher's names do not look like this family at all)" if teacher_only else "")
+    )
+
+
 def _plan(
     family: Family,
     lmap: LayerMap,
     t_shapes: Mapping[str, Tuple[int, ...]],
+    s_model: nn.Module,
     s_state: Mapping[str, torch.Tensor],
     skip: set,
+    special: Mapping[str, Callable] = {},
 ) -> Tuple[List[_Entry], Dict[str, Tuple[int, int, str]]]:
-    """Map every student tensor to its teacher tensor and axes; collect each axis's sizes."""
+    """Map every student tensor to its teacher tensor and axes; collect each axis's sizes.
+
+    ``special``: student names whose teacher tensor is resampled to the student's shape on the
+    unselected dimensions by a given function (position embeddings from the token layouts)."""
     ctx: Dict[str, object] = family.context(s_state.keys())
     ctx["keys"] = frozenset(s_state.keys())
+    ctx["shapes"] = {k: tuple(v.shape) for k, v in s_state.items()}
     entries: List[_Entry] = []
     axes: Dict[str, Tuple[int, int, str]] = {}  # axis -> (teacher size, student size, first tensor)
     missing, inferred = [], []
@@ -158,56 +270,48 @@ def _plan(
             continue
         t_key = lmap.teacher_key(key)
         if t_key not in t_shapes:
-            missing.append(f"{key} (teacher '{t_key}')" if t_key != key else key)
+            missing.append((key, t_key))
             continue
         t_shape, s_shape = tuple(t_shapes[t_key]), tuple(tensor.shape)
-        dims = family.dims(key, ctx)
-        if dims is None:
-            rank = min(len(t_shape), len(s_shape))
-            dims = infer_dims(_at_rank(t_shape, rank, f"teacher '{t_key}'"), _at_rank(s_shape, rank, f"student '{key}'"))
-            if any(d is not None for d in dims) and family is not GENERIC:
-                inferred.append(key)
+        dims, was_inferred = _entry_dims(family, key, t_shape, s_shape, ctx)
         t_r = _at_rank(t_shape, len(dims), f"teacher '{t_key}'")
         s_r = _at_rank(s_shape, len(dims), f"student '{key}'")
         fixed = [d for d, dim in enumerate(dims) if dim is None]
-        resample = family.resampler(key) if any(t_r[d] != s_r[d] for d in fixed) else None
-        if resample is not None:  # e.g. position embeddings for another image size
+        resample = special.get(key)
+        if resample is None and any(t_r[d] != s_r[d] for d in fixed):
+            fn = family.resampler(key)  # e.g. patch kernels for another patch size
+            owner = s_model.get_submodule(key.rsplit(".", 1)[0]) if fn is not None and "." in key else None
+            resample = functools.partial(_call_resampler, fn, owner) if fn is not None else None
+        if resample is not None:
             t_r = tuple(s_r[d] if d in fixed else t_r[d] for d in range(len(dims)))
-        for d, (dim, t, s) in enumerate(zip(dims, t_r, s_r)):
-            if dim is None:
-                if t != s:
-                    raise ValueError(
-                        f"'{key}' dimension {d}: teacher {t_key} has {t}, student has {s}; this dimension "
-                        f"({family.name} family) is not selected, so both models need the same size there "
-                        "(e.g. the same patch size, image size, input channels)"
-                    )
-                continue
-            name, n = (dim.axis, dim.blocks) if isinstance(dim, Fused) else (dim, 1)
-            if t % n or s % n:
-                raise ValueError(f"'{key}' dimension {d} ({t} -> {s}) is not {n} blocks of '{name}'")
-            t, s = t // n, s // n
-            if s > t:
-                raise ValueError(
-                    f"the student is wider than the teacher on axis '{name}' ({s} > {t}, tensor '{key}'): "
-                    "the student must not be wider than the teacher on any axis"
-                )
-            seen = axes.setdefault(name, (t, s, key))
-            if seen[:2] != (t, s):
-                raise ValueError(
-                    f"axis '{name}' has teacher/student sizes {seen[0]}/{seen[1]} in '{seen[2]}' but {t}/{s} in "
-                    f"'{key}': the teacher and student do not have the same structure"
-                )
-        entries.append(_Entry(key, t_key, dims, t_r, s_shape, tensor.dtype, resample))
+        entry = _Entry(key, t_key, dims, t_r, s_shape, tensor.dtype, resample)
+        if was_inferred:
+            inferred.append((entry, s_r))
+            continue
+        _add_axes(family, entry, s_r, axes)
+        entries.append(entry)
     if missing:
-        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-        raise ValueError(
-            f"the teacher has no tensor for {len(missing)} student parameters: {shown}. Are the teacher and "
-            "student the same model family?"
-        )
+        raise _missing_error(missing, detect_family(t_shapes) is not family, lmap)
+    if family is GENERIC and any(t != s for t, s, _ in axes.values()):
+        grown = growing_inputs(t_shapes) or growing_inputs(ctx["shapes"])
+        if grown:
+            raise ValueError(
+                f"the layers {grown} take inputs that grow layer by layer (a concatenation of earlier outputs, "
+                "as in DenseNet): with no family rule for it, which input channels belong to which layer cannot "
+                "be told, so a student of other widths or depth cannot be selected; keep them equal"
+            )
+    for entry, s_r in inferred:  # after the rules: their axes are known
+        entry.dims = _resolve_inferred(family, lmap, entry, s_r, axes)
+        _add_axes(family, entry, s_r, axes)
+        entries.append(entry)
     if inferred:
-        log.warning("%d tensors have no %s rule; their axes were inferred from shapes: %s",
-                    len(inferred), family.name, ", ".join(inferred[:8]))
+        log.warning("%d tensors have no %s rule; each took the one axis of its sizes: %s",
+                    len(inferred), family.name, ", ".join(e.key for e, _ in inferred[:8]))
     return entries, axes
+
+
+def _call_resampler(fn: Callable, owner, tensor: torch.Tensor, s_full) -> torch.Tensor:
+    return fn(tensor, s_full, owner)
 
 
 def _dim_indices(
@@ -244,6 +348,121 @@ def _consistent_method(method: str) -> str:
     return method if method in elements.CONSISTENT_METHODS else "uniform"
 
 
+def _family(source, t_shapes, s_state, student_dict) -> Family:
+    """The family of both models; a mismatch, or ResNet blocks of another type, is an error."""
+    s_family = detect_family({k: tuple(v.shape) for k, v in s_state.items()})
+    t_family = detect_family(t_shapes)
+    if s_family is not t_family:
+        raise ValueError(
+            f"the teacher ({source.description['source']}) looks like a {t_family.name} model but the "
+            f"student ({student_dict['name']}) is a {s_family.name} model: weight selection needs two "
+            "models of the same family"
+        )
+    if s_family is RESNET:
+        kinds = ["bottleneck" if any(k.endswith(".conv3.weight") for k in keys) else "basic"
+                 for keys in (t_shapes.keys(), s_state.keys())]
+        if kinds[0] != kinds[1]:
+            raise ValueError(
+                f"the teacher has {kinds[0]} blocks, the student {kinds[1]} blocks (e.g. ResNet-50 -> ResNet-18): "
+                "a block maps onto a block of the same type; choose a student with the teacher's block type "
+                "(ResNet-50 -> ResNet-26, ResNet-34 -> ResNet-18)"
+            )
+    return s_family
+
+
+def _head_status(clf_keys, lmap: LayerMap, t_shapes, s_state) -> str:
+    """``selected`` when the classifier's class count matches, else ``reinitialized``."""
+    head = "absent" if not clf_keys else "selected"
+    for key in clf_keys:
+        t_shape = t_shapes.get(lmap.teacher_key(key))
+        s_shape = tuple(s_state[key].shape)
+        if t_shape is None or len(t_shape) != len(s_shape) or t_shape[0] != s_shape[0]:
+            head = "reinitialized"
+    return head
+
+
+def _token_resamplers(family, source, model, t_shapes, s_state, skip) -> Dict[str, Callable]:
+    """``pos_embed`` of a ViT-like pair, resampled from the models' token layouts (``tokens``)."""
+    lacking = [(k, k) for k in ("cls_token", "reg_token", "dist_token") if k in s_state and k not in skip and k not in t_shapes]
+    if lacking:  # prefix tokens the teacher lacks: named before the position embeddings they shift
+        raise _missing_error(lacking, False)
+    if "pos_embed" not in s_state or "pos_embed" in skip or "pos_embed" not in t_shapes:
+        return {}
+    s_layout = model_layout(model)
+    if s_layout is None:
+        return {}
+    t_layout = model_layout(source.model) if source.model is not None else None
+    if t_layout is None or t_layout.tokens != t_shapes["pos_embed"][1]:  # the weights are what counts
+        t_layout = file_layout(t_shapes, s_layout)
+    if t_layout == s_layout:
+        return {}
+    resample_pos_embed(torch.zeros(1, t_layout.tokens, 1), t_layout, s_layout)  # prefix mismatch: fail now
+    log.info("pos_embed: teacher %s -> student %s", t_layout.describe(), s_layout.describe())
+    return {"pos_embed": lambda tensor, s_full: resample_pos_embed(tensor, t_layout, s_layout)}
+
+
+def _choose_axes(axes, method: str, seed: int, family: Family):
+    """One index set per axis, and the manifest's ``axes`` entry."""
+    chooser = _consistent_method(method)
+    per_tensor = method in ("random_nocons", "magnitude")
+    axis_indices: Dict[str, torch.Tensor] = {}
+    manifest_axes: Dict[str, Dict[str, Any]] = {}
+    for name, (t, s, _) in axes.items():
+        idx = elements.select_indices(chooser, t, s, seed=seed, axis=name)
+        axis_indices[name] = idx
+        shared = not per_tensor and not (method == "l1" and family.is_embedding_axis(name))
+        manifest_axes[name] = {"teacher": t, "student": s, "indices": idx.tolist() if shared else None}
+    return axis_indices, manifest_axes
+
+
+def _read_and_select(source, entries, method, seed, family, axis_indices) -> Dict[str, torch.Tensor]:
+    """Read the teacher one tensor at a time and select; a non-finite teacher tensor is an error
+    naming every such tensor (after all are read, so that the message is complete)."""
+    selected: Dict[str, torch.Tensor] = {}
+    non_finite: List[str] = []
+    for entry in entries:
+        t_tensor = source.tensors.get(entry.teacher_key)
+        if t_tensor.is_floating_point() and not bool(torch.isfinite(t_tensor).all()):
+            non_finite.append(entry.teacher_key)
+            continue
+        if entry.resample is not None:
+            t_tensor = entry.resample(t_tensor.float(), entry.s_full)
+        t_tensor = t_tensor.reshape(entry.t_shape)
+        if method == "magnitude":
+            out = elements.magnitude_select(t_tensor, entry.s_full)
+        else:
+            out = elements.take(t_tensor, _dim_indices(entry, t_tensor, method, seed, family, axis_indices))
+            out = out.reshape(entry.s_full)
+        del t_tensor
+        if out.is_floating_point() and entry.dtype.is_floating_point:
+            out = out.to(entry.dtype)
+        selected[entry.key] = out.contiguous()
+    if non_finite:
+        shown = ", ".join(non_finite[:6]) + (f" and {len(non_finite) - 6} more" if len(non_finite) > 6 else "")
+        raise NonFiniteTeacherError(
+            f"the teacher ({source.description['source']}) has NaN or inf values in {len(non_finite)} of the "
+            f"tensors the student needs: {shown}; the teacher's weights are corrupt or diverged: use another "
+            "checkpoint"
+        )
+    return selected
+
+
+def _teacher_only(t_shapes, entries, lmap: LayerMap, skip) -> List[str]:
+    """Teacher tensors no student tensor reads, outside the teacher layers that layer selection
+    left out (e.g. a CLIP ViT's ``norm_pre``): skipped as the paper's release does, whose loop
+    walks the student's names."""
+    used = {e.teacher_key for e in entries} | {lmap.teacher_key(k) for k in skip}
+    out = []
+    for key in t_shapes:
+        if key in used:
+            continue
+        m = lmap.pattern.match(key) if lmap.pattern is not None else None
+        if m and m.group("group") in lmap.groups and int(m.group("index")) not in lmap.groups[m.group("group")]:
+            continue  # a layer that layer selection did not choose
+        out.append(key)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 def select(
     teacher: Any,
@@ -254,6 +473,7 @@ def select(
     exclude: Sequence[str] = (),
     student_kwargs: Optional[Mapping[str, Any]] = None,
     teacher_kwargs: Optional[Mapping[str, Any]] = None,
+    skip_head_keys: bool = False,
 ) -> SelectionResult:
     """Initialize ``student`` from ``teacher`` by weight selection.
 
@@ -262,6 +482,14 @@ def select(
     ``{"name", "kwargs"}`` dict or an ``nn.Module``. ``method``: one of ``elements.METHODS``;
     ``layers``: one of ``first``, ``uniform``, ``mid``, ``last``; ``exclude``: components (or
     parameter-name prefixes) left at the student's default init (Table 10).
+
+    ``skip_head_keys``: leave every student parameter whose name contains ``head`` at the student's
+    init, as the paper's release does (its loop skips them), which reproduces the release bit for
+    bit; by default the classifier is selected when the class counts match and ConvNeXt's final
+    ``head.norm`` (a LayerNorm of the last stage, not part of the classifier) is always inherited.
+
+    Raises ``ValueError`` (one line, naming the tensor or module and the fix) when the pair cannot
+    be selected, and ``NonFiniteTeacherError`` when teacher tensors the student needs hold NaN/inf.
     """
     if method not in elements.METHODS:
         raise ValueError(f"unknown selection method '{method}'; choose one of {', '.join(elements.METHODS)}")
@@ -272,17 +500,11 @@ def select(
     s_state = model.state_dict()
     clf_keys = classifier_keys(model)
 
-    source = open_teacher(teacher, teacher_kwargs)
+    source = strip_wrappers(open_teacher(teacher, teacher_kwargs), s_state.keys())
     try:
+        source = convert_upstream(source, model, s_state.keys())
         t_shapes = source.tensors.shapes
-        s_family, t_family = detect_family(s_state.keys()), detect_family(t_shapes.keys())
-        if s_family is not t_family:
-            raise ValueError(
-                f"the teacher ({source.description['source']}) looks like a {t_family.name} model but the "
-                f"student ({student_dict['name']}) is a {s_family.name} model: weight selection needs two "
-                "models of the same family"
-            )
-        family = s_family
+        family = _family(source, t_shapes, s_state, student_dict)
         pattern = family.layer_re
         if pattern is None:
             inferred = infer_layer_pattern(t_shapes.keys())
@@ -291,48 +513,25 @@ def select(
 
         excluded = _excluded_keys(family, list(s_state), list(exclude))
         excluded_keys = {k for ks in excluded.values() for k in ks}
-
-        # the classifier is selected when the class count matches, else left to the student's init
-        head = "absent" if not clf_keys else "selected"
-        for key in clf_keys:
-            t_key = lmap.teacher_key(key)
-            t_shape = t_shapes.get(t_key)
-            s_shape = tuple(s_state[key].shape)
-            if t_shape is None or len(t_shape) != len(s_shape) or t_shape[0] != s_shape[0]:
-                head = "reinitialized"
+        head = _head_status(clf_keys, lmap, t_shapes, s_state)
         skip = set(excluded_keys) | (set(clf_keys) if head == "reinitialized" else set())
+        if skip_head_keys:
+            skip |= {k for k in s_state if "head" in k}
+            head = "reinitialized" if clf_keys else head
 
-        entries, axes = _plan(family, lmap, t_shapes, s_state, skip)
-        chooser = _consistent_method(method)
-        per_tensor = method in ("random_nocons", "magnitude")
-        axis_indices: Dict[str, torch.Tensor] = {}
-        manifest_axes: Dict[str, Dict[str, Any]] = {}
-        for name, (t, s, _) in axes.items():
-            idx = elements.select_indices(chooser, t, s, seed=seed, axis=name)
-            axis_indices[name] = idx
-            shared = not per_tensor and not (method == "l1" and family.is_embedding_axis(name))
-            manifest_axes[name] = {"teacher": t, "student": s, "indices": idx.tolist() if shared else None}
+        special = _token_resamplers(family, source, model, t_shapes, s_state, skip)
+        entries, axes = _plan(family, lmap, t_shapes, model, s_state, skip, special)
+        axis_indices, manifest_axes = _choose_axes(axes, method, seed, family)
 
         log.info("family %s; layer map: %s", family.name, lmap.as_dict() or "identity")
         log.info("%d axes: %s", len(axes), ", ".join(f"{a} {t}->{s}" for a, (t, s, _) in list(axes.items())[:12]))
-
-        selected: Dict[str, torch.Tensor] = {}
-        for entry in entries:
-            t_tensor = source.tensors.get(entry.teacher_key)
-            if entry.resample is not None:
-                t_tensor = entry.resample(t_tensor.float(), entry.s_full)
-            t_tensor = t_tensor.reshape(entry.t_shape)
-            if method == "magnitude":
-                out = elements.magnitude_select(t_tensor, entry.s_full)
-            else:
-                out = elements.take(t_tensor, _dim_indices(entry, t_tensor, method, seed, family, axis_indices))
-                out = out.reshape(entry.s_full)
-            del t_tensor
-            if out.is_floating_point() and entry.dtype.is_floating_point:
-                out = out.to(entry.dtype)
-            selected[entry.key] = out.contiguous()
+        selected = _read_and_select(source, entries, method, seed, family, axis_indices)
     finally:
         source.close()
+    teacher_only = _teacher_only(t_shapes, entries, lmap, skip)
+    if teacher_only:
+        log.warning("%d teacher tensors have no student counterpart and were not used: %s",
+                    len(teacher_only), ", ".join(teacher_only[:8]))
 
     reinitialized = [k for k in s_state if k in skip]
     manifest = {
@@ -349,6 +548,9 @@ def select(
         "reinitialized": reinitialized,
         "excluded": list(excluded),
         "resampled": [e.key for e in entries if e.resample is not None],
+        "teacher_only": teacher_only,
+        "skip_head_keys": bool(skip_head_keys),
+        "stripped_prefixes": source.stripped,
         "weightselect_version": __version__,
     }
     log.info("selected %d tensors; head %s; %d left at default init", len(selected), head, len(reinitialized))

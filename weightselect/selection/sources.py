@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+import re
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -21,7 +23,7 @@ import torch.nn as nn
 from weightselect.io import TensorSource, WeightsFileError, open_tensor_source, sha256_file
 from weightselect.models import ModelSpec, _check_known
 
-__all__ = ["TeacherSource", "open_teacher", "state_dict_sha256", "HubWeightsUnavailable"]
+__all__ = ["TeacherSource", "open_teacher", "state_dict_sha256", "HubWeightsUnavailable", "strip_wrappers"]
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,48 @@ class HubWeightsUnavailable(RuntimeError):
 class TeacherSource:
     tensors: TensorSource
     description: Dict[str, Any]  # the manifest's "teacher" entry: {"source", "sha256", ...}
+    model: Optional[nn.Module] = None  # the teacher's module (meta for a timm name), None for a file
+    stripped: List[str] = field(default_factory=list)  # wrapper prefixes removed from its names
 
     def close(self) -> None:
         self.tensors.close()
+
+
+# Wrapper prefixes that timm's ``clean_state_dict`` removes (DDP, torch.compile, in either order),
+# then Lightning's ``model.`` when every name carries it.
+TIMM_WRAPPERS = ("_orig_mod.", "module.", "_orig_mod.")
+WHOLE_WRAPPERS = ("model.",)
+
+
+def _strip_names(keys: List[str], student_keys: frozenset) -> Tuple[Dict[str, str], List[str]]:
+    """``{clean name: stored name}`` and the prefixes removed (in order), as timm's
+    ``clean_state_dict`` does, plus a prefix every name carries that the student's names lack."""
+    mapping = {k: k for k in keys}
+    stripped: List[str] = []
+    for prefix in TIMM_WRAPPERS:
+        if any(k.startswith(prefix) for k in mapping):
+            mapping = {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in mapping.items()}
+            stripped.append(prefix)
+    for prefix in WHOLE_WRAPPERS:
+        if mapping and all(k.startswith(prefix) for k in mapping) and not any(
+            k.startswith(prefix) for k in student_keys
+        ):
+            mapping = {k[len(prefix):]: v for k, v in mapping.items()}
+            stripped.append(prefix)
+    return mapping, list(dict.fromkeys(stripped))
+
+
+def strip_wrappers(source: TeacherSource, student_keys) -> TeacherSource:
+    """``source`` with wrapper prefixes (``module.``, ``_orig_mod.``, ``model.``) removed from its
+    tensor names, still read one tensor at a time; ``source.stripped`` lists what was removed."""
+    mapping, stripped = _strip_names(list(source.tensors.keys()), frozenset(student_keys))
+    if not stripped:
+        return source
+    inner = source.tensors
+    shapes = {k: inner.shape(v) for k, v in mapping.items()}
+    tensors = TensorSource(shapes, lambda k: inner.get(mapping[k]), inner.description, closer=inner.close)
+    log.info("teacher names: removed the wrapper prefixes %s", ", ".join(stripped))
+    return TeacherSource(tensors, source.description, source.model, stripped)
 
 
 def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -65,6 +106,7 @@ def open_teacher(teacher: Any, teacher_kwargs: Optional[Mapping[str, Any]] = Non
         return TeacherSource(
             TensorSource.from_state_dict(sd, f"module {name}"),
             {"source": f"module:{name}", "sha256": state_dict_sha256(sd)},
+            model=teacher,
         )
     if isinstance(teacher, Mapping):
         sd = dict(teacher)
@@ -109,6 +151,7 @@ def _open_pretrained(spec: ModelSpec) -> TeacherSource:
             return TeacherSource(
                 open_tensor_source(path),
                 {"source": full_name, "sha256": sha256_file(path), "hf_hub_id": cfg.hf_hub_id},
+                model=_meta_model(spec),
             )
     log.info("teacher %s: loading the whole pretrained model with timm", full_name)
     try:
@@ -122,7 +165,19 @@ def _open_pretrained(spec: ModelSpec) -> TeacherSource:
     return TeacherSource(
         TensorSource.from_state_dict(sd, f"pretrained {full_name}"),
         {"source": full_name, "sha256": state_dict_sha256(sd)},
+        model=model,
     )
+
+
+def _meta_model(spec: ModelSpec) -> Optional[nn.Module]:
+    """The teacher architecture on the meta device (for its token grid); None if it cannot be built."""
+    from weightselect.models import create_model
+
+    try:
+        with torch.device("meta"):
+            return create_model(ModelSpec(spec.architecture, dict(spec.kwargs)))
+    except Exception:  # a model that cannot be built on meta: its attributes are then read from names
+        return None
 
 
 def _hub_safetensors(repo_id: str, name: str) -> Optional[Path]:
@@ -143,3 +198,108 @@ def _hub_safetensors(repo_id: str, name: str) -> Optional[Path]:
         ) from exc
     except EntryNotFoundError:
         return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Teacher files in an upstream layout (Microsoft's Swin, Meta's ConvNeXt, ...): timm converts them on
+# load with the family's ``checkpoint_filter_fn(state_dict, model)``; we apply the same function.
+def _normal(key: str) -> str:
+    return re.sub(r"\d+", "#", key)
+
+
+class _FilterModel:
+    """What a timm ``checkpoint_filter_fn`` reads from its ``model``, at the teacher's widths.
+
+    The filters use the model to reshape or resample tensors to the model's shapes. Selected
+    dimensions must keep the teacher's size, so ``state_dict()[k]`` has the shape of the tensor the
+    filter is converting (``current``) at the student's rank (1x1 convolutions vs linear layers), and
+    submodules (window sizes, patch kernels) come from the student, where only unselected
+    dimensions are read."""
+
+    def __init__(self, student: nn.Module):
+        self._student = student
+        s_state = student.state_dict()
+        self._rank = {_normal(k): v.dim() for k, v in s_state.items()}
+        self.current: Optional[torch.Tensor] = None
+        self._modules = dict(student.named_modules())
+
+    def state_dict(self):
+        proxy = self
+
+        class _Shapes(dict):
+            def __getitem__(self, key):
+                v = proxy.current
+                rank = proxy._rank.get(_normal(key), v.dim())
+                shape = tuple(v.shape) + (1,) * max(rank - v.dim(), 0)
+                return torch.empty(shape, device="meta")
+
+            def __contains__(self, key):
+                return _normal(key) in proxy._rank
+
+        return _Shapes()
+
+    def get_submodule(self, name: str) -> nn.Module:
+        for candidate in (name, re.sub(r"blocks\.\d+", "blocks.0", name)):
+            if candidate in self._modules:
+                return self._modules[candidate]
+        for other, module in self._modules.items():
+            if _normal(other) == _normal(name):
+                return module
+        return self._student.get_submodule(name)
+
+    def __getattr__(self, name):
+        return getattr(self._student, name)
+
+
+class _Tracked(dict):
+    """A state dict whose ``items()`` tells the filter model which tensor is being converted."""
+
+    def __init__(self, data, model: _FilterModel):
+        super().__init__(data)
+        self._model = model
+
+    def items(self):
+        for k, v in super().items():
+            self._model.current = v
+            yield k, v
+
+
+def _filter_fn(student: nn.Module):
+    module = sys.modules.get(type(student).__module__)
+    fn = getattr(module, "checkpoint_filter_fn", None)
+    return fn if callable(fn) and module.__name__.startswith("timm.models") else None
+
+
+def convert_upstream(source: TeacherSource, student: nn.Module, student_keys) -> TeacherSource:
+    """``source`` converted by the student family's timm ``checkpoint_filter_fn`` when the teacher's
+    names are not the student's layout but the filter makes them so (tried first on meta tensors).
+    A converted teacher is held in memory (the filter needs all of it); a teacher already in timm's
+    layout is returned as it is, still read one tensor at a time."""
+    fn = _filter_fn(student)
+    if fn is None:
+        return source
+    student_norm = {_normal(k) for k in student_keys}
+    t_keys = list(source.tensors.keys())
+    if not t_keys or all(_normal(k) in student_norm for k in t_keys):
+        return source  # already timm's layout
+    meta = {k: torch.empty(source.tensors.shape(k), device="meta") for k in t_keys}
+    proxy = _FilterModel(student)
+    try:
+        converted = fn(_Tracked(meta, proxy), proxy)
+    except Exception as exc:  # a filter that needs real values or other model attributes
+        log.info("the timm filter %s.checkpoint_filter_fn does not apply to this teacher (%s)", fn.__module__, exc)
+        return source
+    if set(converted) == set(t_keys):
+        return source
+    gained = sum(_normal(k) in student_norm for k in converted) - sum(_normal(k) in student_norm for k in t_keys)
+    if gained <= 0:
+        return source
+    real = {k: source.tensors.get(k) for k in t_keys}
+    state = fn(_Tracked(real, proxy), proxy)
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    name = f"{fn.__module__}.checkpoint_filter_fn"
+    log.info("teacher in an upstream layout: converted with timm's %s (%d -> %d tensors)", name, len(real), len(state))
+    source.tensors.close()
+    description = {**source.description, "converted": name}
+    return TeacherSource(TensorSource.from_state_dict(state, source.tensors.description), description,
+                         source.model, source.stripped)
