@@ -139,6 +139,7 @@ def probe_head(model: nn.Module) -> nn.Module:
     nn.init.zeros_(head[1].bias)
     model.requires_grad_(False)
     model.set_submodule(name, head)
+    head.classifier_name = name
     return head
 
 
