@@ -229,6 +229,11 @@ def _torchvision(name: str, root: Path, train: bool, download: bool, transform) 
     raise KeyError(name)
 
 
+# torchvision checks each CIFAR file's md5 against the official sums before unpickling it (also for
+# files it did not download); tests/training/test_data.py holds it to that.
+_CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
 def _image_folder(root: Path, train: bool, transform) -> Dataset:
     from torchvision.datasets import ImageFolder
 
@@ -286,6 +291,13 @@ def build_dataset(
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted ..."
         if download:
             raise
+        folder = _CIFAR_FOLDERS.get(name)
+        if folder and (root / folder).is_dir():
+            raise DatasetNotFoundError(
+                f"dataset '{name}': the files under '{root / folder}' do not match the official CIFAR md5 "
+                "checksums, so they are not read (torchvision unpickles them: only verified files are opened). "
+                "Download them again with --download into an empty --data-root."
+            ) from None
         raise _missing(name, root, exc) from exc
     except FileNotFoundError as exc:
         if download:

@@ -28,7 +28,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 
 from weightselect import rundir as names
-from weightselect.models import ModelSpec
+from weightselect.models import ModelSpec, create_model
 from weightselect.training import builder
 from weightselect.training.batches import Dist, pick_device, rng_state, seed_everything, set_rng_state
 from weightselect.training.engine import NonFiniteLossError, Progress, StopRequest, evaluate, train_one_epoch
@@ -195,6 +195,8 @@ def train(
     recipe = _recipe_arg(spec, ds_name, recipe, mode, distill)
     teacher_spec = _teacher_arg(recipe, teacher)
     device_t = pick_device(device, dist)
+    with torch.device("meta"):  # an unknown name or keyword fails here, before the run folder is made
+        create_model(spec)
     run = RunDirectory(run_dir, dist.is_main)
     with run.lock():
         run.prepare(force)
