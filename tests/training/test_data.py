@@ -97,3 +97,19 @@ def test_paper_transforms_on_grey_and_colour():
 def test_unknown_option_is_an_error():
     with pytest.raises(ValueError, match="n_per_class"):
         build_dataset("digits", n_per_class=3)
+
+
+def test_cifar_files_that_fail_the_checksum_are_never_unpickled(cifar100_root, tmp_path):
+    import pickle
+
+    assert len(build_dataset("cifar100", cifar100_root, train=True)) == 64  # the verified files read
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (cifar100_root / "cifar-100-python" / "train").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(DatasetNotFoundError, match="md5 checksums.*not read"):
+        build_dataset("cifar100", cifar100_root, train=True)
+    assert not marker.exists()

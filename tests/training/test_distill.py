@@ -7,8 +7,9 @@ import torch
 from weightselect.io import save_state_dict
 from weightselect.models import create_model
 from weightselect.training import train
+from weightselect.training import distill
 from weightselect.training.distill import (
-    StudentWithProjector, TeacherSpec, feature_distill_loss, load_teacher, logit_distill_loss,
+    StudentWithProjector, Teacher, TeacherSpec, feature_distill_loss, load_teacher, logit_distill_loss, teacher_norm,
 )
 
 
@@ -48,7 +49,7 @@ def test_teacher_needs_weights(tmp_path, tiny_vit):
     teacher = load_teacher({**tiny_vit, "kwargs": {**tiny_vit["kwargs"], "num_classes": 10, "in_chans": 1},
                             "weights": str(tmp_path / "t.safetensors")})
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
-    with pytest.raises(ValueError, match="do not fit"):
+    with pytest.raises(ValueError, match="does not fit.*head.weight"):
         load_teacher({**tiny_vit, "kwargs": {**tiny_vit["kwargs"], "num_classes": 5, "in_chans": 1},
                       "weights": str(tmp_path / "t.safetensors")})
 
@@ -80,16 +81,72 @@ def test_logit_distillation_with_alpha_zero_equals_plain_training(tmp_path, tiny
     assert meta["teacher"]["weights"] == digits_teacher["weights"]
 
 
-def test_feature_distillation_runs_and_resumes(tmp_path, tiny_vit, fast_recipe, digits_teacher):
-    recipe = {**fast_recipe, "distill": "feature", "distill_alpha": 2.0}
+def _same_weights(a, b):
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("kind", ["logit", "feature"])
+def test_distillation_kill_and_resume_is_bit_identical(tmp_path, tiny_vit, fast_recipe, digits_teacher, kind):
+    recipe = {**fast_recipe, "distill": kind, "distill_alpha": 2.0}
     ref = train(tiny_vit, "digits", tmp_path / "ref", recipe=recipe, teacher=digits_teacher, progress=False)
     run = tmp_path / "run"
     assert train(tiny_vit, "digits", run, recipe=recipe, teacher=digits_teacher, stop_at_update=5,
                  progress=False) is None
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
-    assert any(k.startswith("projector.") for k in ckpt["net"])
+    assert ckpt["partial"]["batches"] == 5 and any(k.startswith("projector.") for k in ckpt["net"]) == (kind == "feature")
+    assert train(tiny_vit, "digits", run, recipe=recipe, teacher=digits_teacher, stop_after_epochs=1,
+                 progress=False) is None
     final = train(tiny_vit, "digits", run, recipe=recipe, teacher=digits_teacher, progress=False)
-    assert final["final_top1"] == ref["final_top1"]
+    for key in ("final_top1", "final_top5", "best_top1", "best_epoch"):
+        assert final[key] == ref[key]
+    exact = ["epoch", "lr", "train_loss", "test_loss", "test_top1", "test_top5"]
+    lines = [[{k: json.loads(x)[k] for k in exact} for x in (d / "metrics.jsonl").read_text().splitlines()]
+             for d in (run, tmp_path / "ref")]
+    assert lines[0] == lines[1] and _same_weights(run, tmp_path / "ref")
+
+
+def test_teacher_renormalizes_the_students_input():
+    s_mean, s_std, t_mean, t_std = (0.5,), (0.5,), (0.2, 0.3, 0.4), (0.25, 0.2, 0.1)
+    teacher = Teacher(torch.nn.Identity(), (s_mean, s_std), (t_mean, t_std))
+    raw = torch.randint(0, 256, (2, 1, 4, 4)).float() / 255  # a grey image; the teacher takes RGB
+    x_student = (raw - 0.5) / 0.5
+    expected = torch.cat([(raw - m) / s for m, s in zip(t_mean, t_std)], dim=1)
+    assert torch.allclose(teacher.renormalize(x_student), expected, atol=1e-6)
+
+
+def test_teacher_normalization_comes_from_the_teacher(tmp_path, tiny_vit):
+    conv = create_model({"name": "convnext_atto", "kwargs": {"in_chans": 3}})
+    spec = TeacherSpec({"name": "convnext_atto", "kwargs": {}}, "t.safetensors")
+    mean, std, source = teacher_norm(spec, conv)  # timm's pretrained_cfg: ImageNet's
+    assert (mean, std, source) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "timm pretrained_cfg")
+    explicit = TeacherSpec.from_any({"name": "convnext_atto", "weights": "t.safetensors", "mean": [0.1] * 3, "std": [0.2] * 3})
+    assert teacher_norm(explicit, conv)[:2] == ((0.1,) * 3, (0.2,) * 3)
+    (tmp_path / "t.json").write_text(json.dumps({"final": {"dataset": "cifar10"}}))  # a pretrained teacher's manifest
+    from_manifest = TeacherSpec({"name": "convnext_atto", "kwargs": {}}, str(tmp_path / "t.safetensors"))
+    assert teacher_norm(from_manifest, conv)[2] == "t.json: trained on cifar10"
+
+
+def test_teacher_in_a_run_sees_its_own_normalization(tmp_path, tiny_vit, fast_recipe, digits_teacher, monkeypatch):
+    seen = {}
+    load = distill.load_teacher
+
+    def recording_teacher(spec, device):
+        model = load(spec, device)
+        model.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0].clone()))
+        return model
+
+    monkeypatch.setattr(distill, "load_teacher", recording_teacher)
+    teacher = {**digits_teacher, "mean": [0.3], "std": [0.1]}  # the student's digits use 0.5 / 0.5
+    train(tiny_vit, "digits", tmp_path / "kd", recipe={**fast_recipe, "epochs": 1}, distill="logit",
+          teacher=teacher, progress=False)
+    pixels = (seen["x"] * 0.1 + 0.3) * 255  # back to the uint8 images the data holds
+    assert torch.allclose(pixels, pixels.round(), atol=1e-3) and pixels.min() >= -1e-3 and pixels.max() <= 255.001
+    assert seen["x"].min().item() == pytest.approx((0 - 0.3) / 0.1, abs=1e-5)  # black pixels, the teacher's way
+    meta = json.loads((tmp_path / "kd" / "run.json").read_text())
+    assert meta["teacher"]["input_norm"] == {"mean": [0.3], "std": [0.1], "from": "teacher spec"}
 
 
 def test_distillation_errors(tmp_path, tiny_vit, fast_recipe, digits_teacher):

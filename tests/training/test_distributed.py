@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from weightselect.training.loop import _Dist, _epoch_batches
+from weightselect.training.batches import Dist as _Dist, epoch_batches as _epoch_batches
 
 
 def test_ranks_get_disjoint_shards_of_the_epoch():

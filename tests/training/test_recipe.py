@@ -53,15 +53,53 @@ def test_batch_must_divide():
         resolve_recipe("vit_t", "cifar100", {"batch_size": 100, "update_freq": 3}).batch_per_device(1)
 
 
-def test_overrides_are_typed_and_checked():
-    r = resolve_recipe("vit_t", "cifar100", {"epochs": "30", "randaugment": None, "mixup": 0, "ema": "true"})
-    assert r.epochs == 30 and r.randaugment is None and r.mixup == 0.0 and r.ema is True
+def test_overrides_are_checked_by_the_schema():
+    r = resolve_recipe("vit_t", "cifar100", {"epochs": 30.0, "randaugment": None, "mixup": 0, "ema": True})
+    assert r.epochs == 30 and isinstance(r.epochs, int) and r.randaugment is None
+    assert r.mixup == 0.0 and isinstance(r.mixup, float) and r.ema is True
     with pytest.raises(RecipeError, match="did you mean 'epochs'"):
         resolve_recipe("vit_t", "cifar100", {"epoch": 3})
-    with pytest.raises(RecipeError, match="epochs"):
+    with pytest.raises(RecipeError, match="epochs=2.5.*integer"):
         resolve_recipe("vit_t", "cifar100", {"epochs": 2.5})
-    with pytest.raises(RecipeError, match="mixup_mode"):
+    with pytest.raises(RecipeError, match="mixup_mode='sideways'.*is not one of"):
         resolve_recipe("vit_t", "cifar100", {"mixup_mode": "sideways"})
+    with pytest.raises(RecipeError, match="ema='yes'.*boolean"):
+        resolve_recipe("vit_t", "cifar100", {"ema": "yes"})
+    with pytest.raises(RecipeError, match="reprob=1.5"):
+        resolve_recipe("vit_t", "cifar100", {"reprob": 1.5})
+    with pytest.raises(RecipeError, match="opt_betas"):
+        resolve_recipe("vit_t", "cifar100", {"opt_betas": [0.9]})
+
+
+def test_warmup_keeps_its_ratio_under_an_epoch_override():
+    r = resolve_recipe("vit_t", "cifar100", {"epochs": 30})  # Table 15: 50 of 300 epochs
+    assert r.warmup_epochs == pytest.approx(5.0)
+    assert resolve_recipe("convnext_f", "dtd", {"epochs": 60}).warmup_epochs == pytest.approx(10.0)  # 100 of 600
+    assert resolve_recipe("vit_t", "cifar100", {"epochs": 30, "warmup_epochs": 2}).warmup_epochs == 2
+    assert resolve_recipe("vit_t", "cifar100", {"epochs": 30, "warmup_epochs": 0}).warmup_epochs == 0
+    with pytest.raises(RecipeError, match="warmup_epochs=3.0 >= epochs=2: the whole run would be warm-up"):
+        resolve_recipe("vit_t", "cifar100", {"epochs": 2, "warmup_epochs": 3})
+    # the schedule built from it: warm-up over 5/30 of the updates
+    import torch
+
+    from weightselect.training.builder import build_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=r.scaled_lr)
+    sched = build_scheduler(opt, r, updates_per_epoch=10)
+    lrs = [sched._get_lr(t)[0] for t in range(300)]
+    assert lrs.index(max(lrs)) == 50 and lrs[25] == pytest.approx(r.scaled_lr / 2)
+
+
+def test_recipe_module_imports_neither_torch_nor_timm():
+    import subprocess
+    import sys
+
+    code = ("import sys; from weightselect.training.recipe import resolve_recipe, model_family; "
+            "r = resolve_recipe({'name': 'convnext_femto', 'kwargs': {}}, 'cifar100', {'epochs': 3}); "
+            "assert model_family('deit_small_patch16_224') == 'vit' and r.family == 'convnext'; "
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_yaml_file_and_set_options(tmp_path):
@@ -82,8 +120,11 @@ def test_families_from_timm_names():
     assert model_family("vit_small_patch16_224") == "vit"
     assert model_family({"name": "convnext_tiny", "kwargs": {}}) == "convnext"
     assert model_family("deit_small_patch16_224") == "vit"
-    with pytest.raises(RecipeError, match="no recipe family"):
+    assert model_family("convnextv2_atto") == "convnext"
+    with pytest.raises(RecipeError, match="no recipe family for model 'resnet18'"):
         model_family("resnet18")
+    with pytest.raises(RecipeError, match="unknown timm model 'vt_tiny_patch16_224'.*vit_tiny_patch16_224"):
+        model_family("vt_tiny_patch16_224")
 
 
 def test_unknown_dataset():

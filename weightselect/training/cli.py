@@ -9,15 +9,26 @@ import sys
 __all__ = ["register"]
 
 
+def _json_object(text, option: str) -> dict:
+    """A JSON object given on the command line; a ValueError naming the option otherwise."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{option} is not valid JSON ({exc.msg} at character {exc.pos}): {text!r}; "
+                         f"give a JSON object, e.g. {option} '{{\"img_size\": 16}}'") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{option} takes a JSON object, e.g. {option} '{{\"img_size\": 16}}'; got {text!r}")
+    return value
+
+
 def _model_arg(args) -> dict:
-    kwargs = json.loads(args.model_kwargs) if args.model_kwargs else {}
-    if not isinstance(kwargs, dict):
-        raise ValueError("--model-kwargs takes a JSON object, e.g. '{\"img_size\": 16}'")
-    return {"name": args.model, "kwargs": kwargs}
+    return {"name": args.model, "kwargs": _json_object(args.model_kwargs, "--model-kwargs")}
 
 
 def _dataset_arg(args):
-    options = json.loads(args.dataset_options) if getattr(args, "dataset_options", None) else {}
+    options = _json_object(getattr(args, "dataset_options", None), "--dataset-options")
     return {"name": args.dataset, **options} if options else args.dataset
 
 
@@ -45,39 +56,44 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="data loader worker processes (default: 0 on the CPU, up to 8 with CUDA)")
+    p.add_argument("--stop-after-epochs", type=int, default=None,
+                   help="end this call after N epochs (checkpointed; rerun to continue)")
 
 
 def _workers(args) -> int:
     if args.num_workers is not None:
         return args.num_workers
-    import os
+    from weightselect.training.builder import default_workers
 
-    import torch
+    return default_workers(args.device)
 
-    return min(8, os.cpu_count() or 1) if torch.cuda.is_available() and args.device != "cpu" else 0
+
+def _teacher_and_distill(args):
+    teacher = distill = None
+    if getattr(args, "teacher", None):
+        teacher = {"name": args.teacher, "kwargs": _json_object(args.teacher_kwargs, "--teacher-kwargs"),
+                   "weights": args.teacher_weights}
+    if getattr(args, "distill", None):
+        distill = {"kind": args.distill}
+        for key in ("alpha", "tau", "hidden"):
+            if getattr(args, f"distill_{key}") is not None:
+                distill[key] = getattr(args, f"distill_{key}")
+    return teacher, distill
 
 
 def _cmd_train(args) -> int:
     from weightselect.training.loop import TrainingInterrupted, train
 
-    teacher = None
-    if args.teacher:
-        kwargs = json.loads(args.teacher_kwargs) if args.teacher_kwargs else {}
-        teacher = {"name": args.teacher, "kwargs": kwargs, "weights": args.teacher_weights}
-    distill = None
-    if args.distill:
-        distill = {"kind": args.distill}
-        if args.distill_alpha is not None:
-            distill["alpha"] = args.distill_alpha
+    teacher, distill = _teacher_and_distill(args)
     try:
         final = train(
             _model_arg(args), _dataset_arg(args), args.out, init=args.init, seed=args.seed,
             recipe=_overrides(args), data_root=args.data_root, download=args.download, device=args.device,
             force=args.force, distill=distill, teacher=teacher, num_workers=_workers(args),
-            stop_after_epochs=args.stop_after_epochs,
+            mode=getattr(args, "mode", "finetune"), stop_after_epochs=args.stop_after_epochs,
         )
-    except TrainingInterrupted as exc:
-        print(f"weightselect train: {exc}", file=sys.stderr)
+    except TrainingInterrupted as exc:  # the one line that says where it stopped
+        print(f"weightselect {args.command}: {exc}", file=sys.stderr)
         return 128 + (exc.signum or signal.SIGTERM)
     if final is None:
         return 0
@@ -85,23 +101,11 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _cmd_probe(args) -> int:
-    from weightselect.training.probe import probe
-
-    result = probe(
-        _model_arg(args), _dataset_arg(args), args.out, init=args.init, seed=args.seed,
-        recipe=_overrides(args), data_root=args.data_root, download=args.download, device=args.device,
-        force=args.force, num_workers=_workers(args), weights=args.weights,
-    )
-    print(json.dumps(result))
-    return 0
-
-
 def _cmd_recipe(args) -> int:
     from weightselect.training.recipe import resolve_recipe
 
     overrides = _overrides(args)
-    print(resolve_recipe(args.model, args.dataset, overrides).to_yaml(), end="")
+    print(resolve_recipe(args.model, args.dataset, overrides, mode=args.mode).to_yaml(), end="")
     return 0
 
 
@@ -109,23 +113,26 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model with the paper's recipe into a run directory",
                               description="Train (or resume) one run; see docs/training.md.")
     _add_common(p)
+    p.add_argument("--mode", choices=["finetune", "probe"], default="finetune",
+                   help="probe: linear probe of the frozen model (Table 9, MAE's recipe); same as `weightselect probe`")
     p.add_argument("--distill", choices=["logit", "feature"], default=None, help="knowledge distillation (Table 4)")
-    p.add_argument("--distill-alpha", type=float, default=None, help="distillation loss coefficient")
+    p.add_argument("--distill-alpha", type=float, default=None, help="distillation loss coefficient (default 1)")
+    p.add_argument("--distill-tau", type=float, default=None, help="logit distillation temperature (default 1)")
+    p.add_argument("--distill-hidden", type=int, default=None, help="feature distillation: MLP hidden width")
     p.add_argument("--teacher", default=None, help="teacher timm name (with a pretrained tag, or with --teacher-weights)")
     p.add_argument("--teacher-kwargs", default=None, help="JSON object of the teacher's create_model kwargs")
     p.add_argument("--teacher-weights", default=None, help="teacher weights (.safetensors or a state dict)")
-    p.add_argument("--stop-after-epochs", type=int, default=None,
-                   help="end this call after N epochs (checkpointed; rerun to continue)")
     p.set_defaults(func=_cmd_train)
 
-    p = subparsers.add_parser("probe", help="linear probe: frozen features + a linear classifier (Table 9)")
+    p = subparsers.add_parser("probe", help="linear probe: frozen model + BatchNorm/linear head (Table 9)",
+                              description="`weightselect train --mode probe`: MAE's linear-probe recipe; see docs/training.md.")
     _add_common(p)
-    p.add_argument("--weights", default=None, help="weights for the backbone instead of --init (e.g. a run's model.safetensors)")
-    p.set_defaults(func=_cmd_probe)
+    p.set_defaults(func=_cmd_train, mode="probe")
 
     p = subparsers.add_parser("recipe", help="print the resolved training recipe as YAML")
     p.add_argument("--model", required=True, help="convnext_f, vit_t, convnext, vit or a timm name")
     p.add_argument("--dataset", required=True)
+    p.add_argument("--mode", choices=["finetune", "probe"], default="finetune")
     p.add_argument("--recipe", default=None, help="YAML file of overrides")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_recipe)
