@@ -3,8 +3,8 @@
 #   snakemake --cores all                      the offline `demo` study on this machine
 #   snakemake --cores all --config study=ci    a smaller study with the same rules
 #   snakemake --profile slurm all              the `paper` study on a SLURM GPU cluster
-#   snakemake --report results/report.html     tables and figures in one HTML file (the default
-#                                              profile, profiles/default, writes it after each run)
+#   snakemake --report results/report.html     tables and figures in one HTML file (add
+#                                              --report-after-run to a run to write it at its end)
 #
 # teachers -> inits (weight selection) -> runs (training) -> tables and figures; see docs/workflow.md.
 

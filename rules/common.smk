@@ -47,7 +47,9 @@ def figures_of(*kinds):
 
 
 def _run(wildcards):
-    return Run(wildcards.student, wildcards.dataset, wildcards.variant, int(wildcards.seed))
+    return Run(
+        wildcards.student, wildcards.dataset, wildcards.variant, int(wildcards.seed)
+    )
 
 
 # ------------------------------------------------------------------------------ teachers
@@ -103,9 +105,24 @@ def train_spec(wildcards):
     return STUDY.train_params(_run(wildcards))
 
 
+GPU_REQUEST = config.get("gpu_request", "gpus")
+
+
 def train_gpus(wildcards):
+    """GPUs of a training job: the dataset's `gpus`, else the study's."""
     spec = STUDY.datasets[wildcards.dataset]
     return int(spec.get("gpus", RESOURCES.get("gpus", 0)))
+
+
+def train_gpu_resource(wildcards):
+    """The `gpu` resource (sbatch --gpus=N); 0 on the `gres` route, which asks with --gres instead."""
+    return 0 if GPU_REQUEST == "gres" else train_gpus(wildcards)
+
+
+def train_gres(wildcards):
+    """`gpu:N` on the `gres` route (sbatch --gres=gpu:N), else empty (no --gres)."""
+    gpus = train_gpus(wildcards)
+    return f"gpu:{gpus}" if GPU_REQUEST == "gres" and gpus else ""
 
 
 def train_threads(wildcards):

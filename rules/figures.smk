@@ -17,7 +17,11 @@ rule figure_curves:
             caption="../report/curves.rst",
             category="Figures",
             subcategory="{figure}",
-            labels={"figure": "{figure}", "student": "{student}", "dataset": "{dataset}"},
+            labels={
+                "figure": "{figure}",
+                "student": "{student}",
+                "dataset": "{dataset}",
+            },
         ),
     log:
         "results/logs/figures/{figure}_{student}_{dataset}.log",

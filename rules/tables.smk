@@ -18,6 +18,7 @@ rule table:
             labels={"table": "{table}"},
         ),
         md="results/tables/{table}.md",
+        gap="results/tables/{table}.paper_gap.txt",
     log:
         "results/logs/tables/{table}.log",
     conda:

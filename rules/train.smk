@@ -35,7 +35,8 @@ rule train:
         "../envs/weightselect.yaml"
     threads: train_threads
     resources:
-        gpu=train_gpus,
+        gpu=train_gpu_resource,
+        gres=train_gres,
         runtime=train_runtime,
         mem_mb=train_mem_mb,
         nodes=1,
@@ -43,6 +44,7 @@ rule train:
         tasks_per_gpu=train_tasks_per_gpu,
     params:
         spec=train_spec,
+        gpus=train_gpus,
         data_root=DATA_ROOT,
     script:
         "../workflow_scripts/train.py"

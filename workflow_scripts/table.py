@@ -2,7 +2,8 @@
 import logging
 import sys
 
-from weightselect.results import build_table, write_table
+from weightselect.io import write_text
+from weightselect.results import build_table, paper_gap, write_table
 
 sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
@@ -10,4 +11,5 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
 spec = snakemake.params.spec
 table = build_table(spec, list(snakemake.input))
 write_table(table, snakemake.output.csv, title=spec["title"])
+write_text(snakemake.output.gap, paper_gap(table) + "\n")  # included in the report's caption
 logging.info("%s: %d rows from %d run files", spec["name"], len(table), len(snakemake.input))

@@ -19,7 +19,7 @@ spec, threads = snakemake.params.spec, snakemake.threads
 run_dir = str(Path(snakemake.output.final).parent)
 seed = int(snakemake.wildcards.seed)
 init = snakemake.input.get("init", spec["init"])
-gpus = int(snakemake.resources.gpu)
+gpus = int(snakemake.params.gpus)  # also on the --gres route, where the `gpu` resource is 0
 extra = {}
 if spec["mode"] != "finetune":  # the trainer's mode= (probe, distill); fine-tuning is its default
     extra["mode"] = spec["mode"]

@@ -13,7 +13,7 @@ from weightselect.results.runs import (
     summarize,
     unfinished_runs,
 )
-from weightselect.results.tables import build_table, read_finals, read_table, reading_view, table2, table3, to_markdown, write_table
+from weightselect.results.tables import build_table, paper_gap, read_finals, read_table, reading_view, table2, table3, to_markdown, write_table
 
 __all__ = [
     "PAPER_DATASETS",
@@ -23,6 +23,7 @@ __all__ = [
     "collect_runs",
     "expected_runs",
     "init_label",
+    "paper_gap",
     "paper_numbers",
     "paper_value",
     "plot_curves",

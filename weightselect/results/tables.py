@@ -20,7 +20,7 @@ from weightselect.io import write_text
 from weightselect.results.paper import PAPER_DATASETS, init_label, paper_numbers, paper_value
 from weightselect.results.runs import Expected, expected_frame, format_seeds, summarize
 
-__all__ = ["TABLE3_VARIANTS", "table2", "table3", "build_table", "read_finals", "write_table", "read_table", "to_markdown"]
+__all__ = ["TABLE3_VARIANTS", "table2", "table3", "build_table", "read_finals", "paper_gap", "write_table", "read_table", "to_markdown"]
 
 #: Table 3's rows, in the paper's order.
 TABLE3_VARIANTS = ("random", "xavier", "kaiming", "ws_uniform", "ws_consecutive", "ws_random", "ws_random_nocons")
@@ -377,3 +377,21 @@ def build_table(spec: Mapping, finals: Sequence) -> pd.DataFrame:
             if name in st:
                 row[f"{g}_{name}"] = st[name]
     return _tidy(pd.DataFrame(list(rows.values())))
+
+
+def paper_gap(df: pd.DataFrame) -> str:
+    """One sentence on how far a :func:`build_table` table lands from the paper (for captions)."""
+    diffs = []
+    for col in (c for c in df.columns if c.endswith("_diff")):
+        group = col[: -len("_diff")]
+        for i, value in df[col].items():
+            if pd.notna(value):
+                where = " / ".join(str(df.at[i, k]) for k in ("student", "dataset", "variant") if k in df.columns)
+                diffs.append((abs(float(value)), float(value), f"{group} ({where})" if where else group))
+    if not diffs:
+        return "No cell has a number in the paper (not the paper's models or datasets, or no run finished)."
+    diffs.sort()
+    median = diffs[len(diffs) // 2][0] if len(diffs) % 2 else (diffs[len(diffs) // 2 - 1][0] + diffs[len(diffs) // 2][0]) / 2
+    _, worst, where = diffs[-1]
+    return (f"Against the paper ({len(diffs)} cells with a published number): median |ours - paper| "
+            f"{median:.1f} points; largest {worst:+.1f} points at {where}.")
