@@ -54,7 +54,7 @@ def paper_dry_run() -> str:
 
 
 def outputs(dry_run_output: str, rule: str) -> list:
-    return [re.search(r"output: (\S+?),?\n", b).group(1) for b in job_blocks(dry_run_output, rule)]
+    return [re.search(r"output: ([^,\s]+)", b).group(1) for b in job_blocks(dry_run_output, rule)]
 
 
 def test_paper_dry_run_lists_every_table_and_figure(paper_dry_run):
