@@ -370,8 +370,9 @@ def build_table(spec: Mapping, finals: Sequence) -> pd.DataFrame:
         st = dict(stats[(cell["student"], cell["dataset"], cell["variant"])])
         if base is not None:
             ref = stats[(cell["student"], cell["dataset"], base)]
-            st["change"] = st["value"] - ref["value"]
-            st["change_paper"] = st["paper"] - ref["paper"]
+            same = cell["variant"] == base  # no change from itself: NaN, left out of the reading view
+            st["change"] = math.nan if same else st["value"] - ref["value"]
+            st["change_paper"] = math.nan if same else st["paper"] - ref["paper"]
         for name in ("value", "mean", "std", "paper", "diff", "n", "n_expected", "seeds", "missing_seeds",
                      "aggregation", "change", "change_paper"):
             if name in st:
