@@ -4,7 +4,7 @@ import math
 
 from snakemake.utils import validate
 
-from weightselect.study import Run, Study, StudyConfigError
+from weightselect.study import Run, Study, StudyConfigError, model_shape, recipe_rows
 from weightselect.training.recipe import Recipe, RecipeError
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -66,9 +66,22 @@ def teacher_path(wildcards):
 
 
 def pretrain_runtime(wildcards):
+    """Minutes: the study's value, else epochs x the dataset's minutes_per_epoch (scaled to one GPU)."""
     if "runtime" in RESOURCES:
         return int(RESOURCES["runtime"])
-    return 24 * 60
+    teacher = STUDY.teachers[wildcards.teacher]
+    dataset = teacher["pretrain"]["dataset"]
+    if dataset not in STUDY.datasets:
+        return 24 * 60
+    spec = STUDY.datasets[dataset]
+    epochs = teacher["pretrain"].get("recipe", {}).get("epochs")
+    if epochs is None:
+        rows = recipe_rows(model_shape(teacher["model"])[0], dataset)
+        epochs = rows["dataset"].get("epochs", rows["base"]["epochs"])
+    per_epoch = float(spec.get("minutes_per_epoch", 1.0)) * max(
+        int(spec.get("gpus", 1)), 1
+    )
+    return int(math.ceil(int(epochs) * per_epoch * 1.25 + 15))
 
 
 # ------------------------------------------------------------------------------ inits
