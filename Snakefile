@@ -3,7 +3,8 @@
 #   snakemake --cores all                      the offline `demo` study on this machine
 #   snakemake --cores all --config study=ci    a smaller study with the same rules
 #   snakemake --profile slurm all              the `paper` study on a SLURM GPU cluster
-#   snakemake --report results/report.html     tables and figures in one HTML file
+#   snakemake --report results/report.html     tables and figures in one HTML file (add
+#                                              --report-after-run to a run to write it at its end)
 #
 # teachers -> inits (weight selection) -> runs (training) -> tables and figures; see docs/workflow.md.
 
@@ -22,11 +23,12 @@ include: "rules/common.smk"
 
 
 wildcard_constraints:
-    teacher=alternatives(TEACHERS),
-    student=alternatives(STUDENTS),
-    dataset=alternatives(DATASETS),
-    source=alternatives({source_dataset(d) for d in DATASETS}),
-    variant=alternatives(VARIANTS),
+    teacher=alternatives(STUDY.teachers),
+    student=alternatives(STUDY.students),
+    dataset=alternatives(STUDY.datasets),
+    source=alternatives({STUDY.source_dataset(d) for d in STUDY.datasets}),
+    variant=alternatives(STUDY.variants),
+    table=alternatives(STUDY.tables),
     seed=r"\d+",
 
 
@@ -37,11 +39,7 @@ report: "report/workflow.rst"
 rule all:
     default_target: True
     input:
-        all_targets(),
-
-
-onsuccess:
-    write_report()
+        STUDY.targets(),
 
 
 include: "rules/teachers.smk"

@@ -1,24 +1,58 @@
-# Training curves: test accuracy per epoch, one line per variant (mean over seeds) with a band.
+# Figures as data: training curves per student and dataset (fig3_*), and one file per figure for
+# the sweeps (fig4a: epochs, fig4b: pretraining epochs) and the attention maps (fig5).
 
 
-rule plot_curves:
-    """Plot one student's curves on one dataset, random init vs weight selection."""
+localrules:
+    figure_curves,
+    figure,
+
+
+rule figure_curves:
+    """Test top-1 per epoch of one student on one dataset, one line per variant, band over seeds."""
     input:
-        lambda wc: metric_files(curve_grid(wc.student, wc.dataset)),
+        curve_inputs,
     output:
         report(
-            "results/figures/curves_{student}_{dataset}.png",
+            "results/figures/{figure}_{student}_{dataset}.png",
             caption="../report/curves.rst",
-            category="Training curves",
-            subcategory="{student}",
+            category="Figures",
+            subcategory="{figure}",
+            labels={
+                "figure": "{figure}",
+                "student": "{student}",
+                "dataset": "{dataset}",
+            },
         ),
     log:
-        "results/logs/figures/curves_{student}_{dataset}.log",
+        "results/logs/figures/{figure}_{student}_{dataset}.log",
+    wildcard_constraints:
+        figure=alternatives(figures_of("curves")),
     conda:
         "../envs/weightselect.yaml"
     params:
-        runs=runs_root,
-        variants=TABLE2_VARIANTS,
-        paper_model=lambda wc: STUDENTS[wc.student].get("paper_model"),
+        spec=curve_spec,
     script:
-        "../workflow_scripts/plot_curves.py"
+        "../workflow_scripts/figure_curves.py"
+
+
+rule figure:
+    """One figure file: an epoch sweep, a pretraining sweep or attention maps."""
+    input:
+        unpack(figure_inputs),
+    output:
+        report(
+            "results/figures/{figure}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+            labels={"figure": "{figure}"},
+        ),
+    log:
+        "results/logs/figures/{figure}.log",
+    wildcard_constraints:
+        figure=alternatives(figures_of("epochs", "pretraining", "attention")),
+    conda:
+        "../envs/weightselect.yaml"
+    params:
+        spec=figure_spec,
+    script:
+        "../workflow_scripts/figure.py"

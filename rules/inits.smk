@@ -1,11 +1,11 @@
-# Weight selection: one init file per student and selection variant, shared by every dataset and
-# seed (the classifier is left to the trainer when the class counts differ).
+# Weight selection: one init file per student and selection variant, shared by every dataset,
+# seed and variant that refers to it (the classifier is left to the trainer when class counts differ).
 
 
 rule select_weights:
     """Select the student's weights from its teacher with the variant's method."""
     input:
-        teacher=teacher_file,
+        teacher=selection_teacher,
     output:
         weights="results/inits/{student}/{variant}.safetensors",
         manifest="results/inits/{student}/{variant}.json",
@@ -14,7 +14,7 @@ rule select_weights:
     benchmark:
         "results/benchmarks/inits/{student}/{variant}.tsv"
     wildcard_constraints:
-        variant=alternatives(selection_variants()),
+        variant=alternatives(STUDY.selection_variants()),
     priority: 10
     conda:
         "../envs/weightselect.yaml"
@@ -22,7 +22,7 @@ rule select_weights:
         mem_mb=8000,
         runtime=30,
     params:
-        student=lambda wc: STUDENTS[wc.student]["model"],
-        variant=lambda wc: VARIANTS[wc.variant],
+        student=selection_student,
+        init=selection_spec,
     script:
         "../workflow_scripts/select.py"

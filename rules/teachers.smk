@@ -19,7 +19,7 @@ rule fetch_hub_teacher:
         mem_mb=8000,
         runtime=60,
     params:
-        model=lambda wc: TEACHERS[wc.teacher]["model"],
+        model=teacher_model,
     script:
         "../workflow_scripts/teacher_hub.py"
 
@@ -27,7 +27,7 @@ rule fetch_hub_teacher:
 rule copy_local_teacher:
     """Convert a local weights file (.safetensors, .pth) into the teacher file."""
     input:
-        lambda wc: TEACHERS[wc.teacher]["path"],
+        teacher_path,
     output:
         weights="results/teachers/{teacher}.safetensors",
         manifest="results/teachers/{teacher}.json",
@@ -58,18 +58,18 @@ rule pretrain_teacher:
     wildcard_constraints:
         teacher=alternatives(teachers_from("pretrain")),
     priority: 10  # every weight-selection run waits for the teacher: start it first
-    retries: RESOURCES.get("retries", 0)
     conda:
         "../envs/weightselect.yaml"
     threads: TRAIN_THREADS
     resources:
         gpu=RESOURCES.get("gpus", 0),
+        nodes=1,
+        tasks=1,
+        tasks_per_gpu=0,
         runtime=pretrain_runtime,
     params:
-        model=lambda wc: TEACHERS[wc.teacher]["model"],
-        dataset=lambda wc: TEACHERS[wc.teacher]["pretrain"]["dataset"],
-        recipe=lambda wc: TEACHERS[wc.teacher]["pretrain"].get("recipe", {}),
-        seed=lambda wc: TEACHERS[wc.teacher]["pretrain"].get("seed", 0),
+        model=teacher_model,
+        pretrain=teacher_pretrain,
         run_dir="results/pretrain/{teacher}",
         data_root=DATA_ROOT,
         download=DOWNLOAD,

@@ -1,5 +1,6 @@
-# Training: one job per (student, dataset, variant, seed). The run folder also holds checkpoint.pt,
-# which is not declared, so that a resubmitted job (preemption) resumes instead of restarting.
+# Training: one job per run (student x dataset x variant x seed), whatever the variant (fine-tune,
+# distillation, linear probe). The run folder also holds checkpoint.pt, which is not declared, so
+# that a resubmitted job (preemption) resumes instead of restarting.
 
 
 rule prepare_dataset:
@@ -8,7 +9,6 @@ rule prepare_dataset:
         "results/datasets/{source}.json",
     log:
         "results/logs/datasets/{source}.log",
-    retries: RESOURCES.get("retries", 0)
     conda:
         "../envs/weightselect.yaml"
     resources:
@@ -21,10 +21,9 @@ rule prepare_dataset:
 
 
 rule train:
-    """Fine-tune the student from the variant's init on the dataset with the given seed."""
+    """Train one run: the variant's init, mode and recipe on the dataset with the seed."""
     input:
-        init=init_input,
-        data=dataset_ready,
+        unpack(train_inputs),
     output:
         final="results/runs/{student}/{dataset}/{variant}/seed{seed}/final.json",
         metrics="results/runs/{student}/{dataset}/{variant}/seed{seed}/metrics.jsonl",
@@ -32,20 +31,20 @@ rule train:
         "results/logs/runs/{student}/{dataset}/{variant}/seed{seed}.log",
     benchmark:
         "results/benchmarks/runs/{student}/{dataset}/{variant}/seed{seed}.tsv"
-    retries: RESOURCES.get("retries", 0)
     conda:
         "../envs/weightselect.yaml"
     threads: train_threads
     resources:
-        gpu=train_gpus,
+        gpu=train_gpu_resource,
+        gres=train_gres,
         runtime=train_runtime,
         mem_mb=train_mem_mb,
+        nodes=1,
         tasks=1,
+        tasks_per_gpu=train_tasks_per_gpu,
     params:
-        model=lambda wc: STUDENTS[wc.student]["model"],
-        dataset=lambda wc: dataset_arg(wc.dataset),
-        init=init_arg,
-        recipe=lambda wc: run_recipe(wc.student, wc.dataset),
+        spec=train_spec,
+        gpus=train_gpus,
         data_root=DATA_ROOT,
     script:
         "../workflow_scripts/train.py"

@@ -7,14 +7,14 @@ from weightselect.selection import select
 sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
 
-variant = snakemake.params.variant
+init = snakemake.params.init
 result = select(
     snakemake.input.teacher,
     snakemake.params.student,
-    method=variant["method"],
-    layers=variant.get("layers", "first"),
-    seed=variant.get("seed", 0),
-    exclude=variant.get("exclude", ()),
+    method=init["method"],
+    layers=init.get("layers", "first"),
+    seed=init.get("seed", 0),
+    exclude=init.get("exclude", ()),
 )
 result.save(snakemake.output.weights)
 logging.info("wrote %s (%d tensors)", snakemake.output.weights, len(result.state_dict))

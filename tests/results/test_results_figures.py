@@ -1,3 +1,4 @@
+import math
 import struct
 
 import numpy as np
@@ -76,3 +77,32 @@ def test_plot_summary_bars_ours_and_paper(tmp_path, runs_root):
     assert heights[:4] == [72.0, 25.5, 72.3, 25.0]
     assert heights[4] == 80.5 and np.isnan(heights[5]) and heights[6:] == [81.4, 68.6]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["cifar100", "pets"]
+
+
+def test_attention_maps_give_timm_attention_logits_of_the_first_head():
+    """x W_q W_k^T x^T equals timm's q k^T of head 0 (no qkv bias); x W_v W_proj its value path."""
+    import timm
+    import torch
+
+    from weightselect.results.figures import attention_maps
+
+    torch.manual_seed(0)
+    net = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=1, num_heads=4,
+                            qkv_bias=False, num_classes=0)
+    attn = net.blocks[0].attn
+    x = torch.randn(5, 32)
+    qk, vproj = attention_maps(net.state_dict(), num_heads=4)
+    q, k, v = attn.qkv(x).reshape(5, 3, 4, 8).permute(1, 2, 0, 3)  # (3, heads, tokens, head_dim)
+    assert torch.allclose(x @ torch.from_numpy(qk) @ x.T, q[0] @ k[0].T, atol=1e-5)
+    # head 0's share of the projection output: its values through the head's columns of proj
+    head0 = v[0] @ attn.proj.weight[:, :8].T
+    assert torch.allclose(x @ torch.from_numpy(vproj), head0, atol=1e-5)
+    assert qk.shape == vproj.shape == (32, 32)
+
+
+def test_crossing_interpolates_the_first_budget_reaching_a_level():
+    from weightselect.results.figures import crossing
+
+    assert crossing([10, 30, 100], [50.0, 60.0, 80.0], 70.0) == pytest.approx(65.0)
+    assert crossing([10, 30], [75.0, 80.0], 70.0) == 10.0
+    assert math.isnan(crossing([10, 30], [50.0, 60.0], 70.0))

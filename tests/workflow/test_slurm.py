@@ -307,21 +307,24 @@ def test_slurm_smoke_study_runs_through_slurm(slurm, cluster_env, workflow_copy)
                 assert info["TimeLimit"] == f"{hours:02d}:{minutes:02d}:00"
 
     results = workflow_copy / "results"
-    variants = study["table2"]["variants"]
+    variants = study["tables"]["table2"]["variants"]
+    with open(results / "tables/table2.csv", newline="") as table:
+        rows = list(csv.DictReader(table))
+    assert len(rows) == len(study["datasets"])
     for student in study["students"]:
-        with open(results / f"tables/table2_{student}.csv", newline="") as table:
-            rows = list(csv.DictReader(table))
-        assert len(rows) == len(study["datasets"])
         for row in rows:
             for variant in variants:
-                mean = float(row[f"{variant}_mean"])
-                assert math.isfinite(mean) and 0 <= mean <= 100
+                value = float(row[f"{student}_{variant}_value"])
+                assert math.isfinite(value) and 0 <= value <= 100
         for dataset in study["datasets"]:
             for variant in variants:
                 for seed in study["seeds"]:
                     final = results / f"runs/{student}/{dataset}/{variant}/seed{seed}/final.json"
                     assert 0 <= json.loads(final.read_text())["final_top1"] <= 100
-            if study.get("figures", True):
-                figure = results / f"figures/curves_{student}_{dataset}.png"
-                assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name, figure in study.get("figures", {}).items():
+        if figure["kind"] == "curves":
+            for student in figure["students"]:
+                for dataset in figure["datasets"]:
+                    png = results / f"figures/{name}_{student}_{dataset}.png"
+                    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"slurm_smoke study through Slurm: {len(finished)} jobs in {elapsed:.0f} s")

@@ -19,10 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "Snakefile"
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 
-PAPER_STUDENTS = ("vit_t", "convnext_f")
+PAPER_TABLES = [f"table{n}" for n in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 16, 17)]
+PAPER_FIGURES = ["fig4a", "fig4b", "fig5"]
 PAPER_DATASETS = ("cifar10", "cifar100", "pets", "flowers102", "stl10", "food101", "dtd", "svhn", "eurosat", "imagenet")
-TABLE3_ONLY = ("xavier", "kaiming", "ws_consecutive", "ws_random", "ws_random_nocons")
-SEEDS = (0, 1, 2)
 
 
 def snakemake(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -34,12 +33,6 @@ def snakemake(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.Co
 
 def load_config() -> dict:
     return yaml.safe_load((REPO / "config.yaml").read_text())
-
-
-def paper_grid() -> set:
-    table2 = {(s, d, v, seed) for s in PAPER_STUDENTS for d in PAPER_DATASETS for v in ("random", "ws_uniform") for seed in SEEDS}
-    table3 = {(s, "cifar100", v, seed) for s in PAPER_STUDENTS for v in TABLE3_ONLY for seed in SEEDS}
-    return table2 | table3
 
 
 def job_blocks(dry_run_output: str, rule: str) -> list:
@@ -60,37 +53,70 @@ def paper_dry_run() -> str:
     return done.stdout + done.stderr
 
 
-def test_paper_dry_run_lists_exactly_the_table2_and_table3_grid(paper_dry_run):
+def outputs(dry_run_output: str, rule: str) -> list:
+    return [re.search(r"output: ([^,\s]+)", b).group(1) for b in job_blocks(dry_run_output, rule)]
+
+
+def test_paper_dry_run_lists_every_table_and_figure(paper_dry_run):
+    tables = sorted(outputs(paper_dry_run, "table"))
+    assert tables == sorted(f"results/tables/{t}.csv" for t in PAPER_TABLES)
+    figures = set(outputs(paper_dry_run, "figure"))
+    assert figures == {f"results/figures/{f}.png" for f in PAPER_FIGURES}
+    curves = set(outputs(paper_dry_run, "figure_curves"))
+    assert curves == {f"results/figures/fig3_{s}_{d}.png" for s in ("vit_t", "convnext_f") for d in PAPER_DATASETS}
+
+
+def train_runs(dry_run_output: str) -> list:
     runs = []
-    for block in job_blocks(paper_dry_run, "train"):
+    for block in job_blocks(dry_run_output, "train"):
         match = re.search(r"output: results/runs/(\w+)/(\w+)/(\w+)/seed(\d+)/final\.json", block)
         assert match, block
-        s, d, v, seed = match.groups()
-        runs.append((s, d, v, int(seed)))
-    assert len(runs) == 150 == len(paper_grid())
+        runs.append(match.groups())
+    return runs
+
+
+def test_paper_dry_run_schedules_each_run_once_with_the_paper_grid(paper_dry_run):
+    runs = train_runs(paper_dry_run)
     assert len(set(runs)) == len(runs), "a run is scheduled twice"
-    assert set(runs) == paper_grid()
+    table2 = {(s, d, v, str(seed)) for s in ("vit_t", "convnext_f") for d in PAPER_DATASETS
+              for v in ("random", "ws_uniform") for seed in (0, 1, 2)}
+    assert table2 <= set(runs)
+    # Table 3's random selections: three draws, 3 seeds each
+    draws = {r for r in runs if r[0] == "vit_t" and r[2].startswith("ws_random") and not r[2].startswith("ws_random_nocons")}
+    assert {r[2] for r in draws} == {"ws_random", "ws_random_s1", "ws_random_s2"} and len(draws) == 9
+    # Table 4: logit distillation on ImageNet, feature distillation on CIFAR-100, never the other way
+    assert ("vit_t", "imagenet", "distill", "0") in runs and ("vit_t", "cifar100", "distill_feature", "0") in runs
+    assert ("vit_t", "cifar100", "distill", "0") not in runs
+    # Figure 4a's epoch budgets and 4b's pretrained students
+    assert {r[2] for r in runs if r[2].startswith("ws_uniform_ep")} == {f"ws_uniform_ep{e}" for e in (50, 100, 200, 300)}
+    assert {r[2] for r in runs if r[2].startswith("pretrained_imagenet_ep")} == {f"pretrained_imagenet_ep{e}" for e in (10, 30, 100, 300)}
 
 
-def test_paper_dry_run_other_jobs(paper_dry_run):
-    counts = {rule: len(job_blocks(paper_dry_run, rule)) for rule in
-              ("fetch_hub_teacher", "select_weights", "table2", "table3", "plot_curves", "pretrain_teacher")}
-    assert counts == {"fetch_hub_teacher": 2, "select_weights": 8, "table2": 2, "table3": 1,
-                      "plot_curves": 20, "pretrain_teacher": 0}
+def test_paper_dry_run_fetches_the_paper_teachers(paper_dry_run):
     teachers = {re.search(r"output: results/teachers/(\w+)\.safetensors", b).group(1)
                 for b in job_blocks(paper_dry_run, "fetch_hub_teacher")}
-    assert teachers == {"vit_s_in21k", "convnext_t_in22k"}
+    assert teachers == {"vit_s_in21k", "convnext_t_in21k", "deit_vit_s_in1k", "vit_b_in21k", "vit_b_clip",
+                        "vit_b_mae", "vit_b_dino", "vit_l_in21k", "vit_t_pretrained"}
+    pretrained = {re.search(r"output: results/teachers/(\w+)\.safetensors", b).group(1)
+                  for b in job_blocks(paper_dry_run, "pretrain_teacher")}
+    assert pretrained == {f"vit_t_imagenet_ep{e}" for e in (10, 30, 100, 300)}
 
 
-def test_paper_training_jobs_ask_for_gpus_and_imagenet_for_several(paper_dry_run):
+def test_paper_training_jobs_ask_for_gpus_one_node_one_task(paper_dry_run):
     for block in job_blocks(paper_dry_run, "train"):
         gpus = int(re.search(r"\bgpu=(\d+)", block).group(1))
         runtime = int(re.search(r"\bruntime=(\d+)", block).group(1))
-        if "/imagenet/" in block:
-            assert gpus > 1
-        else:
-            assert gpus == 1
-        assert runtime > 60  # minutes, from the recipe's epochs
+        assert gpus == (4 if "/imagenet/" in block else 1)
+        assert re.search(r"\bnodes=1\b", block) and re.search(r"\btasks_per_gpu=0\b", block)
+        assert runtime > 60  # minutes, from the run's epochs
+
+
+def test_tables_and_figures_are_local_rules():
+    """A dry run prints every job as `rule` (it executes nothing), so read the rule files."""
+    for name, rules in (("tables.smk", ["table"]), ("figures.smk", ["figure_curves", "figure"])):
+        text = (REPO / "rules" / name).read_text()
+        declared = re.search(r"^localrules:\n((?:    \w+,\n)+)", text, re.M).group(1).split()
+        assert [d.rstrip(",") for d in declared] == rules
 
 
 # ------------------------------------------------------------------------------ config validation
@@ -127,7 +153,13 @@ def test_schema_rejects_a_name_that_cannot_be_a_folder_or_wildcard():
 
 def test_schema_rejects_a_variant_with_both_baseline_and_method():
     cfg = load_config()
-    cfg["variants"]["ws_uniform"]["baseline"] = "random"
+    cfg["variants"]["ws_uniform"]["init"]["baseline"] = "random"
+    validation_error(cfg)
+
+
+def test_schema_rejects_an_unknown_selection_method():
+    cfg = load_config()
+    cfg["variants"]["ws_bad"] = {"init": {"method": "unifrom"}}
     validation_error(cfg)
 
 
@@ -148,10 +180,15 @@ def write_config(tmp_path: Path, cfg: dict) -> Path:
     [
         (lambda c: c["studies"]["demo"]["students"]["vit_w64"].update(teacher="nobody"), "unknown teacher ['nobody']"),
         (lambda c: c["studies"]["demo"]["datasets"]["digits"]["recipe"].update(epohcs=3), "unknown recipe key"),
-        (lambda c: c["studies"]["demo"]["table3"].update(variants=["random", "ws_best"]), "unknown variant ['ws_best']"),
+        (lambda c: c["studies"]["demo"]["tables"]["table3"].update(variants=["random", "ws_best"]),
+         "unknown variant ['ws_best']"),
+        (lambda c: c["studies"]["demo"]["students"]["vit_w64"]["model"]["kwargs"].update(embed_dim=256),
+         "the student is wider (256) than the teacher (128)"),
+        (lambda c: c["studies"]["demo"]["students"]["vit_w64"].update(teacher="convnext_letters"),
+         "a vit student cannot be selected from a convnext teacher"),
         (lambda c: c.update(study="nosuchstudy"), "study 'nosuchstudy' is not in config.yaml"),
     ],
-    ids=["teacher", "recipe", "variant", "study"],
+    ids=["teacher", "recipe", "variant", "wider", "family", "study"],
 )
 def test_inconsistent_config_fails_before_any_job(tmp_path, change, message):
     cfg = load_config()
@@ -167,7 +204,7 @@ def test_hub_teacher_offline_and_not_cached_fails_with_the_fix_in_its_log(tmp_pa
     target = "results/teachers/vit_s_in21k.safetensors"
     done = subprocess.run(
         [sys.executable, "-m", "snakemake", target, "--snakefile", str(SNAKEFILE), "--directory", str(tmp_path),
-         "--cores", "1", "--config", "study=paper", "report="],
+         "--cores", "1", "--config", "study=paper"],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert done.returncode != 0
@@ -196,56 +233,120 @@ def test_snakefmt_check():
 @pytest.mark.slow
 def test_ci_study_end_to_end(tmp_path):
     """The `ci` study with the real rules into a temporary folder: tables, figures and report."""
-    done = snakemake("--cores", "2", "--config", "study=ci", "--directory", str(tmp_path), timeout=1500)
+    done = snakemake("--cores", "2", "--config", "study=ci", "--directory", str(tmp_path),
+                     "--report", "results/report.html", "--report-after-run", timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    check_ci_outputs(tmp_path / "results", load_config()["studies"]["ci"])
+    results = tmp_path / "results"
+    study = load_config()["studies"]["ci"]
+    check_ci_tables(results, study)
+    check_ci_figures_and_runs(results, study)
+    assert (results / "report.html").stat().st_size > 10_000  # written by Snakemake (--report-after-run)
+    check_stray_run_is_ignored(tmp_path)
 
 
-def check_ci_outputs(results: Path, study: dict) -> None:
+def check_ci_tables(results: Path, study: dict) -> None:
     students, datasets = list(study["students"]), list(study["datasets"])
     seeds = ",".join(str(s) for s in study["seeds"])
-
+    t2 = pd.read_csv(results / "tables" / "table2.csv")
+    assert list(t2["dataset"]) == datasets
     for student in students:
-        t2 = pd.read_csv(results / "tables" / f"table2_{student}.csv")
-        assert list(t2["dataset"]) == datasets and set(t2["student"]) == {student}
         for variant in ("random", "ws_uniform"):
-            assert ((t2[f"{variant}_mean"] >= 0) & (t2[f"{variant}_mean"] <= 100)).all()
-            assert (t2[f"{variant}_std"] >= 0).all()
-            assert (t2[f"{variant}_n"] == len(study["seeds"])).all()
-            assert (t2[f"{variant}_seeds"].astype(str) == seeds).all()
-            assert t2[f"{variant}_missing_seeds"].isna().all()
-            assert t2[f"{variant}_paper"].isna().all()  # the ci students are not the paper's models
-        change = t2["ws_uniform_mean"] - t2["random_mean"]
-        assert (t2["ws_uniform_change"] - change).abs().max() < 1e-3  # CSV keeps 6 digits
+            g = f"{student}_{variant}"
+            assert t2[f"{g}_value"].between(0, 100).all() and (t2[f"{g}_std"] >= 0).all()
+            assert (t2[f"{g}_n"] == len(study["seeds"])).all()
+            assert (t2[f"{g}_seeds"].astype(str) == seeds).all()
+            assert t2[f"{g}_missing_seeds"].isna().all()
+            assert t2[f"{g}_paper"].isna().all()  # the ci students are not the paper's models
+        change = t2[f"{student}_ws_uniform_value"] - t2[f"{student}_random_value"]
+        assert (t2[f"{student}_ws_uniform_change"] - change).abs().max() < 1e-3  # CSV keeps 6 digits
+        # weight selection beats random init far above the seeds' spread, for every student
+        noise = t2[[f"{student}_random_std", f"{student}_ws_uniform_std"]].max(axis=1)
+        on = t2.set_index("dataset").loc[datasets[0]]
+        assert on[f"{student}_ws_uniform_change"] > max(4.0, 3 * float(noise.max())), (student, on.to_dict())
 
     t3 = pd.read_csv(results / "tables" / "table3.csv")
-    assert list(t3["variant"]) == study["table3"]["variants"] and len(t3) >= 3
+    spec = study["tables"]["table3"]
+    assert list(t3["variant"]) == spec["variants"]
     for student in students:
-        assert t3[f"{student}_mean"].between(0, 100).all()
+        assert t3[f"{student}_value"].between(0, 100).all()
         assert (t3[f"{student}_n"] == len(study["seeds"])).all()
     # Table 3's random and ws_uniform rows are the same runs as Table 2's on that dataset
-    t2 = pd.read_csv(results / "tables" / f"table2_{students[0]}.csv").set_index("dataset")
+    on = spec["datasets"][0]
     row = t3.set_index("variant")
-    on = study["table3"]["dataset"]
-    assert row.loc["random", f"{students[0]}_mean"] == pytest.approx(t2.loc[on, "random_mean"])
+    t2 = t2.set_index("dataset")
+    assert row.loc["random", f"{students[0]}_value"] == pytest.approx(t2.loc[on, f"{students[0]}_random_value"])
 
+
+def check_ci_figures_and_runs(results: Path, study: dict) -> None:
     import matplotlib.image
 
-    for student in students:
-        for dataset in datasets:
-            png = results / "figures" / f"curves_{student}_{dataset}.png"
-            image = matplotlib.image.imread(png)
-            assert image.shape[0] > 200 and image.shape[1] > 300
-            assert image[..., :3].std() > 0.05  # not a blank canvas
+    figures = study["figures"]
+    pngs = [results / "figures" / f"fig3_{s}_{d}.png" for s in figures["fig3"]["students"]
+            for d in figures["fig3"]["datasets"]]
+    pngs += [results / "figures" / f"{name}.png" for name, f in figures.items() if f["kind"] != "curves"]
+    for png in pngs:
+        image = matplotlib.image.imread(png)
+        assert image.shape[0] > 200 and image.shape[1] > 300
+        assert image[..., :3].std() > 0.05  # not a blank canvas
+    from weightselect.study import Study
 
-    for student in students:
-        for dataset in datasets:
+    plan = Study(load_config(), "ci")
+    for student in study["students"]:
+        for dataset in study["datasets"]:
             for variant in ("random", "ws_uniform"):
                 for seed in study["seeds"]:
                     run = results / "runs" / student / dataset / variant / f"seed{seed}"
                     lines = (run / "metrics.jsonl").read_text().splitlines()
-                    assert len(lines) == study["datasets"][dataset]["recipe"]["epochs"]
+                    assert len(lines) == plan.epochs(student, dataset, variant)
                     assert (results / "logs" / "runs" / student / dataset / variant / f"seed{seed}.log").is_file()
 
-    report = results / "report.html"
-    assert report.is_file() and report.stat().st_size > 10_000
+
+def check_stray_run_is_ignored(workdir: Path) -> None:
+    """Issue reproducer: a run folder outside the study (seed 3, top-1 99) must not enter Table 2."""
+    student = next(iter(load_config()["studies"]["ci"]["students"]))
+    runs = workdir / "results" / "runs" / student / "digits" / "random"
+    shutil.copytree(runs / "seed0", runs / "seed3")
+    final = runs / "seed3" / "final.json"
+    final.write_text(re.sub(r'"final_top1": [0-9.]+', '"final_top1": 99.0', final.read_text()))
+    table = workdir / "results" / "tables" / "table2.csv"
+    before = table.read_text()
+    table.unlink()
+    done = snakemake("--cores", "1", "--config", "study=ci", "--directory", str(workdir), "results/tables/table2.csv")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert table.read_text() == before
+
+
+# ------------------------------------------------------------------------------ SLURM requests
+class _Resources(dict):
+    __getattr__ = dict.__getitem__
+
+
+def job_resources(block: str) -> tuple:
+    """(threads, resources) of one job of a dry run's listing."""
+    threads = int(re.search(r"\bthreads: (\d+)", block).group(1)) if "threads:" in block else None
+    line = re.search(r"resources: (.*)", block).group(1)
+    resources = {}
+    for item in line.split(", "):
+        key, value = item.split("=", 1)
+        resources[key] = int(value) if value.isdigit() else value
+    return threads, _Resources(resources)
+
+
+@pytest.mark.parametrize("dataset, gpus", [("cifar100", 1), ("imagenet", 4)])
+def test_sbatch_line_of_a_training_job_is_one_task_on_one_node_with_all_its_gpus(paper_dry_run, dataset, gpus):
+    """The plugin's own submit-string code (snakemake-executor-plugin-slurm 2.8) on our train jobs."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    block = next(b for b in job_blocks(paper_dry_run, "train") if f"/vit_t/{dataset}/random/seed0/" in b)
+    _, resources = job_resources(block)
+    per_gpu = load_config()["studies"]["paper"]["resources"]["cpus_per_task"]
+    job = SimpleNamespace(resources=resources, threads=per_gpu * gpus)  # the rule's threads (not listed by -n)
+    params = dict(run_uuid="r", slurm_logfile="log", comment_str="c", account="", partition="", workdir="")
+    call = get_submit_command(job, params) + set_gres_string(job)
+    assert f" --gpus={gpus}" in call and " --nodes=1" in call
+    assert "--ntasks-per-gpu" not in call and "--ntasks=" not in call  # sbatch's default: one task
+    assert f" --cpus-per-task={per_gpu * gpus}" in call and "--gres" not in call
+    assert f" --mem {resources['mem_mb']}" in call and f" -t {resources['runtime']}" in call

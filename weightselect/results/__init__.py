@@ -9,22 +9,27 @@ from weightselect.results.runs import (
     collect_curves,
     collect_runs,
     expected_runs,
+    read_curves,
     summarize,
     unfinished_runs,
 )
-from weightselect.results.tables import read_table, reading_view, table2, table3, to_markdown, write_table
+from weightselect.results.tables import build_table, paper_gap, read_finals, read_table, reading_view, table2, table3, to_markdown, write_table
 
 __all__ = [
     "PAPER_DATASETS",
     "PAPER_MODELS",
+    "build_table",
     "collect_curves",
     "collect_runs",
     "expected_runs",
     "init_label",
+    "paper_gap",
     "paper_numbers",
     "paper_value",
     "plot_curves",
     "plot_summary",
+    "read_curves",
+    "read_finals",
     "read_table",
     "summarize",
     "table2",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from weightselect.io import atomic_write
 from weightselect.results.paper import init_label, paper_value
 
-__all__ = ["FIGSIZE", "DPI", "plot_curves", "plot_summary", "variant_style", "save_figure"]
+__all__ = ["FIGSIZE", "DPI", "plot_curves", "plot_summary", "variant_style", "save_figure", "plot_epoch_sweep",
+           "plot_pretraining_sweep", "plot_attention_maps", "attention_maps", "crossing"]
 
 FIGSIZE = (7.0, 4.2)  # inches
 DPI = 150  # -> 1050 x 630 pixels
@@ -153,3 +154,164 @@ def plot_summary(table: pd.DataFrame, path=None, variants: Optional[Sequence[str
     if path is not None:
         save_figure(fig, path)
     return ax
+
+
+# ------------------------------------------------------------------------------ sweeps (Figure 4)
+def _sweep_points(finals, keys: Mapping) -> dict:
+    """{x: [values over seeds]} per series from read_finals output and {variant: (series, x)}."""
+    from weightselect.results.tables import read_finals
+
+    values = read_finals(finals)
+    out: dict = {}
+    for (student, dataset, variant, seed), v in values.items():
+        if variant in keys:
+            series, x = keys[variant]
+            out.setdefault(series, {}).setdefault(x, []).append(v)
+    return out
+
+
+def _mean_std(vs) -> tuple:
+    s = pd.Series(vs, dtype=float)
+    return float(s.mean()), float(s.std(ddof=1)) if len(s) > 1 else 0.0
+
+
+def plot_epoch_sweep(spec: Mapping, finals, path=None) -> Axes:
+    """Figure 4a: final top-1 against the training epoch budget, one line per variant.
+
+    ``spec``: ``student``, ``dataset``, ``sweep`` ({derived variant: (variant, epochs)}, see
+    weightselect.study); ``finals``: the sweep's final.json files. Warmup is kept in ratio to the
+    epochs by the trainer. Mean over seeds with the sample std as error bars.
+    """
+    points = _sweep_points(finals, {k: tuple(v) for k, v in spec["sweep"].items()})
+    if not points:
+        raise ValueError(f"no finished runs among the {len(finals)} final.json files of the sweep")
+    fig = Figure(figsize=FIGSIZE)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (series, by_x) in enumerate(sorted(points.items(), key=lambda kv: kv[0].startswith("ws_"))):
+        xs = sorted(by_x)
+        stats = [_mean_std(by_x[x]) for x in xs]
+        ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=3,
+                    label=init_label(series), **variant_style(series, i))
+    ax.set_xlabel("training epochs")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_title(f"{spec['student']} on {spec['dataset']}: accuracy against the epoch budget")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return ax
+
+
+def crossing(xs: Sequence[float], ys: Sequence[float], level: float) -> float:
+    """The first x where the piecewise-linear curve (xs, ys) reaches ``level``; NaN if it never does."""
+    for (x0, y0), (x1, y1) in zip(zip(xs, ys), list(zip(xs, ys))[1:]):
+        if y0 >= level:
+            return float(x0)
+        if y1 >= level:
+            return float(x0 + (x1 - x0) * (level - y0) / (y1 - y0))
+    return float(xs[-1]) if len(xs) and ys[-1] >= level else math.nan
+
+
+def plot_pretraining_sweep(spec: Mapping, finals, path=None) -> Axes:
+    """Figure 4b: fine-tuned top-1 against the student's pretraining epochs (on ``pretrain.dataset``).
+
+    Weight selection (``reference``) and random init (``baseline``) are horizontal lines; the
+    title prints how many pretraining epochs reach the weight-selection level (linear
+    interpolation), the compute weight selection saves (it pretrains nothing of the student).
+    """
+    keys = {v: ("pretrained", e) for v, e in spec["sweep"].items()}
+    keys[spec["reference"]] = (spec["reference"], 0)
+    keys[spec["baseline"]] = (spec["baseline"], 0)
+    points = _sweep_points(finals, keys)
+    if "pretrained" not in points:
+        raise ValueError(f"no finished pretrained runs among the {len(finals)} final.json files")
+    fig = Figure(figsize=FIGSIZE)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = sorted(points["pretrained"])
+    ys = [_mean_std(points["pretrained"][x])[0] for x in xs]
+    ax.plot(xs, ys, marker="o", color="#555555", label=f"pretrained on {spec['pretrain']['dataset']}")
+    title = f"{spec['student']} on {spec['dataset']}"
+    for i, name in enumerate((spec["reference"], spec["baseline"])):
+        if name in points:
+            level = _mean_std(points[name][0])[0]
+            ax.axhline(level, label=f"{init_label(name)} ({level:.1f})", **variant_style(name, i))
+            if name == spec["reference"]:
+                epochs = crossing(xs, ys, level)
+                title += (f": pretraining matches weight selection after {epochs:.0f} epochs"
+                          if not math.isnan(epochs) else f": no pretraining budget up to {xs[-1]} epochs matches weight selection")
+    ax.set_xlabel(f"pretraining epochs on {spec['pretrain']['dataset']}")
+    ax.set_ylabel("fine-tuned test top-1 accuracy (%)")
+    ax.set_title(title, fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return ax
+
+
+# ------------------------------------------------------------------------------ attention maps (Figure 5)
+def attention_maps(state: Mapping, num_heads: int, block: int = 0, head: int = 0) -> tuple:
+    """``W_q W_k^T`` and ``W_v W_proj`` of one head of one ViT block, each (D, D) (paper Figure 5).
+
+    ``state``: a timm ViT state dict (``blocks.{block}.attn.qkv.weight`` of shape (3D, D) and
+    ``blocks.{block}.attn.proj.weight`` of shape (D, D)). With torch's (out, in) layout, the head's
+    query rows are ``qkv[h*d:(h+1)*d]`` (d = D / num_heads), so ``W_q = qkv_q.T`` (D, d) and
+    ``W_q W_k^T = qkv_q.T @ qkv_k``; ``W_v W_proj = qkv_v.T @ proj[:, h*d:(h+1)*d].T``.
+    Raises KeyError naming a missing tensor.
+    """
+    prefix = f"blocks.{block}.attn."
+    for key in ("qkv.weight", "proj.weight"):
+        if prefix + key not in state:
+            raise KeyError(f"no {prefix + key} in the state dict: not a timm ViT")
+    qkv = state[prefix + "qkv.weight"].float()
+    proj = state[prefix + "proj.weight"].float()
+    dim = qkv.shape[1]
+    d = dim // num_heads
+    rows = slice(head * d, (head + 1) * d)
+    q, k, v = qkv[:dim][rows], qkv[dim:2 * dim][rows], qkv[2 * dim:][rows]
+    return (q.T @ k).numpy(), (v.T @ proj[:, rows].T).numpy()
+
+
+def _num_heads(model: Mapping) -> int:
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        net = timm.create_model(model["name"].split(".")[0], pretrained=False, **(model.get("kwargs") or {}))
+    return int(net.blocks[0].attn.num_heads)
+
+
+def plot_attention_maps(spec: Mapping, teacher_file, init_file, path=None) -> Figure:
+    """Figure 5: ``W_q W_k^T`` and ``W_v W_proj`` of the first head of the first block, for the
+    student at random init (timm's default init, seed 0), the teacher and the weight-selected student.
+
+    ``spec``: ``student_model`` and ``teacher_model`` ({name, kwargs}); the teacher and init files
+    are safetensors. No training is involved. Returns the Figure (2 rows x 3 columns).
+    """
+    import timm
+    import torch
+    from safetensors.torch import load_file
+
+    torch.manual_seed(int(spec.get("seed", 0)))
+    student = spec["student_model"]
+    net = timm.create_model(student["name"].split(".")[0], pretrained=False, **(student.get("kwargs") or {}))
+    heads = int(net.blocks[0].attn.num_heads)
+    columns = [("random init", net.state_dict(), heads),
+               ("teacher", load_file(str(teacher_file)), _num_heads(spec["teacher_model"])),
+               ("weight selection", load_file(str(init_file)), heads)]
+    fig = Figure(figsize=(9.0, 6.0))
+    for col, (title, state, n_heads) in enumerate(columns):
+        for row, (matrix, name) in enumerate(zip(attention_maps(state, n_heads), ("$W_q W_k^T$", "$W_v W_{proj}$"))):
+            ax = fig.add_subplot(2, 3, row * 3 + col + 1)
+            limit = float(np.abs(matrix).max()) or 1.0
+            ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_title(f"{title}: {name}", fontsize="small")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("first head of the first block")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

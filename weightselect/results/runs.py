@@ -22,6 +22,7 @@ __all__ = [
     "CURVE_COLUMNS",
     "collect_runs",
     "collect_curves",
+    "read_curves",
     "unfinished_runs",
     "expected_runs",
     "expected_frame",
@@ -267,3 +268,25 @@ def summarize(runs_df: pd.DataFrame, expected: Expected = None, metric: str = "f
         rows.append(row)
     columns = RUN_KEYS[:3] + ["mean", "std", "n", "seeds", "n_expected", "missing_seeds"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def read_curves(paths: Sequence) -> pd.DataFrame:
+    """Like :func:`collect_curves`, from exactly these ``.../{student}/{dataset}/{variant}/seed{seed}/metrics.jsonl``
+    files (a workflow rule's declared inputs): nothing else under the runs folder is read."""
+    rows = []
+    for path in paths:
+        path = Path(path)
+        match = _SEED_DIR.match(path.parent.name)
+        if not match:
+            raise ValueError(f"{path}: not a run file (expected .../<student>/<dataset>/<variant>/seed<N>/metrics.jsonl)")
+        variant_dir = path.parent.parent
+        keys = dict(student=variant_dir.parent.parent.name, dataset=variant_dir.parent.name,
+                    variant=variant_dir.name, seed=int(match.group(1)))
+        finished = (path.parent / "final.json").is_file()
+        for m in _read_metrics(path):
+            rows.append(dict(keys, epoch=int(m["epoch"]), test_top1=_float(m.get("test_top1")),
+                             test_top5=_float(m.get("test_top5")), train_loss=_float(m.get("train_loss")),
+                             test_loss=_float(m.get("test_loss")), lr=_float(m.get("lr")), finished=finished))
+    if not rows:
+        raise ValueError(f"no epochs in the {len(paths)} metrics.jsonl files given")
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS).sort_values(RUN_KEYS + ["epoch"], ignore_index=True)

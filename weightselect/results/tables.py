@@ -18,9 +18,9 @@ import pandas as pd
 
 from weightselect.io import write_text
 from weightselect.results.paper import PAPER_DATASETS, init_label, paper_numbers, paper_value
-from weightselect.results.runs import Expected, expected_frame, summarize
+from weightselect.results.runs import Expected, expected_frame, format_seeds, summarize
 
-__all__ = ["TABLE3_VARIANTS", "table2", "table3", "write_table", "read_table", "to_markdown"]
+__all__ = ["TABLE3_VARIANTS", "table2", "table3", "build_table", "read_finals", "paper_gap", "write_table", "read_table", "to_markdown"]
 
 #: Table 3's rows, in the paper's order.
 TABLE3_VARIANTS = ("random", "xavier", "kaiming", "ws_uniform", "ws_consecutive", "ws_random", "ws_random_nocons")
@@ -204,7 +204,8 @@ def reading_view(df: pd.DataFrame) -> pd.DataFrame:
     """
     groups = [c[: -len("_mean")] for c in df.columns if c.endswith("_mean")]
     members = {f"{g}_{k}" for g in groups for k in
-               ("mean", "std", "n", "n_expected", "seeds", "missing_seeds", "paper", "diff", "change", "change_paper")}
+               ("value", "mean", "std", "n", "n_expected", "seeds", "missing_seeds", "paper", "diff", "change",
+                "change_paper", "aggregation")}
     out = pd.DataFrame(index=df.index)
     for c in df.columns:
         if c not in members and not (c.startswith("paper_") and df[c].isna().all()):
@@ -223,7 +224,7 @@ def reading_view(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _mean_std_cell(row: pd.Series, group: str) -> str:
-    mean = row.get(f"{group}_mean")
+    mean = row.get(f"{group}_value", row.get(f"{group}_mean"))
     if mean is None or pd.isna(mean):
         text = "-"
     else:
@@ -259,3 +260,139 @@ def read_table(csv_path) -> pd.DataFrame:
     header = pd.read_csv(csv_path, nrows=0).columns
     text = {c: str for c in header if c.endswith("seeds") or c in ("student", "dataset", "variant", "label")}
     return pd.read_csv(csv_path, dtype=text)
+
+
+# ------------------------------------------------------------------------------ any table, from data
+def _run_keys(path) -> tuple:
+    """(student, dataset, variant, seed) of ``.../{student}/{dataset}/{variant}/seed{seed}/final.json``."""
+    parts = Path(path).parts
+    if len(parts) < 5 or not parts[-2].startswith("seed") or not parts[-2][4:].isdigit():
+        raise ValueError(f"{path}: not a run file (expected .../<student>/<dataset>/<variant>/seed<N>/final.json)")
+    return parts[-5], parts[-4], parts[-3], int(parts[-2][4:])
+
+
+def read_finals(paths: Sequence, metric: str = "final_top1") -> dict:
+    """``{(student, dataset, variant, seed): metric}`` from exactly these final.json files.
+
+    A listed file that does not exist is left out (the table reports its seed as missing); a file
+    that breaks the final.json contract raises RunFileError naming it.
+    """
+    from weightselect.rundir import read_final
+
+    out = {}
+    for path in paths:
+        if Path(path).is_file():
+            out[_run_keys(path)] = float(read_final(path, required=(metric,))[metric])
+    return out
+
+
+def _group_name(cell: Mapping, axes: Sequence[str]) -> str:
+    return "_".join(str(cell[a]) for a in axes)
+
+
+def _cell_stats(cell: Mapping, values: Mapping, seeds: Sequence[int]) -> dict:
+    """mean/std over every run of the cell; value: the mean, or the median over draws (median_of)."""
+    draws = list(cell["draws"])
+    per_draw, found, missing = [], [], []
+    for d in draws:
+        got = [s for s in seeds if (cell["student"], cell["dataset"], d, s) in values]
+        found.append(got)
+        missing.append([s for s in seeds if s not in got])
+        per_draw.append([values[(cell["student"], cell["dataset"], d, s)] for s in got])
+    flat = pd.Series([v for vs in per_draw for v in vs], dtype=float)
+    mean = float(flat.mean()) if len(flat) else math.nan
+    if len(draws) == 1:
+        value, agg = mean, "mean over seeds"
+        seeds_text, missing_text = format_seeds(found[0]), format_seeds(missing[0])
+    else:
+        means = [sum(vs) / len(vs) for vs in per_draw if vs]
+        value = float(pd.Series(means).median()) if len(means) == len(draws) else math.nan
+        agg = f"median over {len(draws)} selection draws of the mean over seeds"
+        seeds_text = ";".join(f"{d}:{format_seeds(f) or ''}" for d, f in zip(draws, found))
+        missing_text = ";".join(f"{d}:{format_seeds(m)}" for d, m in zip(draws, missing) if m) or None
+    return dict(value=value, mean=mean, std=float(flat.std(ddof=1)) if len(flat) > 1 else math.nan,
+                n=int(len(flat)), n_expected=len(seeds) * len(draws), seeds=seeds_text,
+                missing_seeds=missing_text, aggregation=agg)
+
+
+def _paper_number(spec: Mapping, cell: Mapping) -> float:
+    if not spec.get("paper"):
+        return math.nan
+    key = spec["paper_settings"][cell["variant"]]
+    args = (spec["paper_models"].get(cell["student"]), spec["paper_datasets"].get(cell["dataset"]), key["setting"])
+    try:
+        return paper_value(*args, table=spec["paper"], teacher=key.get("teacher"))
+    except ValueError:  # one number per teacher (Tables 5, 8): the cell's own teacher picks it
+        pass
+    try:
+        return paper_value(*args, table=spec["paper"], teacher=cell.get("teacher"))
+    except ValueError as exc:
+        raise ValueError(f"table {spec['name']}, variant {cell['variant']}: {exc} (variant key paper.teacher)") from None
+
+
+def build_table(spec: Mapping, finals: Sequence) -> pd.DataFrame:
+    """Any table of a study from its declared runs: the one library function behind every table.
+
+    ``spec`` is :meth:`weightselect.study.Study.table_params` (rows: the axes of the rows; columns:
+    the axes of the column groups; cells: student, dataset, variant and the variants of its draws;
+    seeds; metric; paper table, models, datasets, settings; change_from). ``finals`` are the
+    ``final.json`` files the workflow declared as the table's inputs: nothing else is read, so a run
+    that is not part of the study never enters a table.
+
+    One row per combination of the row axes; for each column group ``g`` (the column axes' values
+    joined by ``_``, leaving out an axis with one value in the whole table, but keeping at least
+    the first): ``g_value`` (what the
+    table shows: the mean over seeds, or for a ``median_of`` cell the median over selection draws
+    of each draw's mean, paper section 4), ``g_mean``, ``g_std`` (sample std over every run of the
+    cell), ``g_paper``, ``g_diff`` (value minus paper), ``g_n``, ``g_n_expected``, ``g_seeds``,
+    ``g_missing_seeds``, ``g_aggregation``, and with ``change_from`` ``g_change`` and
+    ``g_change_paper`` (value minus the ``change_from`` variant's, ours and the paper's).
+    Raises RunFileError for a final.json that breaks the contract.
+    """
+    values = read_finals(finals, spec["metric"])
+    cells = list(spec["cells"])
+    varying = [a for a in spec["columns"] if len({c[a] for c in cells}) > 1] or list(spec["columns"][:1])
+    fixed = [a for a in spec["columns"] if a not in varying]
+    stats = {}
+    for cell in cells:
+        st = _cell_stats(cell, values, spec["seeds"])
+        st["paper"] = _paper_number(spec, cell)
+        st["diff"] = st["value"] - st["paper"]
+        stats[(cell["student"], cell["dataset"], cell["variant"])] = st
+    base = spec.get("change_from")
+    rows = {}
+    for cell in cells:
+        row_key = tuple(cell[a] for a in spec["rows"])
+        row = rows.setdefault(row_key, {a: cell[a] for a in spec["rows"]} | {a: cell[a] for a in fixed})
+        if "variant" in spec["rows"]:
+            row["label"] = init_label(cell["variant"])
+        g = _group_name(cell, varying)
+        st = dict(stats[(cell["student"], cell["dataset"], cell["variant"])])
+        if base is not None:
+            ref = stats[(cell["student"], cell["dataset"], base)]
+            same = cell["variant"] == base  # no change from itself: NaN, left out of the reading view
+            st["change"] = math.nan if same else st["value"] - ref["value"]
+            st["change_paper"] = math.nan if same else st["paper"] - ref["paper"]
+        for name in ("value", "mean", "std", "paper", "diff", "n", "n_expected", "seeds", "missing_seeds",
+                     "aggregation", "change", "change_paper"):
+            if name in st:
+                row[f"{g}_{name}"] = st[name]
+    return _tidy(pd.DataFrame(list(rows.values())))
+
+
+def paper_gap(df: pd.DataFrame) -> str:
+    """One sentence on how far a :func:`build_table` table lands from the paper (for captions)."""
+    diffs = []
+    for col in (c for c in df.columns if c.endswith("_diff")):
+        group = col[: -len("_diff")]
+        for i, value in df[col].items():
+            if pd.notna(value):
+                where = " / ".join(str(df.at[i, k]) for k in ("student", "dataset", "variant") if k in df.columns)
+                diffs.append((abs(float(value)), float(value), f"{group} ({where})" if where else group))
+    if not diffs:
+        return "No cell has a number in the paper (not the paper's models or datasets, or no run finished)."
+    diffs.sort()
+    median = diffs[len(diffs) // 2][0] if len(diffs) % 2 else (diffs[len(diffs) // 2 - 1][0] + diffs[len(diffs) // 2][0]) / 2
+    _, worst, where = diffs[-1]
+    return (f"Against the paper ({len(diffs)} cells with a published number): median |ours - paper| "
+            f"{median:.1f} points; largest {worst:+.1f} points at {where}.")

@@ -2,18 +2,18 @@
 import logging
 import sys
 
-from weightselect.results import collect_curves, plot_curves
+from weightselect.results import plot_curves, read_curves
 
 sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
 
-curves = collect_curves(snakemake.params.runs)
+spec = snakemake.params.spec
 plot_curves(
-    curves,
+    read_curves(list(snakemake.input)),
     snakemake.wildcards.student,
     snakemake.wildcards.dataset,
     snakemake.output[0],
-    variants=snakemake.params.variants,
-    paper_model=snakemake.params.paper_model,
+    variants=spec["variants"],
+    paper_model=spec["paper_model"],
 )
 logging.info("wrote %s", snakemake.output[0])

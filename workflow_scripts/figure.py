@@ -1,0 +1,17 @@
+"""One figure of a study: an epoch sweep (Figure 4a), a pretraining sweep (4b) or attention maps (5)."""
+import logging
+import sys
+
+from weightselect.results import figures
+
+sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+
+spec, out = snakemake.params.spec, snakemake.output[0]
+if spec["kind"] == "attention":
+    figures.plot_attention_maps(spec, snakemake.input.teacher, snakemake.input.init, out)
+else:
+    finals = list(snakemake.input.finals)
+    plot = figures.plot_epoch_sweep if spec["kind"] == "epochs" else figures.plot_pretraining_sweep
+    plot(spec, finals, out)
+logging.info("wrote %s", out)
