@@ -194,11 +194,10 @@ def test_snakefmt_check():
 
 # ------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
-def test_ci_study_end_to_end(tmp_path):
-    """The `ci` study with the real rules into a temporary folder: tables, figures and report."""
-    done = snakemake("--cores", "2", "--config", "study=ci", "--directory", str(tmp_path), timeout=1500)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    check_ci_outputs(tmp_path / "results", load_config()["studies"]["ci"])
+def test_ci_study_end_to_end(ci_study):
+    """The `ci` study with the real rules into a temporary folder (conftest.py, run once per
+    session and shared with the report-view test): tables, figures and report."""
+    check_ci_outputs(ci_study.check(), load_config()["studies"]["ci"])
 
 
 def check_ci_outputs(results: Path, study: dict) -> None:
