@@ -231,17 +231,15 @@ def test_snakefmt_check():
 
 # ------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
-def test_ci_study_end_to_end(tmp_path):
-    """The `ci` study with the real rules into a temporary folder: tables, figures and report."""
-    done = snakemake("--cores", "2", "--config", "study=ci", "--directory", str(tmp_path),
-                     "--report", "results/report.html", "--report-after-run", timeout=1500)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    results = tmp_path / "results"
+def test_ci_study_end_to_end(ci_study):
+    """The `ci` study with the real rules into a temporary folder (conftest.py, run once per
+    session and shared with the report-view test): tables, figures, report, and a stray run."""
+    results = ci_study.check()
     study = load_config()["studies"]["ci"]
     check_ci_tables(results, study)
     check_ci_figures_and_runs(results, study)
     assert (results / "report.html").stat().st_size > 10_000  # written by Snakemake (--report-after-run)
-    check_stray_run_is_ignored(tmp_path)
+    check_stray_run_is_ignored(results.parent)
 
 
 def check_ci_tables(results: Path, study: dict) -> None:

@@ -1,0 +1,172 @@
+"""The report looked at as a person would: the `ci` study's results/report.html opened in headless
+Chromium (Debian's chromium and chromium-driver, driven through Selenium), with screenshots of what
+it shows, and checks that its tables and figures are there and readable.
+
+Screenshots go to $REPORT_SHOTS (default: report_shots/ in the system's temporary folder)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver") or next(
+    (p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver") if os.access(p, os.X_OK)), None)
+SHOTS = Path(os.environ.get("REPORT_SHOTS", Path(tempfile.gettempdir()) / "report_shots"))
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1600,1000")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                       reason="chromium and chromium-driver (Debian packages) are not installed: bash .ci/chromium-setup"),
+]
+
+
+@pytest.fixture(scope="module")
+def report(ci_study) -> Path:
+    path = ci_study.check() / "report.html"
+    assert path.is_file(), "the ci study wrote no results/report.html"
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the test extra) is not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium_profile')}")
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(120)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page(browser, report):
+    """The report, loaded, with its embedded results (path -> caption, mime type, data URI)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(report.as_uri())
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.body.innerText.length") > 50)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return browser
+
+
+def decode(data_uri: str) -> bytes:
+    header, _, payload = data_uri.partition(",")
+    assert header.endswith(";base64"), header[:80]
+    return base64.b64decode(payload)
+
+
+def screenshot(driver, name: str) -> np.ndarray:
+    path = SHOTS / f"{name}.png"
+    assert driver.save_screenshot(str(path))
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+
+
+def click(driver, xpath: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 30).until(expected_conditions.element_to_be_clickable((By.XPATH, xpath))).click()
+
+
+def open_category(driver, report: Path, category: str) -> None:
+    """From the start page, the result category `category` in the menu, as a reader clicks it."""
+    driver.get(report.as_uri())
+    click(driver, f"//nav//*[normalize-space(text())={category!r}]")
+
+
+def visible_text(driver) -> str:
+    return driver.execute_script("return document.body.innerText")
+
+
+def test_start_page_lists_the_result_categories(page, report):
+    text = visible_text(page)
+    shot = screenshot(page, "00_start")
+    categories = page.execute_script("return categories")
+    assert categories, "the report has no result category"
+    for category in categories:
+        assert category in text
+    assert "Weight selection study ci" in text  # the workflow's description (report/workflow.rst)
+    assert shot.shape[0] > 400 and shot.shape[1] > 800
+    assert shot.std() > 0.05, "the start page renders as a blank screen"
+
+
+def test_tables_are_listed_with_captions_and_their_rows_are_readable(page, report):
+    results = page.execute_script("return results")
+    tables = {path: r for path, r in results.items() if r["mime_type"] == "text/csv"}
+    assert tables, "no table in the report"
+    category = next(c for c, subs in page.execute_script("return categories").items()
+                    if any(p in tables for paths in subs.values() for p in paths))
+    open_category(page, report, category)
+    text = visible_text(page)
+    screenshot(page, "10_tables")
+    for i, (path, entry) in enumerate(sorted(tables.items())):
+        assert path in text, f"{path} is not listed under {category}"
+        # what the eye button hands the reader: the CSV itself
+        from selenium.webdriver.common.by import By
+
+        link = page.find_element(By.XPATH, f"//tr[td[normalize-space(.)={path!r}]]//a[@download]")
+        frame = pd.read_csv(io.BytesIO(decode(link.get_attribute("href"))))
+        assert len(frame) >= 1 and frame.shape[1] >= 3, f"{path}: {frame.shape}"
+        assert frame.select_dtypes("number").notna().any().any(), f"{path} has no number"
+        # the caption, shown by the information button
+        click(page, f"//tr[td[normalize-space(.)={path!r}]]//a[@iconname='information-circle']")
+        caption = " ".join(html.unescape(re.sub(r"<[^>]+>", "", entry["caption"])).split())
+        assert len(caption) > 20, f"{path}: no caption"
+        assert caption[:60] in " ".join(visible_text(page).split()), f"{path}: caption not shown"
+        screenshot(page, f"11_table_info_{i}")
+        open_category(page, report, category)
+
+
+def figure_region(shot: np.ndarray, box: dict, scale: float) -> np.ndarray:
+    top, left = int(box["top"] * scale), int(box["left"] * scale)
+    bottom = min(int(box["bottom"] * scale), shot.shape[0])
+    right = min(int(box["right"] * scale), shot.shape[1])
+    return shot[top:bottom, left:right]
+
+
+def test_figures_open_and_show_a_readable_image(page, report):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    results = page.execute_script("return results")
+    categories = page.execute_script("return categories")
+    figures = [(c, sub, p) for c, subs in categories.items() for sub, paths in subs.items() for p in paths
+               if results[p]["mime_type"].startswith("image/")]
+    assert figures, "no figure in the report"
+    for i, (category, sub, path) in enumerate(figures):
+        open_category(page, report, category)
+        if sub != "Other":  # Snakemake's name for results without a subcategory
+            click(page, f"//nav//*[normalize-space(text())={sub!r}]")
+        click(page, f"//tr[td[normalize-space(.)={path!r}]]//a[@iconname='eye']")
+        name = results[path]["filename"]
+        script = ("return Array.from(document.images).filter(i => i.src.includes('filename=' + arguments[0]))"
+                  ".map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().toJSON()])")
+        WebDriverWait(page, 30).until(lambda d: any(c and w for c, w, _, _ in d.execute_script(script, name)))
+        _, width, height, box = next(im for im in page.execute_script(script, name) if im[0] and im[1])
+        assert width >= 400 and height >= 250, f"{path} decodes to {width}x{height}"
+        assert box["width"] >= 300 and box["height"] >= 200, f"{path} is shown at {box['width']}x{box['height']}"
+        shot = screenshot(page, f"20_figure_{i}_{Path(name).stem}")
+        region = figure_region(shot, box, shot.shape[1] / page.execute_script("return window.innerWidth"))
+        assert region.size, f"{path} lies outside the window"
+        dark = (region.mean(axis=2) < 0.5).mean()
+        assert 0.005 < dark < 0.5, f"{path}: {dark:.1%} dark pixels (blank, or a solid block)"
+        assert region.std() > 0.05, f"{path} shows no contrast"
