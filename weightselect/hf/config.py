@@ -195,7 +195,7 @@ def check_pair(teacher: Any, student: Any, t_folder: Path, s_folder: Optional[Pa
             f"the student has {s_sizes['q_per_kv']} query heads per KV group, the teacher {t_sizes['q_per_kv']}: "
             "whole KV groups keep only the query heads that read them (keep the GQA ratio at most the teacher's)"
         )
-    for axis, t in t_sizes.items():
+    for axis, t in sorted(t_sizes.items(), key=lambda item: item[0] == "hidden"):  # heads first
         s = s_sizes[axis]
         if s > t:
             raise ValueError(
