@@ -35,7 +35,7 @@ from weightselect.io import read_json, write_json
 
 __all__ = [
     "LMStudyConfig", "load_corpus", "pretrain_teacher", "make_init", "train_student", "summarize",
-    "plot_curves", "run_study", "INITS",
+    "plot_curves", "report", "run_study", "INITS",
 ]
 
 INITS = ("selection", "random")
@@ -254,6 +254,23 @@ def plot_curves(logs: Sequence[Dict], path: Path, teacher_ppl: Optional[float] =
     return path
 
 
+def report(logs: Sequence[Dict], teacher_dir: Path, out: Path) -> Dict:
+    """Write ``table.csv``, ``table.md`` and ``curves.png`` into ``out`` from the students' logs and
+    the teacher's ``train.json``; returns the summary (table records, teacher perplexity, figure)."""
+    from weightselect.io import write_text
+
+    out = Path(out)
+    table = summarize(logs)
+    teacher_log = read_json(Path(teacher_dir) / "train.json")
+    teacher_ppl = math.exp(teacher_log["curve"][-1]["val_loss"])
+    write_text(out / "table.csv", table.to_csv(index=False))
+    write_text(out / "table.md", table.to_markdown(index=False, floatfmt=".3f")
+               + f"\n\nteacher ({teacher_log['params']} parameters) validation perplexity: {teacher_ppl:.3f}\n")
+    figure = plot_curves(logs, out / "curves.png", teacher_ppl)
+    return {"teacher_params": teacher_log["params"], "teacher_val_ppl": teacher_ppl,
+            "table": table.to_dict(orient="records"), "figure": str(figure)}
+
+
 def run_study(out: Path, cfg: Optional[LMStudyConfig] = None) -> Dict:
     """All steps into ``out``: ``teacher/``, ``inits/{init}_seed{s}/``, ``runs/{init}_seed{s}.json``,
     ``table.csv``, ``table.md``, ``curves.png``, ``study.json``; finished steps are skipped."""
@@ -268,17 +285,8 @@ def run_study(out: Path, cfg: Optional[LMStudyConfig] = None) -> Dict:
             name = f"{init}_seed{seed}"
             init_dir = make_init(teacher, cfg, init, seed, out / "inits" / name)
             logs.append(train_student(init_dir, corpus, cfg, seed, out / "runs" / f"{name}.json", init))
-    table = summarize(logs)
-    teacher_log = read_json(teacher / "train.json")
-    teacher_ppl = math.exp(teacher_log["curve"][-1]["val_loss"])
-    from weightselect.io import write_text
-
-    write_text(out / "table.csv", table.to_csv(index=False))
-    write_text(out / "table.md", table.to_markdown(index=False, floatfmt=".3f") + f"\n\nteacher validation perplexity: {teacher_ppl:.3f}\n")
-    figure = plot_curves(logs, out / "curves.png", teacher_ppl)
-    summary = {"config": asdict(cfg), "python": sys.version.split()[0], "corpus_bytes": {k: len(v) for k, v in corpus.items()},
-               "teacher_params": teacher_log["params"], "teacher_val_ppl": teacher_ppl,
-               "table": table.to_dict(orient="records"), "figure": str(figure)}
+    summary = report(logs, teacher, out)
+    summary.update(config=asdict(cfg), python=sys.version.split()[0], corpus_bytes={k: len(v) for k, v in corpus.items()})
     write_json(out / "study.json", summary)
     return summary
 
