@@ -147,3 +147,23 @@ def test_output_folder_has_config_tokenizer_and_manifest(llama_dir, tmp_path):
         result.save(out)
     result.save(out, force=True)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["s"]
+
+
+@pytest.mark.parametrize("arch", ["Qwen2", "Mistral"])
+def test_qwen2_and_mistral_share_the_llama_family(tmp_path, arch):
+    """Qwen2 adds q/k/v biases and per-layer sliding-window types; Mistral is Llama's layout."""
+    import transformers
+
+    config = getattr(transformers, f"{arch}Config")(**{k: v for k, v in LLAMA.items()})
+    if arch == "Qwen2":
+        config.layer_types = ["full_attention", "sliding_attention", "full_attention", "sliding_attention"]
+    torch.manual_seed(0)
+    teacher = getattr(transformers, f"{arch}ForCausalLM")(config)
+    teacher.save_pretrained(tmp_path / "t")
+    result = wh.select(tmp_path / "t", dict(HALF, num_hidden_layers=2), layers="last")
+    student = load_strict(result.save(tmp_path / "s"))
+    assert result.manifest["family"] == "llama"
+    if arch == "Qwen2":
+        bias = teacher.model.layers[3].self_attn.q_proj.bias.detach()
+        assert torch.equal(student.model.layers[1].self_attn.q_proj.bias.detach(), bias[head_rows([0, 1, 2, 3], 8)])
+        assert student.config.layer_types == ["full_attention", "sliding_attention"]
