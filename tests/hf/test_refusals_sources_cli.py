@@ -127,3 +127,23 @@ def test_timm_path_never_imports_transformers():
         "assert 'transformers' not in sys.modules, 'transformers was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_teacher_kinds_recognised_by_the_cli(llama_dir, tmp_path):
+    assert wh.is_hf_teacher(llama_dir) and wh.is_hf_teacher("meta-llama/Llama-3.2-1B@main")
+    for timm_teacher in ("vit_small_patch16_224.augreg_in21k", "teachers/vit_small.safetensors", "runs/x/model.pth",
+                         "hf-hub:timm/vit_small_patch16_224", tmp_path):
+        assert not wh.is_hf_teacher(timm_teacher), timm_teacher
+
+
+def test_pytorch_bin_teacher_is_read_with_weights_only(llama_dir, tmp_path):
+    import torch
+    from hf_helpers import build
+
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    shutil.copy(llama_dir / "config.json", folder / "config.json")
+    torch.save(build("llama", LLAMA).state_dict(), folder / "pytorch_model.bin")
+    a = wh.select(folder, "hidden_size=16").state_dict
+    b = wh.select(llama_dir, "hidden_size=16").state_dict
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

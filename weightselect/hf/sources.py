@@ -41,6 +41,7 @@ TOKENIZER_FILES = (
     "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model", "chat_template.jinja",
 )
 _HUB_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", SAFE_INDEX, *TOKENIZER_FILES]
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".json")  # files: the timm path
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 
@@ -66,7 +67,9 @@ def is_hf_teacher(value: Any) -> bool:
     if path.is_dir():
         return (path / "config.json").is_file()
     text = os.fspath(value)
-    return not path.exists() and bool(_HUB_ID.match(text)) and not text.startswith(("hf-hub:", "timm/"))
+    if path.exists() or text.endswith(_WEIGHT_SUFFIXES) or text.startswith(("hf-hub:", "timm/")):
+        return False
+    return bool(_HUB_ID.match(text))
 
 
 def tokenizer_files(folder: Path) -> List[Path]:
