@@ -212,6 +212,7 @@ def _select(source: HFTeacher, student, method, layers, seed, overrides, select_
     entries, axes = _plan(fam, lmap, t_shapes, s_shapes, t_sizes, s_sizes)
     axis_indices = {name: select_indices(method, t, s, seed=seed, axis=name) for name, (t, s) in axes.items()}
     log.info("family %s; layer map: %s", fam.family.name, lmap.as_dict())
+    log.info("%d axes: %s", len(axes), ", ".join(f"{a} {t}->{s}" for a, (t, s) in list(axes.items())[:12]))
     state: Dict[str, torch.Tensor] = {}
     for entry in entries:
         t_tensor = source.tensors.get(entry.teacher_key)

@@ -99,10 +99,10 @@ def resolve_hf_folder(teacher: str | os.PathLike) -> tuple[Path, Optional[Dict[s
             "it is not cached and the hub cannot be reached"
         raise WeightsFileError(
             f"hub model '{repo_id}' is unavailable: {why}. Download it where there is internet "
-            f"(huggingface-cli download {repo_id}) into the Hugging Face cache (HF_HOME), or pass its local folder."
+            f"(hf download {repo_id}) into the Hugging Face cache (HF_HOME), or pass its local folder."
         ) from exc
     except RepositoryNotFoundError as exc:
-        raise WeightsFileError(f"hub model '{repo_id}' does not exist (or needs a token: huggingface-cli login)") from exc
+        raise WeightsFileError(f"hub model '{repo_id}' does not exist (or needs a token: hf auth login)") from exc
     return Path(folder), {"hf_hub_id": repo_id, "revision": revision or "main"}
 
 
