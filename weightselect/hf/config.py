@@ -103,7 +103,8 @@ def student_config(teacher: Any, student: Any, overrides: Optional[Mapping[str, 
         config.architectures = list(getattr(teacher, "architectures", None) or [])
     t_types = getattr(teacher, "layer_types", None)
     s_layers = getattr(config, "num_hidden_layers", None)
-    if t_types and "layer_types" not in overrides and s_layers and len(getattr(config, "layer_types", None) or []) != s_layers:
+    s_types = getattr(config, "layer_types", None) or []
+    if t_types and "layer_types" not in overrides and s_layers and len(s_types) != s_layers:
         if s_layers <= len(t_types):
             config.layer_types = [t_types[i] for i in layer_indices(layers, len(t_types), s_layers)]
     spec["overrides"] = overrides
@@ -132,7 +133,8 @@ def _check_tokenizer(teacher: Any, student: Any, t_folder: Path, s_folder: Optio
 def _check_heads(fam: HFFamily, teacher: Any, student: Any, select_head_dim: bool) -> None:
     t_hd, s_hd = head_dim_of(teacher), head_dim_of(student)
     if fam.rotary:
-        s_heads, s_kv = int(student.num_attention_heads), int(getattr(student, "num_key_value_heads", None) or student.num_attention_heads)
+        s_heads = int(student.num_attention_heads)
+        s_kv = int(getattr(student, "num_key_value_heads", None) or s_heads)
         if s_heads % s_kv:
             raise ValueError(
                 f"the student's {s_heads} attention heads do not divide into its {s_kv} KV groups "

@@ -63,7 +63,8 @@ class LMStudyConfig:
     def student_overrides(self) -> Dict[str, int]:
         """Half width: hidden size, heads, KV groups and MLP width halved; depth and head_dim kept."""
         t = self.teacher
-        return {k: t[k] // 2 for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")}
+        keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
+        return {k: t[k] // 2 for k in keys}
 
 
 def _split_of(rel: str) -> str:
@@ -88,7 +89,8 @@ def load_corpus(cfg: LMStudyConfig, root: Optional[Path] = None) -> Dict[str, to
         data = path.read_bytes()
         parts[split].append(data)
         sizes[split] += len(data)
-    return {k: torch.frombuffer(bytearray(b"".join(v)[: cfg.max_bytes[k]]), dtype=torch.uint8).long() for k, v in parts.items()}
+    return {k: torch.frombuffer(bytearray(b"".join(v)[: cfg.max_bytes[k]]), dtype=torch.uint8).long()
+            for k, v in parts.items()}
 
 
 def _batch(data: torch.Tensor, cfg: LMStudyConfig, gen: torch.Generator) -> torch.Tensor:
@@ -127,7 +129,8 @@ def _train(model, data: torch.Tensor, val: torch.Tensor, cfg: LMStudyConfig, ste
         sched.step()
         running.append(loss.detach().item())
         if step % cfg.eval_every == 0 or step == steps:
-            curve.append({"step": step, "train_loss": sum(running) / len(running), "val_loss": evaluate(model, val, cfg)})
+            train_loss = sum(running) / len(running)
+            curve.append({"step": step, "train_loss": train_loss, "val_loss": evaluate(model, val, cfg)})
             running = []
     return {"curve": curve, "seconds": time.perf_counter() - start}
 
@@ -286,13 +289,15 @@ def run_study(out: Path, cfg: Optional[LMStudyConfig] = None) -> Dict:
             init_dir = make_init(teacher, cfg, init, seed, out / "inits" / name)
             logs.append(train_student(init_dir, corpus, cfg, seed, out / "runs" / f"{name}.json", init))
     summary = report(logs, teacher, out)
-    summary.update(config=asdict(cfg), python=sys.version.split()[0], corpus_bytes={k: len(v) for k, v in corpus.items()})
+    summary.update(config=asdict(cfg), python=sys.version.split()[0],
+                   corpus_bytes={k: len(v) for k, v in corpus.items()})
     write_json(out / "study.json", summary)
     return summary
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Offline LM study: weight selection vs random init for a half-width student.")
+    parser = argparse.ArgumentParser(
+        description="Offline LM study: weight selection vs random init for a half-width student.")
     parser.add_argument("out", help="output folder (finished steps are reused)")
     parser.add_argument("--teacher-steps", type=int, default=None)
     parser.add_argument("--student-steps", type=int, default=None)

@@ -65,9 +65,8 @@ class HFSelectionResult:
             try:
                 save_state_dict(self.state_dict, tmp / WEIGHTS, metadata={"format": "pt"})
                 self.config.save_pretrained(tmp)
-                extra = [self.teacher_folder / "generation_config.json"] if self.teacher_folder else []
                 copied = []
-                for src in [p for p in extra if p.is_file()] + (tokenizer_files(self.teacher_folder) if self.teacher_folder else []):
+                for src in self._teacher_files():
                     shutil.copyfile(src, tmp / src.name)
                     copied.append(src.name)
                 write_json(tmp / MANIFEST, {**self.manifest, "copied_files": copied})
@@ -76,6 +75,14 @@ class HFSelectionResult:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
         return out
+
+
+    def _teacher_files(self) -> List[Path]:
+        """The teacher's generation config and tokenizer files (copied beside the weights)."""
+        if self.teacher_folder is None:
+            return []
+        generation = self.teacher_folder / "generation_config.json"
+        return ([generation] if generation.is_file() else []) + tokenizer_files(self.teacher_folder)
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
@@ -118,7 +125,10 @@ class _Entry:
     dims: Tuple[Optional[str], ...]
 
 
-def _plan(fam: HFFamily, lmap: LayerMap, t_shapes: Mapping[str, Tuple[int, ...]], s_shapes: Mapping[str, Tuple[int, ...]],
+Shapes = Mapping[str, Tuple[int, ...]]
+
+
+def _plan(fam: HFFamily, lmap: LayerMap, t_shapes: Shapes, s_shapes: Shapes,
           t_sizes: Mapping[str, int], s_sizes: Mapping[str, int]) -> Tuple[List[_Entry], Dict[str, Tuple[int, int]]]:
     """Every student tensor's teacher tensor and axes, with each axis's (teacher, student) size;
     product dimensions are checked against both shapes."""
@@ -128,20 +138,22 @@ def _plan(fam: HFFamily, lmap: LayerMap, t_shapes: Mapping[str, Tuple[int, ...]]
         t_key = lmap.teacher_key(key)
         dims = fam.family.dims(key, ctx)
         if dims is None:
-            raise ValueError(f"no {fam.family.name} rule for parameter '{key}': this variant of the architecture is not supported")
+            raise ValueError(f"no {fam.family.name} rule for parameter '{key}': "
+                             "this variant of the architecture is not supported")
         if t_key not in t_shapes:
             missing.append(t_key)
             continue
         t_shape = tuple(t_shapes[t_key])
         if len(dims) != len(t_shape) or len(dims) != len(s_shape):
-            raise ValueError(f"'{key}' has shapes {t_shape} (teacher) and {s_shape} (student), not the axes {dims_text(dims)}")
+            raise ValueError(f"'{key}' has shapes {t_shape} (teacher) and {s_shape} (student), "
+                             f"not the axes {dims_text(dims)}")
         for d, dim in enumerate(dims):
             want_t = t_shape[d] if dim is None else product_size(dim, t_sizes)
             want_s = t_shape[d] if dim is None else product_size(dim, s_sizes)
             if (t_shape[d], s_shape[d]) != (want_t, want_s):
                 raise ValueError(
-                    f"'{key}' dimension {d} is {t_shape[d]} in the teacher and {s_shape[d]} in the student, but its axes "
-                    f"{dims_text(dims)} give {want_t} and {want_s}: the weights do not match the config"
+                    f"'{key}' dimension {d} is {t_shape[d]} in the teacher and {s_shape[d]} in the student, "
+                    f"but its axes {dims_text(dims)} give {want_t} and {want_s}: the weights do not match the config"
                 )
             for f in factors(dim):
                 if isinstance(f, str):
@@ -162,7 +174,8 @@ def _product_indices(dim: str, t_sizes: Mapping[str, int], axis_indices: Mapping
     return idx
 
 
-def _rotary_note(fam: HFFamily, axes: Mapping[str, Tuple[int, int]], axis_indices, teacher, student) -> Optional[Dict[str, Any]]:
+def _rotary_note(fam: HFFamily, axes: Mapping[str, Tuple[int, int]], axis_indices, teacher,
+                 student) -> Optional[Dict[str, Any]]:
     """Whether the selected rotary pairs keep the student's frequencies: pair ``p`` of the teacher
     turns at ``theta^(-2p/d_t)``, pair ``j`` of the student at ``theta^(-2j/d_s)``."""
     if not fam.rotary or "rope_pairs" not in axes or axes["rope_pairs"][0] == axes["rope_pairs"][1]:
@@ -171,8 +184,10 @@ def _rotary_note(fam: HFFamily, axes: Mapping[str, Tuple[int, int]], axis_indice
     chosen = axis_indices["rope_pairs"].tolist()
     same = all(p * s_pairs == j * t_pairs for j, p in enumerate(chosen))
     if not same:
-        log.warning("the selected rotary pairs turn at other frequencies than the student's (pairs %s of %d)", chosen, t_pairs)
-    return {"pairs": chosen, "frequencies_match": same, "teacher_rope": rope_parameters(teacher), "student_rope": rope_parameters(student)}
+        log.warning("the selected rotary pairs turn at other frequencies than the student's (pairs %s of %d)",
+                    chosen, t_pairs)
+    return {"pairs": chosen, "frequencies_match": same, "teacher_rope": rope_parameters(teacher),
+            "student_rope": rope_parameters(student)}
 
 
 def select(teacher: Any, student: Any = None, method: str = "uniform", layers: str = "first", seed: int = 0,
@@ -201,7 +216,8 @@ def select(teacher: Any, student: Any = None, method: str = "uniform", layers: s
         source.close()
 
 
-def _select(source: HFTeacher, student, method, layers, seed, overrides, select_head_dim, allow_rope_change) -> HFSelectionResult:
+def _select(source: HFTeacher, student, method, layers, seed, overrides, select_head_dim,
+            allow_rope_change) -> HFSelectionResult:
     t_cfg = source.config
     s_cfg, s_spec, s_folder = student_config(t_cfg, student, overrides, layers)
     fam = check_pair(t_cfg, s_cfg, source.folder, s_folder, select_head_dim, allow_rope_change)

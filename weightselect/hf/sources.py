@@ -83,7 +83,8 @@ def resolve_hf_folder(teacher: str | os.PathLike) -> tuple[Path, Optional[Dict[s
     path = Path(teacher)
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise WeightsFileError(f"{path} has no config.json: a transformers teacher is a folder written by save_pretrained")
+            raise WeightsFileError(f"{path} has no config.json: a transformers teacher is a folder "
+                                   "written by save_pretrained")
         return path, None
     text = os.fspath(teacher)
     if not _HUB_ID.match(text):
@@ -139,7 +140,8 @@ def _open_sharded(folder: Path) -> tuple[TensorSource, Dict[str, str]]:
         for src in shards.values():
             src.close()
 
-    source = TensorSource(shapes, lambda key: shards[weight_map[key]].get(key), f"{folder} ({len(shards)} shards)", close)
+    source = TensorSource(shapes, lambda key: shards[weight_map[key]].get(key),
+                          f"{folder} ({len(shards)} shards)", close)
     return source, {name: sha256_file(folder / name) for name in shards}
 
 
