@@ -90,3 +90,51 @@ def test_bert_masked_lm_head_stays_tied(tmp_path):
     model = load_strict(out, "AutoModelForMaskedLM")
     assert model.cls.predictions.decoder.weight.data_ptr() == model.bert.embeddings.word_embeddings.weight.data_ptr()
     assert model.cls.predictions.decoder.weight.shape == (64, 16)
+
+
+VIT = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48, image_size=16,
+           patch_size=4, num_labels=5)
+
+
+def test_hf_vit_heads_classifier_and_depth(tmp_path):
+    """transformers 5 saves ViT under its older names (encoder.layer.N.attention.attention.query);
+    they are read under the model's names (layers.N.attention.q_proj), as from_pretrained does."""
+    import transformers
+
+    torch.manual_seed(0)
+    teacher = transformers.ViTForImageClassification(transformers.ViTConfig(**VIT)).eval()
+    teacher.save_pretrained(tmp_path / "t")
+    result = wh.select(tmp_path / "t", "hidden_size=16,num_attention_heads=2,intermediate_size=24")
+    s = state(load_strict(result.save(tmp_path / "s"), "AutoModelForImageClassification"))
+    t = state(teacher)
+    hidden, heads = torch.arange(16) * 2, head_rows([0, 2], 8)
+    key = "vit.layers.1.attention.k_proj"
+    assert torch.equal(s[f"{key}.weight"], t[f"{key}.weight"][heads][:, hidden])
+    assert torch.equal(s["vit.embeddings.patch_embeddings.projection.weight"],
+                       t["vit.embeddings.patch_embeddings.projection.weight"][hidden])
+    assert torch.equal(s["classifier.weight"], t["classifier.weight"][:, hidden])  # 5 classes kept
+    student = load_strict(wh.select(tmp_path / "t", "num_hidden_layers=2", layers="uniform").save(tmp_path / "d"),
+                          "AutoModelForImageClassification")
+    teacher.vit.layers = torch.nn.ModuleList([teacher.vit.layers[i] for i in layer_indices("uniform", 3, 2)])
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(student(pixels).logits, teacher(pixels).logits, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="num_labels is 3, the teacher's 5"):
+        wh.select(tmp_path / "t", {"num_labels": 3, "id2label": {0: "a", 1: "b", 2: "c"}})
+
+
+def test_older_bert_checkpoint_names_are_read(bert_dir, tmp_path):
+    """LayerNorm 'gamma'/'beta' of older BERT checkpoints are renamed as from_pretrained renames them."""
+    from safetensors.torch import load_file, save_file
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text((bert_dir / "config.json").read_text())
+    tensors = load_file(bert_dir / "model.safetensors")
+    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+               for k, v in tensors.items()}
+    assert any(k.endswith("gamma") for k in renamed)
+    save_file(renamed, old / "model.safetensors", metadata={"format": "pt"})
+    a = wh.select(old, "hidden_size=16,num_attention_heads=2").state_dict
+    b = wh.select(bert_dir, "hidden_size=16,num_attention_heads=2").state_dict
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,4 +1,4 @@
-"""Weight selection for Hugging Face ``transformers`` models (Llama/Mistral/Qwen2, GPT-2, BERT).
+"""Weight selection for Hugging Face ``transformers`` models (Llama/Mistral/Qwen2, GPT-2, BERT, ViT).
 
 ``weightselect.hf.select(teacher, student, method=..., layers=..., seed=...)`` mirrors
 :func:`weightselect.select` for timm models; the result's ``save(folder)`` writes a folder that

@@ -60,7 +60,8 @@ def parse_overrides(text: str) -> Dict[str, Any]:
 def _apply_overrides(config: Any, overrides: Mapping[str, Any], teacher: Any) -> None:
     known = set(teacher.to_dict()) | set(getattr(teacher, "attribute_map", {}) or {})
     for key, value in overrides.items():
-        if key not in known:
+        is_property = hasattr(teacher, key) and not callable(getattr(teacher, key))  # e.g. num_labels
+        if key not in known and not is_property:
             close = difflib.get_close_matches(key, sorted(known), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"'{key}' is not a field of the teacher's {teacher.model_type} config{hint}")

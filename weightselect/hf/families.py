@@ -196,10 +196,54 @@ def _bert_fixed(c: Any) -> Dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------------------------
+# HF ViT (ViTModel, ViTForImageClassification), parameter names of transformers 5 (older checkpoint
+# names are renamed on reading, as from_pretrained does: weightselect.hf.sources.checkpoint_names).
+VATT = "{L}.heads*head_dim"
+VIT = Family(
+    name="hf_vit",
+    signature=(),
+    layer_pattern=r"^(?P<group>(?:vit\.)?layers)\.(?P<index>\d+)\.",
+    rules=[
+        (r"(vit\.)?embeddings\.(cls_token|mask_token|position_embeddings)", (None, None, H)),
+        (r"(vit\.)?embeddings\.patch_embeddings\.projection\.weight", (H, None, None, None)),
+        (r"(vit\.)?embeddings\.patch_embeddings\.projection\.bias", (H,)),
+        (r"(vit\.)?layernorm\.(weight|bias)", (H,)),
+        (r"{L}\.layernorm_(before|after)\.(weight|bias)", (H,)),
+        (r"{L}\.attention\.[qkv]_proj\.weight", (VATT, H)),
+        (r"{L}\.attention\.[qkv]_proj\.bias", (VATT,)),
+        (r"{L}\.attention\.o_proj\.weight", (H, VATT)),
+        (r"{L}\.attention\.o_proj\.bias", (H,)),
+        (r"{L}\.mlp\.fc1\.weight", ("{L}.mlp_hidden", H)),
+        (r"{L}\.mlp\.fc1\.bias", ("{L}.mlp_hidden",)),
+        (r"{L}\.mlp\.fc2\.weight", (H, "{L}.mlp_hidden")),
+        (r"{L}\.mlp\.fc2\.bias", (H,)),
+        (r"(vit\.)?pooler\.dense\.weight", ("pooler", H)),
+        (r"(vit\.)?pooler\.dense\.bias", ("pooler",)),
+        (r"classifier\.weight", (None, H)),
+        (r"classifier\.bias", (None,)),
+    ],
+    components={"attention": r"\.attention\.", "mlp": r"\.mlp\.", "norm": r"layernorm"},
+    embedding_axes=H,
+)
+
+
+def _vit_sizes(c: Any) -> Dict[str, int]:
+    h = int(c.hidden_size)
+    return {H: h, "heads": int(c.num_attention_heads), "head_dim": head_dim_of(c),
+            "mlp_hidden": int(c.intermediate_size), "pooler": int(getattr(c, "pooler_output_size", None) or h)}
+
+
+def _vit_fixed(c: Any) -> Dict[str, Any]:
+    return {"image_size": c.image_size, "patch_size": c.patch_size, "num_channels": c.num_channels,
+            "num_labels": c.num_labels}
+
+
 HF_FAMILIES: Tuple[HFFamily, ...] = (
     HFFamily(LLAMA, ("llama", "mistral", "qwen2"), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(GPT2, ("gpt2",), _gpt2_sizes, _gpt2_fixed),
     HFFamily(BERT, ("bert",), _bert_sizes, _bert_fixed),
+    HFFamily(VIT, ("vit",), _vit_sizes, _vit_fixed),
 )
 SUPPORTED_MODEL_TYPES: Tuple[str, ...] = tuple(t for f in HF_FAMILIES for t in f.model_types)
 
@@ -213,7 +257,7 @@ def family_for(config: Any) -> HFFamily:
             return fam
     raise ValueError(
         f"unsupported transformers architecture '{model_type}'; weight selection supports the model "
-        f"types {', '.join(SUPPORTED_MODEL_TYPES)} (Llama-style GQA + RoPE, GPT-2, BERT)"
+        f"types {', '.join(SUPPORTED_MODEL_TYPES)} (Llama-style GQA + RoPE, GPT-2, BERT, ViT)"
     )
 
 

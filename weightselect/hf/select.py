@@ -28,7 +28,7 @@ import torch
 from weightselect import __version__
 from weightselect.hf.config import check_pair, student_config
 from weightselect.hf.families import HFFamily, axis_sizes, base_axis, dims_text, factors, product_size, rope_parameters
-from weightselect.hf.sources import HFTeacher, open_hf_teacher, tokenizer_files
+from weightselect.hf.sources import HFTeacher, checkpoint_names, open_hf_teacher, tokenizer_files
 from weightselect.io import exclusive_lock, save_state_dict, write_json
 from weightselect.selection.elements import CONSISTENT_METHODS, select_indices, take
 from weightselect.selection.layers import LAYER_METHODS, LayerMap, build_layer_map
@@ -222,7 +222,8 @@ def _select(source: HFTeacher, student, method, layers, seed, overrides, select_
     s_cfg, s_spec, s_folder = student_config(t_cfg, student, overrides, layers)
     fam = check_pair(t_cfg, s_cfg, source.folder, s_folder, select_head_dim, allow_rope_change)
     s_shapes, aliases = _student_keys(build_meta_model(s_cfg))
-    t_shapes = source.tensors.shapes
+    names = checkpoint_names(source.tensors.keys(), build_meta_model(t_cfg))  # model name -> stored name
+    t_shapes = {name: source.tensors.shape(stored) for name, stored in names.items()}
     lmap = build_layer_map(t_shapes.keys(), s_shapes.keys(), fam.family.layer_re, layers)
     t_sizes, s_sizes = axis_sizes(t_cfg), axis_sizes(s_cfg)
     entries, axes = _plan(fam, lmap, t_shapes, s_shapes, t_sizes, s_sizes)
@@ -231,7 +232,7 @@ def _select(source: HFTeacher, student, method, layers, seed, overrides, select_
     log.info("%d axes: %s", len(axes), ", ".join(f"{a} {t}->{s}" for a, (t, s) in list(axes.items())[:12]))
     state: Dict[str, torch.Tensor] = {}
     for entry in entries:
-        t_tensor = source.tensors.get(entry.teacher_key)
+        t_tensor = source.tensors.get(names[entry.teacher_key])
         idx = [None if d is None else _product_indices(d, t_sizes, axis_indices) for d in entry.dims]
         state[entry.key] = take(t_tensor, idx).contiguous()
         del t_tensor

@@ -30,6 +30,7 @@ __all__ = [
     "TOKENIZER_FILES",
     "tokenizer_files",
     "SAFE_INDEX",
+    "checkpoint_names",
 ]
 
 SAFE_SINGLE = "model.safetensors"
@@ -180,3 +181,33 @@ def open_hf_teacher(teacher: str | os.PathLike) -> HFTeacher:
     if hub:
         desc.update(hub)
     return HFTeacher(folder, config, tensors, desc)
+
+
+def checkpoint_names(checkpoint_keys, model) -> Dict[str, str]:
+    """``{model parameter name: checkpoint tensor name}`` for a teacher's tensors, renamed the way
+    ``from_pretrained`` renames them (transformers 5's conversion mapping: older checkpoints' LayerNorm
+    ``gamma``/``beta``, ViT's ``encoder.layer.N.attention.attention.query`` ->
+    ``layers.N.attention.q_proj``, base-model prefixes). Without that mapping (transformers 4) names are
+    kept. Raises ValueError for a tensor that needs one of transformers' weight conversions (tensors
+    merged or split on load), which streamed selection does not apply."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
+    except ImportError:
+        return {k: k for k in checkpoint_keys}
+    mapping = get_model_conversion_mapping(model)  # fresh objects: some renamings keep state
+    renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
+    converters = [m for m in mapping if isinstance(m, WeightConverter)]
+    meta = model.state_dict()
+    out: Dict[str, str] = {}
+    for key in sorted(checkpoint_keys, key=dot_natural_key):  # the order from_pretrained uses
+        name, converted = rename_source_key(key, renamings, converters, model.base_model_prefix, meta)
+        if name not in meta and key in meta:
+            name, converted = key, None
+        if converted is not None:
+            raise ValueError(
+                f"the teacher's tensor '{key}' is converted by transformers when loaded ({converted}); streamed "
+                "selection reads tensors as stored: save the teacher again with this transformers version"
+            )
+        out[name] = key
+    return out
