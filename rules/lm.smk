@@ -10,16 +10,22 @@ LM_INITS = ["selection", "random"]
 
 
 rule lm_all:
+    """The LM study's table and figure."""
     input:
         "results/lm/table.csv",
         "results/lm/curves.png",
 
 
 rule lm_teacher:
+    """Pretrain the byte-level teacher on the standard library's sources."""
     output:
         directory("results/lm/teacher"),
     log:
-        "logs/lm/teacher.log",
+        "results/logs/lm/teacher.log",
+    benchmark:
+        "results/benchmarks/lm/teacher.tsv"
+    conda:
+        "../envs/weightselect.yaml"
     threads: 1
     params:
         study=LM_STUDY,
@@ -28,15 +34,18 @@ rule lm_teacher:
 
 
 rule lm_init:
+    """The half-width student's starting weights: weight selection or random init."""
     input:
         "results/lm/teacher",
     output:
         directory("results/lm/inits/{init}_seed{seed}"),
     log:
-        "logs/lm/inits/{init}_seed{seed}.log",
+        "results/logs/lm/inits/{init}_seed{seed}.log",
     wildcard_constraints:
         init="selection|random",
         seed=r"\d+",
+    conda:
+        "../envs/weightselect.yaml"
     threads: 1
     params:
         study=LM_STUDY,
@@ -45,15 +54,20 @@ rule lm_init:
 
 
 rule lm_train:
+    """Train one student on the held-out text: its loss curve and validation perplexity."""
     input:
         "results/lm/inits/{init}_seed{seed}",
     output:
         "results/lm/runs/{init}_seed{seed}.json",
     log:
-        "logs/lm/runs/{init}_seed{seed}.log",
+        "results/logs/lm/runs/{init}_seed{seed}.log",
+    benchmark:
+        "results/benchmarks/lm/runs/{init}_seed{seed}.tsv"
     wildcard_constraints:
         init="selection|random",
         seed=r"\d+",
+    conda:
+        "../envs/weightselect.yaml"
     threads: 1
     params:
         study=LM_STUDY,
@@ -62,6 +76,7 @@ rule lm_train:
 
 
 rule lm_report:
+    """Perplexity table over seeds and the loss-curve figure."""
     input:
         teacher="results/lm/teacher",
         runs=expand(
@@ -72,6 +87,8 @@ rule lm_report:
         markdown="results/lm/table.md",
         figure=report("results/lm/curves.png", category="LM study"),
     log:
-        "logs/lm/report.log",
+        "results/logs/lm/report.log",
+    conda:
+        "../envs/weightselect.yaml"
     script:
         "../workflow_scripts/lm_report.py"
