@@ -40,6 +40,10 @@ def _check_output(path: Path, force: bool) -> None:
 
 
 def run_select(args: argparse.Namespace) -> int:
+    from weightselect.hf.cli import is_hf_teacher, run_hf_select
+
+    if is_hf_teacher(args.teacher):  # a transformers folder or hub id: weightselect.hf
+        return run_hf_select(args)
     out = Path(args.output)
     _check_output(out, args.force)
     with exclusive_lock(out, what="select"):  # a second writer of the same output fails at once
@@ -122,6 +126,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output .safetensors (manifest written beside it)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("-v", "--verbose", action="store_true", help="log the layer map and axes")
+    from weightselect.hf.cli import add_select_arguments
+
+    add_select_arguments(p)
     p.set_defaults(func=_logged(run_select))
 
     b = subparsers.add_parser(

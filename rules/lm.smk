@@ -1,0 +1,94 @@
+# The offline LM study of weight selection for transformers models (weightselect.hf.lm_study):
+# a byte-level Llama teacher on the standard library's sources, a half-width student from weight
+# selection vs random init, the same budget, over seeds. Not a default target:
+#   snakemake --cores 2 lm_all
+# Optional config key `lm`: LMStudyConfig fields (teacher_steps, student_steps, seeds, ...).
+
+LM_STUDY = dict(config.get("lm", {}))
+LM_SEEDS = [int(s) for s in LM_STUDY.get("seeds", [0, 1, 2])]
+LM_INITS = ["selection", "random"]
+
+
+rule lm_all:
+    """The LM study's table and figure."""
+    input:
+        "results/lm/table.csv",
+        "results/lm/curves.png",
+
+
+rule lm_teacher:
+    """Pretrain the byte-level teacher on the standard library's sources."""
+    output:
+        directory("results/lm/teacher"),
+    log:
+        "results/logs/lm/teacher.log",
+    benchmark:
+        "results/benchmarks/lm/teacher.tsv"
+    conda:
+        "../envs/weightselect.yaml"
+    threads: 1
+    params:
+        study=LM_STUDY,
+    script:
+        "../workflow_scripts/lm_teacher.py"
+
+
+rule lm_init:
+    """The half-width student's starting weights: weight selection or random init."""
+    input:
+        "results/lm/teacher",
+    output:
+        directory("results/lm/inits/{init}_seed{seed}"),
+    log:
+        "results/logs/lm/inits/{init}_seed{seed}.log",
+    wildcard_constraints:
+        init="selection|random",
+        seed=r"\d+",
+    conda:
+        "../envs/weightselect.yaml"
+    threads: 1
+    params:
+        study=LM_STUDY,
+    script:
+        "../workflow_scripts/lm_init.py"
+
+
+rule lm_train:
+    """Train one student on the held-out text: its loss curve and validation perplexity."""
+    input:
+        "results/lm/inits/{init}_seed{seed}",
+    output:
+        "results/lm/runs/{init}_seed{seed}.json",
+    log:
+        "results/logs/lm/runs/{init}_seed{seed}.log",
+    benchmark:
+        "results/benchmarks/lm/runs/{init}_seed{seed}.tsv"
+    wildcard_constraints:
+        init="selection|random",
+        seed=r"\d+",
+    conda:
+        "../envs/weightselect.yaml"
+    threads: 1
+    params:
+        study=LM_STUDY,
+    script:
+        "../workflow_scripts/lm_train.py"
+
+
+rule lm_report:
+    """Perplexity table over seeds and the loss-curve figure."""
+    input:
+        teacher="results/lm/teacher",
+        runs=expand(
+            "results/lm/runs/{init}_seed{seed}.json", init=LM_INITS, seed=LM_SEEDS
+        ),
+    output:
+        table="results/lm/table.csv",
+        markdown="results/lm/table.md",
+        figure=report("results/lm/curves.png", category="LM study"),
+    log:
+        "results/logs/lm/report.log",
+    conda:
+        "../envs/weightselect.yaml"
+    script:
+        "../workflow_scripts/lm_report.py"

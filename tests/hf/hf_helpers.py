@@ -1,0 +1,59 @@
+"""Plain helpers for the transformers tests: tiny configs, teachers saved with save_pretrained,
+loading a student folder strictly, and head index arithmetic written out by hand."""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import torch
+
+LLAMA = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=8,
+             num_key_value_heads=2, head_dim=8, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+             max_position_embeddings=64)
+GPT2 = dict(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=32, bos_token_id=1, eos_token_id=2)
+BERT = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+            max_position_embeddings=32, pad_token_id=0)
+
+
+def build(kind: str, cfg: dict, seed: int | None = None):
+    """A randomly initialized model (``llama``/``gpt2`` causal LM, ``bert`` BertModel); the seed is
+    stable across processes."""
+    import transformers
+
+    config_cls, model_cls = {
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+        "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel),
+        "bert": (transformers.BertConfig, transformers.BertModel),
+        "bert_mlm": (transformers.BertConfig, transformers.BertForMaskedLM),
+    }[kind]
+    torch.manual_seed(zlib.crc32(kind.encode()) if seed is None else seed)
+    model = model_cls(config_cls(**cfg)).eval()
+    with torch.no_grad():  # HF zero-inits biases and sets norms to one: make every tensor informative
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def save_teacher(kind: str, cfg: dict, folder: Path, **save_kwargs) -> Path:
+    build(kind, cfg).save_pretrained(folder, **save_kwargs)
+    return Path(folder)
+
+
+def load_strict(folder: Path, auto: str = "AutoModelForCausalLM"):
+    """``from_pretrained`` of a student folder, asserting no missing/unexpected/mismatched names."""
+    import transformers
+
+    model, info = getattr(transformers, auto).from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    return model.eval()
+
+
+def head_rows(heads, head_dim: int, pairs=None) -> torch.Tensor:
+    """Rows of a (heads * head_dim) dimension for whole ``heads``; ``pairs`` (rotary pair indices)
+    keeps dimensions ``p`` and ``p + head_dim / 2`` of each head."""
+    dims = list(range(head_dim)) if pairs is None else [p for p in pairs] + [p + head_dim // 2 for p in pairs]
+    return torch.tensor([h * head_dim + d for h in heads for d in dims], dtype=torch.long)
+
+
+def state(model) -> dict:
+    return {k: v.detach() for k, v in model.state_dict().items()}

@@ -1,0 +1,51 @@
+"""``weightselect select`` for transformers teachers (a model folder or a hub id).
+
+The ``select`` subcommand (:mod:`weightselect.selection.cli`) hands over to :func:`run_hf_select`
+when ``--teacher`` is a transformers teacher (:func:`~weightselect.hf.sources.is_hf_teacher`); the
+student is then ``--student`` overrides of the teacher's config (``hidden_size=256,num_hidden_layers=4``)
+or a ``config.json``, and ``-o`` an output folder.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from weightselect.hf.sources import is_hf_teacher
+
+__all__ = ["add_select_arguments", "run_hf_select", "is_hf_teacher"]
+
+
+def add_select_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that only transformers teachers take."""
+    g = parser.add_argument_group("transformers teachers (--teacher FOLDER or org/name)")
+    g.add_argument("--select-head-dim", action="store_true",
+                   help="allow a student head dimension other than the teacher's (whole rotary pairs)")
+    g.add_argument("--allow-rope-change", action="store_true",
+                   help="allow a student rotary base or scaling other than the teacher's")
+
+
+def run_hf_select(args: argparse.Namespace) -> int:
+    """Run weight selection for a transformers teacher and write the student's folder."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise RuntimeError("transformers teachers need the 'hf' extra: pip install 'weightselect[hf]'") from None
+    from weightselect.hf.select import MANIFEST, select
+
+    if getattr(args, "exclude", None) or getattr(args, "teacher_kwargs", None):
+        raise ValueError("--exclude and --teacher-kwargs apply to timm models; a transformers student is a config")
+    out = Path(args.output)
+    if out.suffix == ".safetensors":
+        raise ValueError(f"for a transformers teacher the output is a folder: name it '{out.with_suffix('')}'")
+    if out.exists() and not args.force:
+        raise ValueError(f"{out} already exists; pass --force to replace it")
+    result = select(
+        args.teacher, args.student, method=args.method, layers=args.layers, seed=args.seed,
+        overrides=args.student_kwargs, select_head_dim=args.select_head_dim,
+        allow_rope_change=args.allow_rope_change,
+    )
+    result.save(out, force=args.force)
+    m = result.manifest
+    print(f"wrote {out} ({m['family']} family, {len(result.state_dict)} tensors, "
+          f"{len(m['layer_map'])} layers; manifest {out / MANIFEST})")
+    return 0

@@ -1,0 +1,289 @@
+"""Hugging Face ``transformers`` families: named axes of every tensor dimension, from the config.
+
+The same design as the timm families (:mod:`weightselect.selection.families`): one
+:class:`~weightselect.selection.families.Family` per architecture declares its layer naming and, per
+parameter-name pattern, the axis of each dimension. Transformers models add one thing: a dimension
+is often a *product* of axes laid out row-major, written ``"a*b*c"``. ``q_proj``'s output is
+``kv_groups * q_per_kv * head_dim`` (HF's ``repeat_kv`` gives query head ``h`` the KV group
+``h // q_per_kv``), GPT-2's fused ``c_attn`` is ``3 * heads * head_dim``. A factor that is an integer
+is a fixed block count (q, k, v; the two halves of a rotary head), kept whole. Selecting a product
+dimension takes the Cartesian product of its factors' index sets, so whole heads and whole KV groups
+are chosen, and each chosen KV group keeps the query heads that read it.
+
+Axis sizes come from the config (:func:`axis_sizes`), and every dimension's product is checked
+against the tensor's shape. Vocabulary and positions are never selected (``None``).
+
+Rotary heads (Llama, Mistral, Qwen2): HF's ``rotate_half`` pairs dimension ``i`` of a head with
+``i + head_dim / 2``, so the head dimension is ``2 * rope_pairs``: selecting inside it selects whole
+rotary pairs, both halves alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from weightselect.selection.families import Family
+
+__all__ = [
+    "HFFamily",
+    "HF_FAMILIES",
+    "SUPPORTED_MODEL_TYPES",
+    "family_for",
+    "axis_sizes",
+    "factors",
+    "head_dim_of",
+    "rope_parameters",
+]
+
+H = "hidden"
+
+
+@dataclass(frozen=True)
+class HFFamily:
+    """A transformers architecture: the named-axes :class:`Family` plus how to read sizes from its
+    config. ``sizes(config) -> {base axis name: size}``; ``fixed(config) -> {what: value}`` lists
+    config values that select nothing and must be equal in teacher and student."""
+
+    family: Family
+    model_types: Tuple[str, ...]
+    sizes: Callable[[Any], Dict[str, int]]
+    fixed: Callable[[Any], Dict[str, Any]]
+    rotary: bool = False
+
+
+def head_dim_of(config: Any) -> int:
+    """``config.head_dim`` where the architecture has one, else ``hidden_size // num_attention_heads``."""
+    hd = getattr(config, "head_dim", None)
+    if hd:
+        return int(hd)
+    return int(config.hidden_size) // int(config.num_attention_heads)
+
+
+def rope_parameters(config: Any) -> Dict[str, Any]:
+    """The rotary settings of a config: transformers 5's ``rope_parameters``, or 4.x's
+    ``rope_theta`` and ``rope_scaling``; plus ``partial_rotary_factor``."""
+    params = getattr(config, "rope_parameters", None)
+    if params:
+        out = dict(params)
+    else:
+        out = {"rope_theta": getattr(config, "rope_theta", None)}
+        out.update(dict(getattr(config, "rope_scaling", None) or {}))
+    out.setdefault("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0) or 1.0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Llama (and the GQA + RoPE models with its layout: Mistral, Qwen2). Linear weights are (out, in).
+HEADS_Q = "{L}.kv_groups*{L}.q_per_kv*2*rope_pairs"
+HEADS_KV = "{L}.kv_groups*2*rope_pairs"
+LLAMA = Family(
+    name="llama",
+    signature=(),
+    layer_pattern=r"^(?P<group>(?:model\.)?layers)\.(?P<index>\d+)\.",
+    rules=[
+        (r"(model\.)?embed_tokens\.weight", (None, H)),
+        (r"lm_head\.weight", (None, H)),
+        (r"(model\.)?norm\.weight", (H,)),
+        (r"{L}\.(input_layernorm|post_attention_layernorm)\.weight", (H,)),
+        (r"{L}\.self_attn\.q_proj\.weight", (HEADS_Q, H)),
+        (r"{L}\.self_attn\.q_proj\.bias", (HEADS_Q,)),
+        (r"{L}\.self_attn\.[kv]_proj\.weight", (HEADS_KV, H)),
+        (r"{L}\.self_attn\.[kv]_proj\.bias", (HEADS_KV,)),
+        (r"{L}\.self_attn\.[qk]_norm\.weight", ("2*rope_pairs",)),  # per head dimension (Qwen3-style)
+        (r"{L}\.self_attn\.o_proj\.weight", (H, HEADS_Q)),
+        (r"{L}\.self_attn\.o_proj\.bias", (H,)),
+        (r"{L}\.mlp\.(gate_proj|up_proj)\.weight", ("{L}.mlp_hidden", H)),
+        (r"{L}\.mlp\.(gate_proj|up_proj)\.bias", ("{L}.mlp_hidden",)),
+        (r"{L}\.mlp\.down_proj\.weight", (H, "{L}.mlp_hidden")),
+        (r"{L}\.mlp\.down_proj\.bias", (H,)),
+    ],
+    components={"attention": r"\.self_attn\.", "mlp": r"\.mlp\.", "norm": r"norm\."},
+    embedding_axes=H,
+)
+
+
+def _llama_sizes(c: Any) -> Dict[str, int]:
+    heads, kv = int(c.num_attention_heads), int(getattr(c, "num_key_value_heads", None) or c.num_attention_heads)
+    hd = head_dim_of(c)
+    return {
+        H: int(c.hidden_size), "kv_groups": kv, "q_per_kv": heads // kv if heads % kv == 0 else -1,
+        "rope_pairs": hd // 2, "mlp_hidden": int(c.intermediate_size),
+    }
+
+
+def _llama_fixed(c: Any) -> Dict[str, Any]:
+    return {"vocab_size": c.vocab_size}
+
+
+# --------------------------------------------------------------------------------------------
+# GPT-2: Conv1D weights are (in, out); c_attn's output is q, k and v, each heads * head_dim.
+ATT = "{L}.heads*head_dim"
+GPT2 = Family(
+    name="gpt2",
+    signature=(),
+    layer_pattern=r"^(?P<group>(?:transformer\.)?h)\.(?P<index>\d+)\.",
+    rules=[
+        (r"(transformer\.)?(wte|wpe)\.weight", (None, H)),
+        (r"lm_head\.weight", (None, H)),
+        (r"(transformer\.)?ln_f\.(weight|bias)", (H,)),
+        (r"{L}\.ln_[12]\.(weight|bias)", (H,)),
+        (r"{L}\.attn\.c_attn\.weight", (H, "3*" + ATT)),
+        (r"{L}\.attn\.c_attn\.bias", ("3*" + ATT,)),
+        (r"{L}\.attn\.c_proj\.weight", (ATT, H)),
+        (r"{L}\.attn\.c_proj\.bias", (H,)),
+        (r"{L}\.mlp\.c_fc\.weight", (H, "{L}.mlp_hidden")),
+        (r"{L}\.mlp\.c_fc\.bias", ("{L}.mlp_hidden",)),
+        (r"{L}\.mlp\.c_proj\.weight", ("{L}.mlp_hidden", H)),
+        (r"{L}\.mlp\.c_proj\.bias", (H,)),
+    ],
+    components={"attention": r"\.attn\.", "mlp": r"\.mlp\.", "norm": r"(^|\.)ln_"},
+    embedding_axes=H,
+)
+
+
+def _gpt2_sizes(c: Any) -> Dict[str, int]:
+    return {
+        H: int(c.n_embd), "heads": int(c.n_head), "head_dim": head_dim_of(c),
+        "mlp_hidden": int(getattr(c, "n_inner", None) or 4 * c.n_embd),
+    }
+
+
+def _gpt2_fixed(c: Any) -> Dict[str, Any]:
+    return {"vocab_size": c.vocab_size, "n_positions": c.n_positions}
+
+
+# --------------------------------------------------------------------------------------------
+# BERT (BertModel, BertFor* with the 'bert.' prefix, the masked-LM head).
+BATT = "{L}.heads*head_dim"
+BERT = Family(
+    name="bert",
+    signature=(),
+    layer_pattern=r"^(?P<group>(?:bert\.)?encoder\.layer)\.(?P<index>\d+)\.",
+    rules=[
+        (r"(bert\.)?embeddings\.(word|position|token_type)_embeddings\.weight", (None, H)),
+        (r"(bert\.)?embeddings\.LayerNorm\.(weight|bias)", (H,)),
+        (r"{L}\.attention\.self\.(query|key|value)\.weight", (BATT, H)),
+        (r"{L}\.attention\.self\.(query|key|value)\.bias", (BATT,)),
+        (r"{L}\.attention\.output\.dense\.weight", (H, BATT)),
+        (r"{L}\.(attention\.output|output)\.(dense\.bias|LayerNorm\.weight|LayerNorm\.bias)", (H,)),
+        (r"{L}\.intermediate\.dense\.weight", ("{L}.mlp_hidden", H)),
+        (r"{L}\.intermediate\.dense\.bias", ("{L}.mlp_hidden",)),
+        (r"{L}\.output\.dense\.weight", (H, "{L}.mlp_hidden")),
+        (r"(bert\.)?pooler\.dense\.weight", ("pooler", H)),
+        (r"(bert\.)?pooler\.dense\.bias", ("pooler",)),
+        (r"cls\.predictions\.transform\.dense\.weight", ("mlm_transform", H)),
+        (r"cls\.predictions\.transform\.(dense\.bias|LayerNorm\.weight|LayerNorm\.bias)", ("mlm_transform",)),
+        (r"cls\.predictions\.decoder\.weight", (None, "mlm_transform")),
+        (r"cls\.predictions\.(decoder\.)?bias", (None,)),
+    ],
+    components={"attention": r"\.attention\.", "mlp": r"\.(intermediate|output)\.dense", "norm": r"LayerNorm"},
+    embedding_axes=H,
+)
+
+
+def _bert_sizes(c: Any) -> Dict[str, int]:
+    h = int(c.hidden_size)
+    return {
+        H: h, "heads": int(c.num_attention_heads), "head_dim": head_dim_of(c),
+        "mlp_hidden": int(c.intermediate_size), "pooler": h, "mlm_transform": h,
+    }
+
+
+def _bert_fixed(c: Any) -> Dict[str, Any]:
+    return {
+        "vocab_size": c.vocab_size, "max_position_embeddings": c.max_position_embeddings,
+        "type_vocab_size": c.type_vocab_size,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# HF ViT (ViTModel, ViTForImageClassification), parameter names of transformers 5 (older checkpoint
+# names are renamed on reading, as from_pretrained does: weightselect.hf.sources.checkpoint_names).
+VATT = "{L}.heads*head_dim"
+VIT = Family(
+    name="hf_vit",
+    signature=(),
+    layer_pattern=r"^(?P<group>(?:vit\.)?layers)\.(?P<index>\d+)\.",
+    rules=[
+        (r"(vit\.)?embeddings\.(cls_token|mask_token|position_embeddings)", (None, None, H)),
+        (r"(vit\.)?embeddings\.patch_embeddings\.projection\.weight", (H, None, None, None)),
+        (r"(vit\.)?embeddings\.patch_embeddings\.projection\.bias", (H,)),
+        (r"(vit\.)?layernorm\.(weight|bias)", (H,)),
+        (r"{L}\.layernorm_(before|after)\.(weight|bias)", (H,)),
+        (r"{L}\.attention\.[qkv]_proj\.weight", (VATT, H)),
+        (r"{L}\.attention\.[qkv]_proj\.bias", (VATT,)),
+        (r"{L}\.attention\.o_proj\.weight", (H, VATT)),
+        (r"{L}\.attention\.o_proj\.bias", (H,)),
+        (r"{L}\.mlp\.fc1\.weight", ("{L}.mlp_hidden", H)),
+        (r"{L}\.mlp\.fc1\.bias", ("{L}.mlp_hidden",)),
+        (r"{L}\.mlp\.fc2\.weight", (H, "{L}.mlp_hidden")),
+        (r"{L}\.mlp\.fc2\.bias", (H,)),
+        (r"(vit\.)?pooler\.dense\.weight", ("pooler", H)),
+        (r"(vit\.)?pooler\.dense\.bias", ("pooler",)),
+        (r"classifier\.weight", (None, H)),
+        (r"classifier\.bias", (None,)),
+    ],
+    components={"attention": r"\.attention\.", "mlp": r"\.mlp\.", "norm": r"layernorm"},
+    embedding_axes=H,
+)
+
+
+def _vit_sizes(c: Any) -> Dict[str, int]:
+    h = int(c.hidden_size)
+    return {H: h, "heads": int(c.num_attention_heads), "head_dim": head_dim_of(c),
+            "mlp_hidden": int(c.intermediate_size), "pooler": int(getattr(c, "pooler_output_size", None) or h)}
+
+
+def _vit_fixed(c: Any) -> Dict[str, Any]:
+    return {"image_size": c.image_size, "patch_size": c.patch_size, "num_channels": c.num_channels,
+            "num_labels": c.num_labels}
+
+
+HF_FAMILIES: Tuple[HFFamily, ...] = (
+    HFFamily(LLAMA, ("llama", "mistral", "qwen2"), _llama_sizes, _llama_fixed, rotary=True),
+    HFFamily(GPT2, ("gpt2",), _gpt2_sizes, _gpt2_fixed),
+    HFFamily(BERT, ("bert",), _bert_sizes, _bert_fixed),
+    HFFamily(VIT, ("vit",), _vit_sizes, _vit_fixed),
+)
+SUPPORTED_MODEL_TYPES: Tuple[str, ...] = tuple(t for f in HF_FAMILIES for t in f.model_types)
+
+
+def family_for(config: Any) -> HFFamily:
+    """The family of a transformers config (by ``model_type``); an unsupported one is refused with
+    the list of supported model types."""
+    model_type = getattr(config, "model_type", None)
+    for fam in HF_FAMILIES:
+        if model_type in fam.model_types:
+            return fam
+    raise ValueError(
+        f"unsupported transformers architecture '{model_type}'; weight selection supports the model "
+        f"types {', '.join(SUPPORTED_MODEL_TYPES)} (Llama-style GQA + RoPE, GPT-2, BERT, ViT)"
+    )
+
+
+def axis_sizes(config: Any) -> Dict[str, int]:
+    """``{base axis name: size}`` of a config (``hidden``, ``kv_groups``, ``head_dim``, ...)."""
+    return family_for(config).sizes(config)
+
+
+def factors(dim: Optional[str]) -> List[object]:
+    """The factors of a formatted dimension: axis names (str) and fixed block counts (int)."""
+    if dim is None:
+        return []
+    return [int(f) if f.isdigit() else f for f in dim.split("*")]
+
+
+def base_axis(axis: str) -> str:
+    """``model.layers.3.kv_groups`` -> ``kv_groups``."""
+    return axis.rsplit(".", 1)[-1]
+
+
+def product_size(dim: str, sizes: Mapping[str, int]) -> int:
+    n = 1
+    for f in factors(dim):
+        n *= f if isinstance(f, int) else sizes[base_axis(f)]
+    return n
+
+
+def dims_text(dims: Sequence[Optional[str]]) -> str:
+    return "(" + ", ".join("-" if d is None else d for d in dims) + ")"

@@ -1,0 +1,317 @@
+"""An offline language-model study of weight selection at CPU scale (issue: transformers models).
+
+1. :func:`load_corpus`: the Python standard library's own ``.py`` files as bytes (vocabulary: the
+   256 byte values), split by file into the teacher's text, the students' training text and the
+   validation text (a file's split is a hash of its relative path, so it does not move when other
+   files come and go);
+2. :func:`pretrain_teacher`: a small Llama-style causal LM (GQA, RoPE, tied embeddings) trained on
+   the teacher's text and saved with ``save_pretrained``;
+3. :func:`make_init`: a half-width student (half the hidden size, heads, KV groups and MLP width;
+   same depth and head dimension) initialized by weight selection (:func:`weightselect.hf.select`)
+   or at random (the architecture's own init, seeded);
+4. :func:`train_student`: each student trained the same budget on the students' text, its loss
+   curve and the validation perplexity (per byte) written as JSON;
+5. :func:`summarize` and :func:`plot_curves`: the table (mean and std over seeds) and the figure.
+
+:func:`run_study` runs them in order and skips finished steps (every output is written atomically).
+``python -m weightselect.hf.lm_study OUT_DIR`` is the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import sysconfig
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from weightselect.io import read_json, write_json
+
+__all__ = [
+    "LMStudyConfig", "load_corpus", "pretrain_teacher", "make_init", "train_student", "summarize",
+    "plot_curves", "report", "run_study", "INITS",
+]
+
+INITS = ("selection", "random")
+
+
+@dataclass
+class LMStudyConfig:
+    """Sizes of the study (defaults: a few minutes on a 2-core CPU)."""
+
+    teacher: Dict[str, int] = field(default_factory=lambda: dict(
+        hidden_size=64, intermediate_size=172, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16))
+    seq_len: int = 64
+    batch_size: int = 8
+    teacher_steps: int = 300
+    teacher_lr: float = 3e-3
+    student_steps: int = 150
+    student_lr: float = 3e-3
+    eval_every: int = 15
+    eval_batches: int = 4
+    seeds: Sequence[int] = (0, 1, 2)
+    max_bytes: Dict[str, int] = field(default_factory=lambda: dict(teacher=4 << 20, student=1 << 20, val=256 << 10))
+    threads: int = 1  # tiny matrices: a second thread costs more than it gives on a busy 2-core CPU
+
+    def student_overrides(self) -> Dict[str, int]:
+        """Half width: hidden size, heads, KV groups and MLP width halved; depth and head_dim kept."""
+        t = self.teacher
+        keys = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
+        return {k: t[k] // 2 for k in keys}
+
+
+def _split_of(rel: str) -> str:
+    bucket = zlib.crc32(rel.encode()) % 10
+    return "teacher" if bucket < 7 else "student" if bucket < 9 else "val"
+
+
+def load_corpus(cfg: LMStudyConfig, root: Optional[Path] = None) -> Dict[str, torch.Tensor]:
+    """``{"teacher", "student", "val"}`` -> uint8 tensors of the standard library's source bytes
+    (files in sorted order, each split capped at ``cfg.max_bytes``). Raises FileNotFoundError when
+    the standard library has no ``.py`` files (a zipped stdlib)."""
+    root = Path(root or sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "test" not in p.parts)
+    if not files:
+        raise FileNotFoundError(f"no .py files under {root}: the LM study reads the standard library's sources")
+    parts: Dict[str, List[bytes]] = {"teacher": [], "student": [], "val": []}
+    sizes = dict.fromkeys(parts, 0)
+    for path in files:
+        split = _split_of(path.relative_to(root).as_posix())
+        if sizes[split] >= cfg.max_bytes[split]:
+            continue
+        data = path.read_bytes()
+        parts[split].append(data)
+        sizes[split] += len(data)
+    return {k: torch.frombuffer(bytearray(b"".join(v)[: cfg.max_bytes[k]]), dtype=torch.uint8).long()
+            for k, v in parts.items()}
+
+
+def _batch(data: torch.Tensor, cfg: LMStudyConfig, gen: torch.Generator) -> torch.Tensor:
+    starts = torch.randint(0, len(data) - cfg.seq_len - 1, (cfg.batch_size,), generator=gen)
+    return torch.stack([data[s: s + cfg.seq_len] for s in starts.tolist()])
+
+
+@torch.no_grad()
+def evaluate(model, data: torch.Tensor, cfg: LMStudyConfig) -> float:
+    """Mean next-byte cross-entropy (nats) over ``eval_batches`` fixed batches of ``data``."""
+    model.eval()
+    gen = torch.Generator().manual_seed(1234)
+    losses = [float(model(ids, labels=ids).loss) for ids in (_batch(data, cfg, gen) for _ in range(cfg.eval_batches))]
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def _train(model, data: torch.Tensor, val: torch.Tensor, cfg: LMStudyConfig, steps: int, lr: float, seed: int) -> Dict:
+    """AdamW with linear warmup (5%) and cosine decay; the curve holds (step, train, val) losses."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    curve = [{"step": 0, "train_loss": None, "val_loss": evaluate(model, val, cfg)}]
+    model.train()
+    running, start = [], time.perf_counter()
+    for step in range(1, steps + 1):
+        ids = _batch(data, cfg, gen)
+        loss = model(ids, labels=ids).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running.append(loss.detach().item())
+        if step % cfg.eval_every == 0 or step == steps:
+            train_loss = sum(running) / len(running)
+            curve.append({"step": step, "train_loss": train_loss, "val_loss": evaluate(model, val, cfg)})
+            running = []
+    return {"curve": curve, "seconds": time.perf_counter() - start}
+
+
+def _teacher_config(cfg: LMStudyConfig):
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(vocab_size=256, tie_word_embeddings=True, max_position_embeddings=cfg.seq_len,
+                         bos_token_id=None, eos_token_id=None, pad_token_id=None, **cfg.teacher)
+    config.architectures = ["LlamaForCausalLM"]
+    return config
+
+
+def _save_model(model, out: Path, extra: Optional[Dict] = None) -> Path:
+    """``save_pretrained`` into a temp folder beside ``out``, then renamed (never half-written)."""
+    import shutil
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        if extra is not None:
+            write_json(tmp / "train.json", extra)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def pretrain_teacher(cfg: LMStudyConfig, corpus: Dict[str, torch.Tensor], out: Path) -> Path:
+    """Train the teacher on the teacher split and save it (``save_pretrained``) to ``out``, with its
+    curve in ``out/train.json``. Skipped when ``out/train.json`` exists."""
+    from transformers import LlamaForCausalLM
+
+    out = Path(out)
+    if (out / "train.json").is_file():
+        return out
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(_teacher_config(cfg))
+    log = _train(model, corpus["teacher"], corpus["val"], cfg, cfg.teacher_steps, cfg.teacher_lr, seed=0)
+    return _save_model(model, out, {**log, "params": sum(p.numel() for p in model.parameters())})
+
+
+def make_init(teacher_dir: Path, cfg: LMStudyConfig, init: str, seed: int, out: Path) -> Path:
+    """The half-width student's starting weights in ``out``: ``selection`` (uniform element
+    selection, first-N layers: the same depth) or ``random`` (the architecture's init, seeded)."""
+    import transformers
+
+    out = Path(out)
+    if (out / "config.json").is_file():
+        return out
+    if init == "selection":
+        from weightselect.hf import select
+
+        return select(teacher_dir, cfg.student_overrides(), method="uniform", seed=seed).save(out)
+    if init != "random":
+        raise ValueError(f"unknown init '{init}'; choose one of {', '.join(INITS)}")
+    config = transformers.AutoConfig.from_pretrained(teacher_dir)
+    for key, value in cfg.student_overrides().items():
+        setattr(config, key, value)
+    torch.manual_seed(seed)
+    return _save_model(transformers.LlamaForCausalLM(config), out)
+
+
+def train_student(init_dir: Path, corpus: Dict[str, torch.Tensor], cfg: LMStudyConfig, seed: int, out: Path,
+                  init: str = "") -> Dict:
+    """Train the student in ``init_dir`` on the students' split; write and return its log
+    (``curve``, ``val_loss``, ``val_ppl`` per byte, ``seconds``). Skipped when ``out`` exists."""
+    from transformers import AutoModelForCausalLM
+
+    out = Path(out)
+    if out.is_file():
+        return read_json(out)
+    model = AutoModelForCausalLM.from_pretrained(init_dir)
+    log = _train(model, corpus["student"], corpus["val"], cfg, cfg.student_steps, cfg.student_lr, seed=seed)
+    final = evaluate(model, corpus["val"], LMStudyConfig(**{**asdict(cfg), "eval_batches": 4 * cfg.eval_batches}))
+    log.update(val_loss=final, val_ppl=math.exp(final), seed=seed, init=init or Path(init_dir).name)
+    write_json(out, log)
+    return log
+
+
+def summarize(logs: Sequence[Dict]):
+    """Validation perplexity per init: mean, std and min over seeds (a pandas DataFrame)."""
+    import pandas as pd
+
+    df = pd.DataFrame([{"init": r["init"], "seed": r["seed"], "val_ppl": r["val_ppl"], "val_loss": r["val_loss"],
+                        "start_val_loss": r["curve"][0]["val_loss"]} for r in logs])
+    return df.groupby("init").agg(val_ppl_mean=("val_ppl", "mean"), val_ppl_std=("val_ppl", "std"),
+                                  start_val_loss=("start_val_loss", "mean"), seeds=("seed", "count")).reset_index()
+
+
+def plot_curves(logs: Sequence[Dict], path: Path, teacher_ppl: Optional[float] = None) -> Path:
+    """Validation loss against training step per init (mean over seeds, band = min..max)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for init in sorted({r["init"] for r in logs}):
+        runs = [r for r in logs if r["init"] == init]
+        steps = [p["step"] for p in runs[0]["curve"]]
+        vals = np.array([[p["val_loss"] for p in r["curve"]] for r in runs])
+        ax.plot(steps, vals.mean(0), label=f"{init} ({len(runs)} seeds)")
+        ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.25)
+    if teacher_ppl:
+        ax.axhline(math.log(teacher_ppl), color="gray", ls="--", label="teacher (full width)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation loss (nats per byte)")
+    ax.set_title("Half-width Llama student on stdlib source bytes")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def report(logs: Sequence[Dict], teacher_dir: Path, out: Path) -> Dict:
+    """Write ``table.csv``, ``table.md`` and ``curves.png`` into ``out`` from the students' logs and
+    the teacher's ``train.json``; returns the summary (table records, teacher perplexity, figure)."""
+    from weightselect.io import write_text
+
+    out = Path(out)
+    table = summarize(logs)
+    teacher_log = read_json(Path(teacher_dir) / "train.json")
+    teacher_ppl = math.exp(teacher_log["curve"][-1]["val_loss"])
+    write_text(out / "table.csv", table.to_csv(index=False))
+    write_text(out / "table.md", table.to_markdown(index=False, floatfmt=".3f")
+               + f"\n\nteacher ({teacher_log['params']} parameters) validation perplexity: {teacher_ppl:.3f}\n")
+    figure = plot_curves(logs, out / "curves.png", teacher_ppl)
+    return {"teacher_params": teacher_log["params"], "teacher_val_ppl": teacher_ppl,
+            "table": table.to_dict(orient="records"), "figure": str(figure)}
+
+
+def run_study(out: Path, cfg: Optional[LMStudyConfig] = None) -> Dict:
+    """All steps into ``out``: ``teacher/``, ``inits/{init}_seed{s}/``, ``runs/{init}_seed{s}.json``,
+    ``table.csv``, ``table.md``, ``curves.png``, ``study.json``; finished steps are skipped."""
+    cfg = cfg or LMStudyConfig()
+    torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    corpus = load_corpus(cfg)
+    teacher = pretrain_teacher(cfg, corpus, out / "teacher")
+    logs = []
+    for seed in cfg.seeds:
+        for init in INITS:
+            name = f"{init}_seed{seed}"
+            init_dir = make_init(teacher, cfg, init, seed, out / "inits" / name)
+            logs.append(train_student(init_dir, corpus, cfg, seed, out / "runs" / f"{name}.json", init))
+    summary = report(logs, teacher, out)
+    summary.update(config=asdict(cfg), python=sys.version.split()[0],
+                   corpus_bytes={k: len(v) for k, v in corpus.items()})
+    write_json(out / "study.json", summary)
+    return summary
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Offline LM study: weight selection vs random init for a half-width student.")
+    parser.add_argument("out", help="output folder (finished steps are reused)")
+    parser.add_argument("--teacher-steps", type=int, default=None)
+    parser.add_argument("--student-steps", type=int, default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    args = parser.parse_args(argv)
+    cfg = LMStudyConfig()
+    for key in ("teacher_steps", "student_steps", "seeds"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    summary = run_study(Path(args.out), cfg)
+    print(Path(args.out, "table.md").read_text())
+    print(f"figure: {summary['figure']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Hugging Face teachers: a local model folder or a hub id, read tensor by tensor.
+
+A teacher folder holds ``config.json`` and its weights as ``model.safetensors``, or as shards
+``model-0000x-of-0000y.safetensors`` listed in ``model.safetensors.index.json`` (``weight_map``:
+tensor name -> shard file), the layout ``save_pretrained`` writes. Each shard is opened for
+positioned reads (:func:`weightselect.io.open_tensor_source`), so only the tensor being selected is
+in memory. A ``pytorch_model.bin`` folder is loaded whole with ``torch.load(weights_only=True)``.
+
+A hub id (``org/name``, optionally ``org/name@revision``) is resolved through the Hugging Face cache
+with ``huggingface_hub.snapshot_download`` (config, safetensors and tokenizer files only), which
+honours ``HF_HUB_OFFLINE`` and ``HF_HOME``/``HF_HUB_CACHE``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from weightselect.io import TensorSource, WeightsFileError, load_state_dict, open_tensor_source, sha256_file
+
+__all__ = [
+    "HFTeacher",
+    "open_hf_teacher",
+    "is_hf_teacher",
+    "resolve_hf_folder",
+    "TOKENIZER_FILES",
+    "tokenizer_files",
+    "SAFE_INDEX",
+    "checkpoint_names",
+]
+
+SAFE_SINGLE = "model.safetensors"
+SAFE_INDEX = "model.safetensors.index.json"
+BIN_SINGLE = "pytorch_model.bin"
+# files a tokenizer (slow or fast) may consist of; copied into the student's folder
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model", "chat_template.jinja",
+)
+_HUB_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", SAFE_INDEX, *TOKENIZER_FILES]
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".json")  # files: the timm path
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+@dataclass
+class HFTeacher:
+    """An opened teacher: its folder, config, lazily read tensors and the manifest's description."""
+
+    folder: Path
+    config: Any
+    tensors: TensorSource
+    description: Dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.tensors.close()
+
+
+def is_hf_teacher(value: Any) -> bool:
+    """Whether ``value`` names a transformers teacher: a folder with ``config.json``, or a hub id
+    ``org/name`` that is not a local file (timm names have no ``/``)."""
+    if not isinstance(value, (str, os.PathLike)):
+        return False
+    path = Path(value)
+    if path.is_dir():
+        return (path / "config.json").is_file()
+    text = os.fspath(value)
+    if path.exists() or text.endswith(_WEIGHT_SUFFIXES) or text.startswith(("hf-hub:", "timm/")):
+        return False
+    return bool(_HUB_ID.match(text))
+
+
+def tokenizer_files(folder: Path) -> List[Path]:
+    """The tokenizer files present in a model folder."""
+    return [folder / name for name in TOKENIZER_FILES if (folder / name).is_file()]
+
+
+def resolve_hf_folder(teacher: str | os.PathLike) -> tuple[Path, Optional[Dict[str, str]]]:
+    """The local folder of a teacher: itself, or the cached snapshot of a hub id (downloaded when
+    online). Returns ``(folder, {"hf_hub_id", "revision"} or None)``."""
+    path = Path(teacher)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise WeightsFileError(f"{path} has no config.json: a transformers teacher is a folder "
+                                   "written by save_pretrained")
+        return path, None
+    text = os.fspath(teacher)
+    if not _HUB_ID.match(text):
+        raise WeightsFileError(f"teacher '{text}' is neither a model folder nor a hub id 'org/name'")
+    repo_id, _, revision = text.partition("@")
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        folder = snapshot_download(repo_id=repo_id, revision=revision or None, allow_patterns=_HUB_PATTERNS)
+    except LocalEntryNotFoundError as exc:
+        why = "HF_HUB_OFFLINE is set and it is not cached" if constants.HF_HUB_OFFLINE else \
+            "it is not cached and the hub cannot be reached"
+        raise WeightsFileError(
+            f"hub model '{repo_id}' is unavailable: {why}. Download it where there is internet "
+            f"(hf download {repo_id}) into the Hugging Face cache (HF_HOME), or pass its local folder."
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise WeightsFileError(f"hub model '{repo_id}' does not exist (or needs a token: hf auth login)") from exc
+    return Path(folder), {"hf_hub_id": repo_id, "revision": revision or "main"}
+
+
+def _combined_sha256(files: Dict[str, str]) -> str:
+    """One hash for a sharded teacher: sha256 over the sorted ``name:sha256`` lines of its shards."""
+    text = "".join(f"{name}:{digest}\n" for name, digest in sorted(files.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _open_sharded(folder: Path) -> tuple[TensorSource, Dict[str, str]]:
+    index_path = folder / SAFE_INDEX
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WeightsFileError(f"{index_path}: not a safetensors index (no 'weight_map': {exc})") from exc
+    shards: Dict[str, TensorSource] = {}
+    try:
+        for name in sorted(set(weight_map.values())):
+            shard = folder / name
+            if not shard.is_file():
+                raise WeightsFileError(f"{index_path} lists {name}, which is missing from {folder}")
+            shards[name] = open_tensor_source(shard)
+        shapes = {}
+        for key, name in weight_map.items():
+            if key not in shards[name]:
+                raise WeightsFileError(f"{index_path} maps '{key}' to {name}, which does not hold it")
+            shapes[key] = shards[name].shape(key)
+    except BaseException:
+        for src in shards.values():
+            src.close()
+        raise
+
+    def close() -> None:
+        for src in shards.values():
+            src.close()
+
+    source = TensorSource(shapes, lambda key: shards[weight_map[key]].get(key),
+                          f"{folder} ({len(shards)} shards)", close)
+    return source, {name: sha256_file(folder / name) for name in shards}
+
+
+def _open_weights(folder: Path) -> tuple[TensorSource, Dict[str, str]]:
+    if (folder / SAFE_INDEX).is_file():
+        return _open_sharded(folder)
+    if (folder / SAFE_SINGLE).is_file():
+        path = folder / SAFE_SINGLE
+        return open_tensor_source(path), {SAFE_SINGLE: sha256_file(path)}
+    if (folder / BIN_SINGLE).is_file():  # loaded whole, never unpickled beyond tensors
+        path = folder / BIN_SINGLE
+        return TensorSource.from_state_dict(load_state_dict(path), str(path)), {BIN_SINGLE: sha256_file(path)}
+    raise WeightsFileError(
+        f"{folder} has no weights: expected {SAFE_SINGLE}, {SAFE_INDEX} with its shards, or {BIN_SINGLE}"
+    )
+
+
+def open_hf_teacher(teacher: str | os.PathLike) -> HFTeacher:
+    """Open a transformers teacher (folder or hub id) for tensor-by-tensor reads.
+
+    Raises ``WeightsFileError`` (a ``ValueError``) naming the fix when the folder, its weights or the
+    hub snapshot are missing.
+    """
+    from transformers import AutoConfig
+
+    folder, hub = resolve_hf_folder(teacher)
+    config = AutoConfig.from_pretrained(folder)
+    tensors, files = _open_weights(folder)
+    desc: Dict[str, Any] = {
+        "source": os.fspath(teacher),
+        "sha256": files[next(iter(files))] if len(files) == 1 else _combined_sha256(files),
+        "files": files,
+        "model_type": getattr(config, "model_type", None),
+        "architectures": list(getattr(config, "architectures", None) or []),
+    }
+    if hub:
+        desc.update(hub)
+    return HFTeacher(folder, config, tensors, desc)
+
+
+def checkpoint_names(checkpoint_keys, model) -> Dict[str, str]:
+    """``{model parameter name: checkpoint tensor name}`` for a teacher's tensors, renamed the way
+    ``from_pretrained`` renames them (transformers 5's conversion mapping: older checkpoints' LayerNorm
+    ``gamma``/``beta``, ViT's ``encoder.layer.N.attention.attention.query`` ->
+    ``layers.N.attention.q_proj``, base-model prefixes). Without that mapping (transformers 4) names are
+    kept. Raises ValueError for a tensor that needs one of transformers' weight conversions (tensors
+    merged or split on load), which streamed selection does not apply."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
+    except ImportError:
+        return {k: k for k in checkpoint_keys}
+    mapping = get_model_conversion_mapping(model)  # fresh objects: some renamings keep state
+    renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
+    converters = [m for m in mapping if isinstance(m, WeightConverter)]
+    meta = model.state_dict()
+    out: Dict[str, str] = {}
+    for key in sorted(checkpoint_keys, key=dot_natural_key):  # the order from_pretrained uses
+        name, converted = rename_source_key(key, renamings, converters, model.base_model_prefix, meta)
+        if name not in meta and key in meta:
+            name, converted = key, None
+        if converted is not None:
+            raise ValueError(
+                f"the teacher's tensor '{key}' is converted by transformers when loaded ({converted}); streamed "
+                "selection reads tensors as stored: save the teacher again with this transformers version"
+            )
+        out[name] = key
+    return out
