@@ -38,6 +38,7 @@ __all__ = [
     "manifest_path",
     "save_init",
     "load_init",
+    "read_init_file",
     "check_init_pair",
     "LockedError",
     "exclusive_lock",
@@ -546,15 +547,13 @@ def check_init_pair(path: str | os.PathLike) -> Path:
     return mpath
 
 
-def load_init(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """Read an init file and its manifest, checked as one unit.
+def read_init_file(path: str | os.PathLike) -> Tuple[bytes, Dict[str, Any], str]:
+    """Read an init file's bytes and its manifest, checked as one unit, hashing the bytes once.
 
-    Raises InitFileError when one of the two is missing (:func:`check_init_pair`), when the manifest
-    is not a JSON object, or when its ``weights_sha256`` is not the weights file's (a manifest left
-    beside other weights); WeightsFileError when the weights are not valid safetensors.
+    Returns (safetensors bytes, manifest, sha256 of the bytes). Raises InitFileError when one of the
+    two is missing (:func:`check_init_pair`), when the manifest is not a JSON object, or when its
+    ``weights_sha256`` is not the weights file's (a manifest left beside other weights).
     """
-    from safetensors.torch import load
-
     path = Path(path)
     mpath = check_init_pair(path)
     try:
@@ -564,14 +563,31 @@ def load_init(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[st
     if not isinstance(manifest, dict):
         raise InitFileError(f"manifest {mpath} must hold a JSON object; write the init again with --force")
     data = path.read_bytes()
-    try:
-        sd = load(data)
-    except Exception as exc:  # safetensors raises its own error types
-        raise WeightsFileError(f"{path}: not a valid safetensors file ({exc}); write the init again with --force") from None
+    digest = hashlib.sha256(data).hexdigest()
     expected = manifest.get("weights_sha256")
-    if expected is not None and expected != hashlib.sha256(data).hexdigest():
+    if expected is not None and expected != digest:
+        _check_safetensors_bytes(data, path)  # garbage weights are named as such first
         raise InitFileError(
             f"manifest {mpath} describes other weights than {path} (sha256 differs: an interrupted "
             "overwrite, or one file replaced alone); write the init again with --force"
         )
-    return sd, manifest
+    return data, manifest, digest
+
+
+def _check_safetensors_bytes(data: bytes, path) -> Dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise WeightsFileError(f"{path}: not a valid safetensors file ({exc}); write the init again with --force") from None
+
+
+def load_init(path: str | os.PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Read an init file and its manifest, checked as one unit (:func:`read_init_file`).
+
+    Raises InitFileError as :func:`read_init_file`; WeightsFileError when the weights are not valid
+    safetensors.
+    """
+    data, manifest, _ = read_init_file(path)
+    return _check_safetensors_bytes(data, path), manifest

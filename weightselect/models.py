@@ -130,4 +130,4 @@ def _keyword_message(arch: str, bad: str) -> str:
         known = []
     close = difflib.get_close_matches(bad, known, n=3)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return f"{arch} takes no keyword argument '{bad}' (check --model-kwargs / the model's kwargs).{hint}"
+    return f"{arch} takes no keyword argument '{bad}'; fix the spelling (check --model-kwargs / the model's kwargs).{hint}"

@@ -2,7 +2,6 @@
 not fit, and the run's init (an init file read, checked and hashed once, or a baseline name)."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional
@@ -102,16 +101,14 @@ def read_init(init: Optional[str]) -> RunInit:
 
     name = "random" if init is None else str(init)
     path = Path(name)
-    if not path.is_file():
-        if name in BASELINES:
-            return RunInit(name, "baseline")
+    if name in BASELINES and not path.exists():
+        return RunInit(name, "baseline")
+    if not path.is_file() and not wio.manifest_path(path).is_file():
         raise FileNotFoundError(
             f"init '{name}' is neither a baseline ({', '.join(BASELINES)}) nor an existing init file; "
             "make one with `weightselect select ...`"
         )
     if path.suffix != ".safetensors":
         raise wio.WeightsFileError(f"init file {path}: an init file is a .safetensors file (weightselect select)")
-    data = path.read_bytes()
-    manifest_file = wio.manifest_path(path)
-    manifest = wio.read_json(manifest_file) if manifest_file.is_file() else {}
-    return RunInit(name, "file", hashlib.sha256(data).hexdigest(), manifest, data)
+    data, manifest, digest = wio.read_init_file(path)  # the pair checked as one unit, hashed once
+    return RunInit(name, "file", digest, manifest, data)
