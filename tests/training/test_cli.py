@@ -138,6 +138,7 @@ def test_two_trainers_on_one_run_folder(tmp_path, tiny_vit, capsys):
     assert (run / "checkpoint.pt").exists() and not (run / "final.json").exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("content", [b"\x00\x01 random bytes", b"pickle-payload"])
 def test_unreadable_checkpoint_is_one_line(tmp_path, tiny_vit, capsys, content):
     import pickle
