@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import yaml
 
 from weightselect.cli import main
@@ -135,3 +136,25 @@ def test_two_trainers_on_one_run_folder(tmp_path, tiny_vit, capsys):
     stops = [line for line in first_err.splitlines() if "checkpoint written" in line]
     assert len(stops) == 1 and "rerun the same command to resume" in stops[0]
     assert (run / "checkpoint.pt").exists() and not (run / "final.json").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("content", [b"\x00\x01 random bytes", b"pickle-payload"])
+def test_unreadable_checkpoint_is_one_line(tmp_path, tiny_vit, capsys, content):
+    import pickle
+
+    run = tmp_path / "run"
+    run.mkdir()
+    if content == b"pickle-payload":
+        marker = tmp_path / "payload-ran"
+
+        class Payload:
+            def __reduce__(self):
+                return (open, (str(marker), "w"))
+
+        content = pickle.dumps(Payload())
+    (run / "checkpoint.pt").write_bytes(content)
+    assert main(_argv(tiny_vit, run, "--set", "epochs=1")) == 2
+    err = _one_line_error(capsys)
+    assert "checkpoint.pt is not a readable training checkpoint" in err and "delete it" in err
+    assert not (tmp_path / "payload-ran").exists()

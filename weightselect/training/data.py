@@ -15,7 +15,6 @@ without sample-level augmentation never goes through PIL.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -38,7 +37,7 @@ __all__ = [
 ]
 
 from weightselect.training.catalog import (  # noqa: E402  (re-exported)
-    DATASETS, IMAGENET_MEAN, IMAGENET_STD, LETTERS, SYMBOLS, DatasetInfo, dataset_info,
+    DATASETS, IMAGENET_MEAN, IMAGENET_STD, LETTERS, SYMBOLS, DatasetInfo, dataset_info,  # noqa: F401
 )
 
 

@@ -105,8 +105,9 @@ def _build_teacher(spec, recipe: Recipe, data: builder.Data, device: torch.devic
         raise ValueError(f"logit distillation needs a teacher with the student's {data.num_classes} classes, "
                          f"got {getattr(model, 'num_classes', None)}")
     mean, std, source = teacher_norm(spec, model)
-    if len(mean) not in (1, data.in_chans) and data.in_chans != 1:
-        raise ValueError(f"the teacher takes {len(mean)} input channels, the student's data has {data.in_chans}")
+    if len(mean) != data.in_chans and data.in_chans != 1:  # a grey batch is repeated for an RGB teacher
+        raise ValueError(f"the teacher takes {len(mean)} input channels, the student's data has {data.in_chans}: "
+                         "give the teacher in_chans matching the data")
     teacher = Teacher(model, (data.mean, data.std), (mean, std)).to(device)
     teacher.norm = {"mean": list(mean), "std": list(std), "from": source}
     return teacher
