@@ -253,7 +253,7 @@ def _plan(
     s_model: nn.Module,
     s_state: Mapping[str, torch.Tensor],
     skip: set,
-    special: Mapping[str, Callable] = {},
+    special: Optional[Mapping[str, Callable]] = None,
 ) -> Tuple[List[_Entry], Dict[str, Tuple[int, int, str]]]:
     """Map every student tensor to its teacher tensor and axes; collect each axis's sizes.
 
@@ -277,7 +277,7 @@ def _plan(
         t_r = _at_rank(t_shape, len(dims), f"teacher '{t_key}'")
         s_r = _at_rank(s_shape, len(dims), f"student '{key}'")
         fixed = [d for d, dim in enumerate(dims) if dim is None]
-        resample = special.get(key)
+        resample = (special or {}).get(key)
         if resample is None and any(t_r[d] != s_r[d] for d in fixed):
             fn = family.resampler(key)  # e.g. patch kernels for another patch size
             owner = s_model.get_submodule(key.rsplit(".", 1)[0]) if fn is not None and "." in key else None
