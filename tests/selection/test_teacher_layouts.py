@@ -145,3 +145,43 @@ def test_refusals_name_the_real_cause(teacher, student, message):
     assert "\n" not in str(err.value)
     if isinstance(student, dict):  # the fix the message names works
         assert select(t_sd, spec, exclude=["fc_norm"]).manifest["reinitialized"] == ["fc_norm.weight", "fc_norm.bias"]
+
+
+def test_hierarchical_model_with_vit_names_is_not_taken_for_a_vit():
+    # Hiera has patch_embed.proj and blocks.N.attn.qkv like a ViT, but its width grows by stage
+    from weightselect.selection.families import GENERIC, VIT, detect_family
+
+    with torch.device("meta"):
+        hiera = timm.create_model("hiera_tiny_224")
+        vit = timm.create_model("vit_tiny_patch16_224")
+    assert detect_family({k: tuple(v.shape) for k, v in hiera.state_dict().items()}) is GENERIC
+    assert detect_family({k: tuple(v.shape) for k, v in vit.state_dict().items()}) is VIT
+    teacher = model("hiera_tiny_224")
+    result = select(teacher, "hiera_tiny_224")
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(result.state_dict[key], value), key
+
+
+def test_sam_vit_spatial_pos_embed_is_selected_on_its_last_dimension():
+    teacher = model("samvit_base_patch16", depth=2, img_size=64, embed_dim=96, num_heads=2, global_attn_indexes=())
+    spec = {"name": "samvit_base_patch16", "kwargs": {"depth": 1, "img_size": 64, "embed_dim": 96, "num_heads": 2,
+                                                       "global_attn_indexes": ()}}
+    result = select(teacher, spec)
+    assert result.state_dict["pos_embed"].shape == (1, 4, 4, 96)
+    assert torch.equal(result.state_dict["pos_embed"], teacher.state_dict()["pos_embed"])
+
+
+def test_concatenated_inputs_are_refused_when_widths_change():
+    teacher = model("densenet121", block_config=(3, 3, 3, 3))
+    result = select(teacher, {"name": "densenet121", "kwargs": {"block_config": (3, 3, 3, 3)}})  # identity is fine
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in result.state_dict.items())
+    with pytest.raises(ValueError, match=r"denselayer\* take inputs that grow layer by layer.*DenseNet"):
+        select(teacher, {"name": "densenet121", "kwargs": {"block_config": (2, 2, 2, 2)}})
+
+
+def test_fused_tensor_of_equal_blocks_is_kept_whole():
+    from weightselect.selection.families import Fused, fused_dims
+
+    assert fused_dims("a.kv.weight", (9, 4), (9, 2)) == (None, "size4->2")  # nothing selected on the fused rows
+    assert fused_dims("a.qkv.weight", (12, 4), (6, 2)) == (Fused("size4->2", 3), "size4->2")
+    assert fused_dims("a.fc1.weight", (12, 4), (6, 2)) is None

@@ -253,7 +253,7 @@ def _plan(
     s_model: nn.Module,
     s_state: Mapping[str, torch.Tensor],
     skip: set,
-    special: Mapping[str, Callable] = {},
+    special: Optional[Mapping[str, Callable]] = None,
 ) -> Tuple[List[_Entry], Dict[str, Tuple[int, int, str]]]:
     """Map every student tensor to its teacher tensor and axes; collect each axis's sizes.
 
@@ -277,7 +277,7 @@ def _plan(
         t_r = _at_rank(t_shape, len(dims), f"teacher '{t_key}'")
         s_r = _at_rank(s_shape, len(dims), f"student '{key}'")
         fixed = [d for d, dim in enumerate(dims) if dim is None]
-        resample = special.get(key)
+        resample = (special or {}).get(key)
         if resample is None and any(t_r[d] != s_r[d] for d in fixed):
             fn = family.resampler(key)  # e.g. patch kernels for another patch size
             owner = s_model.get_submodule(key.rsplit(".", 1)[0]) if fn is not None and "." in key else None
@@ -346,6 +346,10 @@ def _dim_indices(
 def _consistent_method(method: str) -> str:
     """The method that chooses the shared index sets (l1 prunes only embedding axes per tensor)."""
     return method if method in elements.CONSISTENT_METHODS else "uniform"
+
+
+def _compiled(pattern: Optional[str]) -> Optional["re.Pattern[str]"]:
+    return re.compile(pattern) if pattern else None
 
 
 def _family(source, t_shapes, s_state, student_dict) -> Family:
@@ -460,6 +464,8 @@ def _teacher_only(t_shapes, entries, lmap: LayerMap, skip) -> List[str]:
         if m and m.group("group") in lmap.groups and int(m.group("index")) not in lmap.groups[m.group("group")]:
             continue  # a layer that layer selection did not choose
         out.append(key)
+    if out:
+        log.warning("%d teacher tensors have no student counterpart and were not used: %s", len(out), ", ".join(out[:8]))
     return out
 
 
@@ -505,19 +511,14 @@ def select(
         source = convert_upstream(source, model, s_state.keys())
         t_shapes = source.tensors.shapes
         family = _family(source, t_shapes, s_state, student_dict)
-        pattern = family.layer_re
-        if pattern is None:
-            inferred = infer_layer_pattern(t_shapes.keys())
-            pattern = re.compile(inferred) if inferred else None
+        pattern = family.layer_re or _compiled(infer_layer_pattern(t_shapes.keys()))
         lmap = build_layer_map(t_shapes.keys(), s_state.keys(), pattern, layers, family.pin_first)
 
         excluded = _excluded_keys(family, list(s_state), list(exclude))
         excluded_keys = {k for ks in excluded.values() for k in ks}
-        head = _head_status(clf_keys, lmap, t_shapes, s_state)
+        head = "reinitialized" if skip_head_keys and clf_keys else _head_status(clf_keys, lmap, t_shapes, s_state)
         skip = set(excluded_keys) | (set(clf_keys) if head == "reinitialized" else set())
-        if skip_head_keys:
-            skip |= {k for k in s_state if "head" in k}
-            head = "reinitialized" if clf_keys else head
+        skip |= {k for k in s_state if "head" in k} if skip_head_keys else set()
 
         special = _token_resamplers(family, source, model, t_shapes, s_state, skip)
         entries, axes = _plan(family, lmap, t_shapes, model, s_state, skip, special)
@@ -529,9 +530,6 @@ def select(
     finally:
         source.close()
     teacher_only = _teacher_only(t_shapes, entries, lmap, skip)
-    if teacher_only:
-        log.warning("%d teacher tensors have no student counterpart and were not used: %s",
-                    len(teacher_only), ", ".join(teacher_only[:8]))
 
     reinitialized = [k for k in s_state if k in skip]
     manifest = {
