@@ -323,6 +323,8 @@ class Study:
         for name, fig in figures.items():
             fig = dict(fig)
             if fig["kind"] == "epochs":
+                self._known("student", [fig["student"]], self.students, f"figure '{name}'")
+                self._known("variant", fig["variants"], self.variants, f"figure '{name}'")
                 fig["sweep"] = {}
                 for v in fig["variants"]:
                     for e in fig["epochs"]:

@@ -92,6 +92,9 @@ def test_a_recipe_row_edit_changes_only_that_rows_runs():
     (lambda c: c["studies"]["ci"]["tables"]["table2"].update(change_from="kaiming"), "change_from 'kaiming'"),
     (lambda c: c["variants"]["ws_uniform"]["init"].update(teacher="nobody"), "unknown teacher ['nobody']"),
     (lambda c: c["studies"]["ci"]["figures"]["fig5"].update(student="convnext_w8"), "need a ViT student"),
+    (lambda c: c["studies"]["ci"]["figures"].update(fig4a={"kind": "epochs", "student": "nobody", "dataset": "digits",
+                                                           "variants": ["random"], "epochs": [1]}),
+     "figure 'fig4a': unknown student ['nobody']"),
 ])
 def test_inconsistent_studies_fail_with_one_line(change, message):
     cfg = copy.deepcopy(config())
