@@ -5,7 +5,7 @@ import math
 from snakemake.utils import validate
 
 from weightselect.study import Run, Study, StudyConfigError, model_shape, recipe_rows
-from weightselect.training.recipe import Recipe, RecipeError
+from weightselect.training.recipe import RecipeError, resolve_recipe
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -16,19 +16,23 @@ RESOURCES = STUDY.spec.get("resources", {})
 TRAIN_THREADS = RESOURCES.get("threads", RESOURCES.get("cpus_per_task", 1))
 
 
-def _check_recipe(overrides, what):
-    """Recipe keys and value types, checked from the Recipe dataclass (no torch, no timm)."""
+def _check_recipe(model, dataset, overrides, what, mode=None):
+    """The run's whole recipe resolved as the trainer will (recipes.yaml rows, overrides, warm-up
+    ratio), from names only: no torch, no timm."""
     try:
-        Recipe().replace(overrides)
+        resolve_recipe(model, dataset, overrides, mode=mode)
     except (RecipeError, KeyError, ValueError) as exc:
         raise StudyConfigError(f"study '{STUDY.name}', {what}: {exc}") from None
 
 
-for _run in {(r.student, r.dataset, r.variant) for r in STUDY.runs()}:
-    _check_recipe(STUDY.recipe(*_run), "run {}/{}/{}".format(*_run))
+for _s, _d, _v in sorted({(r.student, r.dataset, r.variant) for r in STUDY.runs()}):
+    _mode = STUDY.variant(_v).get("mode", "finetune")
+    _check_recipe(STUDY.students[_s]["model"], STUDY.source_dataset(_d), STUDY.recipe(_s, _d, _v),
+                  f"run {_s}/{_d}/{_v}", mode="probe" if _mode == "probe" else None)
 for _name, _teacher in STUDY.teachers.items():
     if _teacher["source"] == "pretrain":
-        _check_recipe(_teacher["pretrain"].get("recipe", {}), f"teacher {_name}")
+        _p = _teacher["pretrain"]
+        _check_recipe(_teacher["model"], _p["dataset"], _p.get("recipe", {}), f"teacher {_name}")
 
 
 # ------------------------------------------------------------------------------ wildcard patterns

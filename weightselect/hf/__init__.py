@@ -8,8 +8,20 @@ need it, so importing this package (e.g. for :func:`is_hf_teacher`) does not imp
 """
 from __future__ import annotations
 
-from weightselect.hf.families import SUPPORTED_MODEL_TYPES
-from weightselect.hf.select import MANIFEST, HFSelectionResult, select
-from weightselect.hf.sources import is_hf_teacher
-
 __all__ = ["select", "HFSelectionResult", "is_hf_teacher", "SUPPORTED_MODEL_TYPES", "MANIFEST"]
+
+_LAZY = {  # torch loads when a name is first asked for (the command line starts without it)
+    "SUPPORTED_MODEL_TYPES": "weightselect.hf.families",
+    "MANIFEST": "weightselect.hf.select",
+    "HFSelectionResult": "weightselect.hf.select",
+    "select": "weightselect.hf.select",
+    "is_hf_teacher": "weightselect.hf.sources",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

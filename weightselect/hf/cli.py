@@ -10,9 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from weightselect.hf.sources import is_hf_teacher
-
 __all__ = ["add_select_arguments", "run_hf_select", "is_hf_teacher"]
+
+
+def is_hf_teacher(teacher) -> bool:
+    """Whether ``--teacher`` names a transformers teacher (:func:`weightselect.hf.sources.is_hf_teacher`)."""
+    from weightselect.hf.sources import is_hf_teacher as _is_hf_teacher
+
+    return _is_hf_teacher(teacher)
 
 
 def add_select_arguments(parser: argparse.ArgumentParser) -> None:

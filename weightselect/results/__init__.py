@@ -4,17 +4,6 @@ See docs/results.md for the functions, their columns and the command line.
 """
 from __future__ import annotations
 
-from weightselect.results.paper import PAPER_DATASETS, PAPER_MODELS, init_label, paper_numbers, paper_value
-from weightselect.results.runs import (
-    collect_curves,
-    collect_runs,
-    expected_runs,
-    read_curves,
-    summarize,
-    unfinished_runs,
-)
-from weightselect.results.tables import build_table, paper_gap, read_finals, read_table, reading_view, table2, table3, to_markdown, write_table
-
 __all__ = [
     "PAPER_DATASETS",
     "PAPER_MODELS",
@@ -41,10 +30,20 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # matplotlib is imported only when a figure is asked for
-    if name in ("plot_curves", "plot_summary"):
-        from weightselect.results import figures
+_HOMES = {  # pandas (and matplotlib, for figures) load when a name is first asked for
+    "weightselect.results.paper": ("PAPER_DATASETS", "PAPER_MODELS", "init_label", "paper_numbers", "paper_value"),
+    "weightselect.results.runs": ("collect_curves", "collect_runs", "expected_runs", "read_curves", "summarize",
+                                  "unfinished_runs"),
+    "weightselect.results.tables": ("build_table", "paper_gap", "read_finals", "read_table", "reading_view", "table2",
+                                    "table3", "to_markdown", "write_table"),
+    "weightselect.results.figures": ("plot_curves", "plot_summary"),
+}
+_LAZY = {name: module for module, names in _HOMES.items() for name in names}
 
-        return getattr(figures, name)
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List
 
-from weightselect.results.runs import collect_curves, collect_runs, expected_runs, summarize
 from weightselect.rundir import FINAL, read_final
-from weightselect.results.tables import TABLE3_VARIANTS, table2, table3, write_table
+
+# pandas and matplotlib load when a command runs, not for `weightselect --help`
 
 __all__ = ["register"]
 
@@ -82,6 +82,8 @@ def _paper_models(values: List[str], students: List[str]) -> Dict[str, str]:
 
 
 def _report_unfinished(runs_root) -> None:
+    from weightselect.results.runs import collect_runs
+
     runs = collect_runs(runs_root, include_unfinished=True)
     unfinished = runs[~runs["finished"]]
     if not unfinished.empty:
@@ -96,6 +98,8 @@ def _check_requested(runs_root, students, option_values) -> None:
     A name without any run is a misspelling far more often than a study not started: raises
     ValueError naming the option, the name and the names that have runs.
     """
+    from weightselect.results.runs import collect_runs
+
     if not any(values for _, _, values in option_values):
         return
     try:
@@ -112,6 +116,9 @@ def _check_requested(runs_root, students, option_values) -> None:
 
 
 def _table(args) -> int:
+    from weightselect.results.runs import collect_runs, expected_runs
+    from weightselect.results.tables import TABLE3_VARIANTS, table2, table3, write_table
+
     _check_finals(args.runs)
     if args.kind == "table2":
         checks = [("--datasets", "dataset", args.datasets), ("--variants", "variant", args.variants)]
@@ -144,6 +151,8 @@ def _table(args) -> int:
 
 def _figures(args) -> int:
     from weightselect.results.figures import plot_curves, plot_summary  # matplotlib only when drawing
+    from weightselect.results.runs import collect_curves, collect_runs
+    from weightselect.results.tables import table2
 
     if args.kind == "curves":
         if not args.dataset:
@@ -161,6 +170,8 @@ def _figures(args) -> int:
 
 
 def _summary(args) -> int:
+    from weightselect.results.runs import collect_runs, summarize
+
     _check_finals(args.runs)
     runs = collect_runs(args.runs, include_unfinished=True)
     finished = runs[runs["finished"]]

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 __all__ = ["BASELINES", "apply_baseline", "default_init", "MIMETIC_QK", "MIMETIC_VPROJ"]
 
-BASELINES = ("random", "xavier", "kaiming", "mimetic")
+from weightselect.selection.names import BASELINES  # noqa: E402  (re-exported)
 
 # (alpha, beta) of mimetic initialization, the values Trockman & Kolter use for small ViTs.
 MIMETIC_QK = (0.7, 0.7)

@@ -6,8 +6,6 @@ import json
 import logging
 from pathlib import Path
 
-from weightselect.io import exclusive_lock, manifest_path
-
 __all__ = ["register", "run_select", "run_baseline"]
 
 
@@ -22,6 +20,8 @@ def _json_dict(text: str) -> dict:
 
 
 def _check_output(path: Path, force: bool) -> None:
+    from weightselect.io import manifest_path
+
     if path.suffix != ".safetensors":
         raise ValueError(f"-o {path}: the output is a safetensors file: name it '{path.with_suffix('.safetensors')}'")
     if path.is_dir():
@@ -44,6 +44,8 @@ def run_select(args: argparse.Namespace) -> int:
 
     if is_hf_teacher(args.teacher):  # a transformers folder or hub id: weightselect.hf
         return run_hf_select(args)
+    from weightselect.io import exclusive_lock  # torch and the library load only when a command runs
+
     out = Path(args.output)
     _check_output(out, args.force)
     with exclusive_lock(out, what="select"):  # a second writer of the same output fails at once
@@ -52,6 +54,7 @@ def run_select(args: argparse.Namespace) -> int:
 
 
 def _select(args: argparse.Namespace, out: Path) -> int:
+    from weightselect.io import manifest_path
     from weightselect.selection import select
 
     result = select(
@@ -73,6 +76,8 @@ def _select(args: argparse.Namespace, out: Path) -> int:
 
 
 def run_baseline(args: argparse.Namespace) -> int:
+    from weightselect.io import exclusive_lock
+
     out = Path(args.output)
     _check_output(out, args.force)
     with exclusive_lock(out, what="baseline"):
@@ -81,7 +86,7 @@ def run_baseline(args: argparse.Namespace) -> int:
 
 
 def _baseline(args: argparse.Namespace, out: Path) -> int:
-    from weightselect.io import save_init
+    from weightselect.io import manifest_path, save_init
     from weightselect.models import ModelSpec
     from weightselect.selection import apply_baseline
     from weightselect.selection.select import INIT_FORMAT
@@ -102,9 +107,7 @@ def _baseline(args: argparse.Namespace, out: Path) -> int:
 
 
 def register(subparsers) -> None:
-    from weightselect.selection.baselines import BASELINES
-    from weightselect.selection.elements import METHODS
-    from weightselect.selection.layers import LAYER_METHODS
+    from weightselect.selection.names import BASELINES, LAYER_METHODS, METHODS
 
     p = subparsers.add_parser(
         "select", help="initialize a student from a larger teacher (weight selection)",

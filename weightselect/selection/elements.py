@@ -69,7 +69,7 @@ CONSISTENT_METHODS: Dict[str, Callable[..., torch.Tensor]] = {
     "random": random_indices,
 }
 # Every element-selection method; the last three choose per tensor.
-METHODS = ("uniform", "consecutive", "random", "random_nocons", "l1", "magnitude")
+from weightselect.selection.names import METHODS  # noqa: E402  (re-exported)
 
 
 def select_indices(method: str, t: int, s: int, seed: int = 0, axis: str = "") -> torch.Tensor:

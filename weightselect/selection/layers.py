@@ -14,7 +14,7 @@ from weightselect.selection.elements import uniform_indices
 
 __all__ = ["LAYER_METHODS", "layer_indices", "LayerMap", "count_layers", "build_layer_map"]
 
-LAYER_METHODS = ("first", "uniform", "mid", "last")
+from weightselect.selection.names import LAYER_METHODS  # noqa: E402  (re-exported)
 
 
 def layer_indices(method: str, t: int, s: int, pin_first: bool = False) -> List[int]:
