@@ -8,6 +8,8 @@ need it, so importing this package (e.g. for :func:`is_hf_teacher`) does not imp
 """
 from __future__ import annotations
 
+from weightselect._lazy import lazy_package
+
 __all__ = ["select", "HFSelectionResult", "is_hf_teacher", "SUPPORTED_MODEL_TYPES", "MANIFEST"]
 
 _LAZY = {  # torch loads when a name is first asked for (the command line starts without it)
@@ -19,9 +21,4 @@ _LAZY = {  # torch loads when a name is first asked for (the command line starts
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+lazy_package(__name__, _LAZY)

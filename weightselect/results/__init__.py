@@ -4,6 +4,8 @@ See docs/results.md for the functions, their columns and the command line.
 """
 from __future__ import annotations
 
+from weightselect._lazy import lazy_package
+
 __all__ = [
     "PAPER_DATASETS",
     "PAPER_MODELS",
@@ -41,9 +43,4 @@ _HOMES = {  # pandas (and matplotlib, for figures) load when a name is first ask
 _LAZY = {name: module for module, names in _HOMES.items() for name in names}
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+lazy_package(__name__, _LAZY)

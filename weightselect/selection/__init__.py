@@ -6,9 +6,7 @@
 - :mod:`~weightselect.selection.baselines`: the initializations the paper compares against;
 - :func:`select` runs the three steps; :func:`apply_init` puts an init into a built model.
 """
-import sys
-import types
-
+from weightselect._lazy import lazy_package
 from weightselect.selection.names import BASELINES, LAYER_METHODS, METHODS
 
 __all__ = [
@@ -32,24 +30,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """This package, whose ``select`` stays the function when the submodule ``select`` is imported
-    (the import system would otherwise set the package attribute to the submodule)."""
-
-    def __setattr__(self, name, value):
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+lazy_package(__name__, _LAZY)
