@@ -452,9 +452,8 @@ def _read_and_select(source, entries, method, seed, family, axis_indices) -> Dic
     if non_finite:
         shown = ", ".join(non_finite[:6]) + (f" and {len(non_finite) - 6} more" if len(non_finite) > 6 else "")
         raise NonFiniteTeacherError(
-            f"the teacher ({source.description['source']}) has NaN or inf values in {len(non_finite)} of the "
-            f"tensors the student needs: {shown}; the teacher's weights are corrupt or diverged: use another "
-            "checkpoint"
+            f"the teacher ({source.description['source']}) has NaN or inf among the values selected from "
+            f"{len(non_finite)} of its tensors: {shown}; its weights are corrupt or diverged: use another checkpoint"
         )
     return selected
 
