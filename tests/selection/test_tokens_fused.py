@@ -215,13 +215,19 @@ def test_uncovered_tensor_of_a_known_family_is_refused_when_ambiguous():
 def test_non_finite_teacher_is_refused_naming_the_tensors():
     teacher = dict(model("vit_small_patch16_224", **SMALL).state_dict())
     teacher["blocks.1.mlp.fc1.weight"] = teacher["blocks.1.mlp.fc1.weight"].clone()
-    teacher["blocks.1.mlp.fc1.weight"][3, 5] = float("nan")
+    teacher["blocks.1.mlp.fc1.weight"][4, 6] = float("nan")  # selected by uniform (even rows and columns)
     teacher["norm.bias"] = torch.full_like(teacher["norm.bias"], float("inf"))
     with pytest.raises(NonFiniteTeacherError) as err:
         select(teacher, _spec("vit_tiny_patch16_224"))
     message = str(err.value)
     assert "\n" not in message
-    assert "blocks.1.mlp.fc1.weight" in message and "norm.bias" in message and "2 of the tensors" in message
+    assert "blocks.1.mlp.fc1.weight" in message and "norm.bias" in message and "2 of its tensors" in message
+    # a NaN the selection does not take leaves the init finite
+    teacher["norm.bias"] = torch.zeros_like(teacher["norm.bias"])
+    teacher["blocks.1.mlp.fc1.weight"][4, 6] = 0.0
+    teacher["blocks.1.mlp.fc1.weight"][3, 5] = float("nan")
+    result = select(teacher, _spec("vit_tiny_patch16_224"))
+    assert all(bool(torch.isfinite(v).all()) for v in result.state_dict.values())
     # a NaN in a teacher block that layer selection leaves out does not matter
     deeper = dict(model("vit_small_patch16_224", depth=3).state_dict())
     deeper["blocks.2.attn.qkv.weight"] = torch.full_like(deeper["blocks.2.attn.qkv.weight"], float("nan"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,16 +420,20 @@ def _choose_axes(axes, method: str, seed: int, family: Family):
     return axis_indices, manifest_axes
 
 
+def _total(tensor: torch.Tensor) -> float:
+    """The sum of a float tensor (in float32 at least, so that half precision cannot overflow)."""
+    return float(tensor.sum(dtype=torch.float32) if tensor.element_size() < 4 else tensor.sum())
+
+
 def _read_and_select(source, entries, method, seed, family, axis_indices) -> Dict[str, torch.Tensor]:
-    """Read the teacher one tensor at a time and select; a non-finite teacher tensor is an error
-    naming every such tensor (after all are read, so that the message is complete)."""
+    """Read the teacher one tensor at a time and select; NaN/inf among the selected values is an
+    error naming every teacher tensor they come from (after all are read, so that the message is
+    complete). The check is the sum of the selected values (float32 at least), through which NaN
+    and inf always propagate."""
     selected: Dict[str, torch.Tensor] = {}
     non_finite: List[str] = []
     for entry in entries:
         t_tensor = source.tensors.get(entry.teacher_key)
-        if t_tensor.is_floating_point() and not bool(torch.isfinite(t_tensor).all()):
-            non_finite.append(entry.teacher_key)
-            continue
         if entry.resample is not None:
             t_tensor = entry.resample(t_tensor.float(), entry.s_full)
         t_tensor = t_tensor.reshape(entry.t_shape)
@@ -438,15 +443,17 @@ def _read_and_select(source, entries, method, seed, family, axis_indices) -> Dic
             out = elements.take(t_tensor, _dim_indices(entry, t_tensor, method, seed, family, axis_indices))
             out = out.reshape(entry.s_full)
         del t_tensor
+        if out.is_floating_point() and not math.isfinite(_total(out)):
+            non_finite.append(entry.teacher_key)  # NaN/inf among the selected values (a sum keeps them)
+            continue
         if out.is_floating_point() and entry.dtype.is_floating_point:
             out = out.to(entry.dtype)
         selected[entry.key] = out.contiguous()
     if non_finite:
         shown = ", ".join(non_finite[:6]) + (f" and {len(non_finite) - 6} more" if len(non_finite) > 6 else "")
         raise NonFiniteTeacherError(
-            f"the teacher ({source.description['source']}) has NaN or inf values in {len(non_finite)} of the "
-            f"tensors the student needs: {shown}; the teacher's weights are corrupt or diverged: use another "
-            "checkpoint"
+            f"the teacher ({source.description['source']}) has NaN or inf among the values selected from "
+            f"{len(non_finite)} of its tensors: {shown}; its weights are corrupt or diverged: use another checkpoint"
         )
     return selected
 
