@@ -12,6 +12,10 @@ import os
 
 from snakemake.utils import min_version
 
+# Under --sdm conda, each rule environment installs this package from the workflow's own source
+# tree (envs/weightselect.post-deploy.sh reads it; see docs/environments.md).
+os.environ.setdefault("WEIGHTSELECT_SOURCE", workflow.basedir)
+
 min_version("9.0")
 
 
@@ -35,6 +39,11 @@ wildcard_constraints:
 report: "report/workflow.rst"
 
 
+# The image every job runs in under `--sdm apptainer` (built from containers/weightselect.def; see
+# docs/environments.md). Ignored otherwise.
+container: "weightselect.sif"
+
+
 # The study's tables and figures.
 rule all:
     default_target: True
@@ -47,3 +56,4 @@ include: "rules/inits.smk"
 include: "rules/train.smk"
 include: "rules/tables.smk"
 include: "rules/figures.smk"
+include: "rules/lm.smk"

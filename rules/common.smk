@@ -27,12 +27,19 @@ def _check_recipe(model, dataset, overrides, what, mode=None):
 
 for _s, _d, _v in sorted({(r.student, r.dataset, r.variant) for r in STUDY.runs()}):
     _mode = STUDY.variant(_v).get("mode", "finetune")
-    _check_recipe(STUDY.students[_s]["model"], STUDY.source_dataset(_d), STUDY.recipe(_s, _d, _v),
-                  f"run {_s}/{_d}/{_v}", mode="probe" if _mode == "probe" else None)
+    _check_recipe(
+        STUDY.students[_s]["model"],
+        STUDY.source_dataset(_d),
+        STUDY.recipe(_s, _d, _v),
+        f"run {_s}/{_d}/{_v}",
+        mode="probe" if _mode == "probe" else None,
+    )
 for _name, _teacher in STUDY.teachers.items():
     if _teacher["source"] == "pretrain":
         _p = _teacher["pretrain"]
-        _check_recipe(_teacher["model"], _p["dataset"], _p.get("recipe", {}), f"teacher {_name}")
+        _check_recipe(
+            _teacher["model"], _p["dataset"], _p.get("recipe", {}), f"teacher {_name}"
+        )
 
 
 # ------------------------------------------------------------------------------ wildcard patterns
