@@ -253,9 +253,7 @@ ROWS = [
       _put("r.yaml", lambda p: p.write_text("epochs: [1\nlr: 2\n"))),
     R("recipe-file-not-mapping", RECIPE + ["--recipe", "{tmp}/r.yaml"], r"r\.yaml",
       _put("r.yaml", lambda p: p.write_text("- 1\n- 2\n"))),
-    R("recipe-model-unknown", _opt(RECIPE, "--model", "vit_tinyy_patch16_224"), r"unknown timm model 'vit_tinyy",
-      xfail=f"unclear: an unknown timm name is reported as 'no recipe family'; the {TRAINER}'s recipe.py should "
-            "check weightselect.models first"),
+    R("recipe-model-unknown", _opt(RECIPE, "--model", "vit_tinyy_patch16_224"), r"unknown timm model 'vit_tinyy"),
     # train ----------------------------------------------------------------------------------------
     R("train-model-kwargs-misspelt", _opt(TRAIN, "--model-kwargs", json.dumps({**STUDENT_KW, "embed_dimm": 32})),
       r"embed_dimm.*spelling"),
@@ -286,9 +284,7 @@ ROWS = [
     R("train-set-unknown-key", TRAIN + ["--set", "lrr=1"], r"unknown recipe key.*lrr"),
     R("train-recipe-bad-yaml", TRAIN + ["--recipe", "{tmp}/r.yaml"], r"r\.yaml.*(YAML|line)",
       _put("r.yaml", lambda p: p.write_text("lr: {\n"))),
-    R("train-device-unknown", TRAIN + ["--device", "tpu"], r"--device tpu",
-      xfail=f"unclear: torch's 'Expected one of cpu, cuda, ... device type' does not name --device; the {TRAINER} "
-            "should check the device first"),
+    R("train-device-unknown", TRAIN + ["--device", "tpu"], r"--device tpu"),
     R("train-finished-run", TRAIN, r"holds a finished run.*--force", _finished_run),
     R("train-batch-larger-than-data", TRAIN + ["--set", "batch_size=4096"], r"batch_size 4096 is larger"),
     R("train-distill-without-teacher", TRAIN + ["--distill", "logit"], r"needs a teacher.*--teacher"),

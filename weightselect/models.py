@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping
 if TYPE_CHECKING:  # torch is imported only when a model is built
     import torch.nn as nn
 
-__all__ = ["ModelSpec", "UnknownModelError", "ModelKwargsError", "ModelKwargError", "create_model", "model_keywords"]
+__all__ = ["ModelSpec", "UnknownModelError", "ModelKwargsError", "ModelKwargError", "create_model", "model_keywords", "check_known"]
 
 
 class UnknownModelError(ValueError):
@@ -58,6 +58,12 @@ class ModelSpec:
 
     def create(self, pretrained: bool = False, **overrides: Any) -> "nn.Module":
         return create_model(self, pretrained=pretrained, **overrides)
+
+
+def check_known(name: str) -> None:
+    """Raise UnknownModelError, with the closest timm names, when timm has no model ``name`` (its
+    pretrained tag, if any, is ignored). Imports timm."""
+    _check_known(name.split(".", 1)[0])
 
 
 def _check_known(arch: str) -> None:

@@ -178,7 +178,10 @@ def pick_device(device: Optional[str], dist: Dist) -> torch.device:
     """The device to train on; a clear ValueError for a CUDA device PyTorch cannot see."""
     if device is None:
         return torch.device(f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu")
-    device_t = torch.device(device)
+    try:
+        device_t = torch.device(device)
+    except RuntimeError as exc:  # torch: "Expected one of cpu, cuda, ... device type at start of ..."
+        raise ValueError(f"--device {device} is not a device PyTorch knows ({exc}); use cpu, cuda or cuda:N") from None
     if device_t.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{device}' asked for, but PyTorch sees no CUDA GPU here "
                          "(torch.cuda.is_available() is False): use --device cpu or run on a GPU node")

@@ -102,9 +102,12 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_recipe(args) -> int:
-    from weightselect.training.recipe import resolve_recipe
+    from weightselect.models import check_known
+    from weightselect.training.recipe import FAMILY_ALIASES, resolve_recipe
 
     overrides = _overrides(args)
+    if args.model.lower() not in FAMILY_ALIASES:  # a timm name, not vit_t / convnext_f: timm must know it
+        check_known(args.model)
     print(resolve_recipe(args.model, args.dataset, overrides, mode=args.mode).to_yaml(), end="")
     return 0
 
