@@ -235,12 +235,12 @@ def test_one_line_by_default_and_the_trace_with_debug_or_the_env_variable(tmp_pa
 
 
 def test_an_internal_error_is_one_line_asking_for_debug(monkeypatch, capsys, tmp_path):
-    from weightselect.results import cli as results_cli
+    from weightselect.results import runs as results_runs  # the summary command imports it when it runs
 
     def broken(runs_root, **kwargs):
         raise AttributeError("'NoneType' object has no attribute 'glob'")
 
-    monkeypatch.setattr(results_cli, "collect_runs", broken)
+    monkeypatch.setattr(results_runs, "collect_runs", broken)
     (tmp_path / "runs").mkdir()
     assert main(["summary", "--runs", str(tmp_path / "runs")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
