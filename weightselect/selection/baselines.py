@@ -27,6 +27,7 @@ import torch.nn as nn
 
 __all__ = ["BASELINES", "apply_baseline", "default_init", "MIMETIC_QK", "MIMETIC_VPROJ"]
 
+from weightselect.selection.elements import one_thread
 from weightselect.selection.names import BASELINES  # noqa: E402  (re-exported)
 
 # (alpha, beta) of mimetic initialization, the values Trockman & Kolter use for small ViTs.
@@ -89,18 +90,7 @@ def _factor_pair(d: int, k: int, alpha: float, beta: float, sign: float):
     return (u[:, :k] * root).T.contiguous(), (root[:, None] * vh[:k]).contiguous()
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Small SVDs run far faster on one thread (no waiting on a busy second core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@_one_thread()
+@one_thread()
 def _mimetic(model: nn.Module) -> int:
     count = 0
     for module in model.modules():

@@ -477,6 +477,7 @@ def _teacher_only(t_shapes, entries, lmap: LayerMap, skip) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+@elements.one_thread()
 def select(
     teacher: Any,
     student: Any,
