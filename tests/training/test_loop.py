@@ -7,17 +7,18 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from weightselect import rundir
 from weightselect.io import save_init
 from weightselect.models import create_model
-from weightselect.training import loop
+from weightselect.training import batches
 from weightselect.training.loop import (
     NonFiniteLossError, RunFinishedError, RunMismatchError, TrainingInterrupted, train,
 )
 from weightselect.training.recipe import resolve_recipe
 
 METRIC_KEYS = ["epoch", "lr", "train_loss", "test_loss", "test_top1", "test_top5", "seconds", "images_per_s"]
-FINAL_KEYS = ["model", "dataset", "init", "seed", "epochs", "final_top1", "final_top5", "best_top1",
-              "train_seconds", "images_per_s"]
+FINAL_KEYS = ["model", "dataset", "init", "seed", "mode", "epochs", "final_top1", "final_top5", "best_top1",
+              "best_top5", "best_epoch", "train_seconds", "images_per_s"]
 # fields that must match between an interrupted-and-resumed run and an uninterrupted one
 EXACT = ["epoch", "lr", "train_loss", "test_loss", "test_top1", "test_top5"]
 
@@ -35,11 +36,15 @@ def test_one_run_writes_the_run_directory(tmp_path, tiny_vit, fast_recipe):
     run = tmp_path / "run"
     final = train(tiny_vit, "digits", run, seed=1, recipe=fast_recipe, progress=False)
     assert sorted(os.listdir(run)) == sorted(
-        ["metrics.jsonl", "final.json", "checkpoint.pt", "recipe.yaml", "run.json", "model.safetensors"])
+        [".lock", "metrics.jsonl", "final.json", "checkpoint.pt", "recipe.yaml", "run.json", "model.safetensors"])
     metrics = _metrics(run)
     assert [list(m) for m in metrics] == [METRIC_KEYS] * 2 and [m["epoch"] for m in metrics] == [1, 2]
     assert list(final) == FINAL_KEYS and json.loads((run / "final.json").read_text()) == final
+    assert set(rundir.FINAL_KEYS) <= set(final) and set(rundir.EPOCH_KEYS) <= set(metrics[0])
     assert final["final_top1"] == metrics[-1]["test_top1"] and final["dataset"] == "digits"
+    best = max(metrics, key=lambda m: m["test_top1"])
+    assert final["best_top1"] == best["test_top1"] and final["best_epoch"] == best["epoch"]
+    assert final["best_top5"] == max(m["test_top5"] for m in metrics) and final["mode"] == "finetune"
     assert final["init"] == "random" and final["seed"] == 1 and final["epochs"] == 2
     assert 0 <= final["final_top1"] <= 100 and final["images_per_s"] > 0
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
@@ -82,7 +87,7 @@ def test_kill_and_resume_is_bit_identical(tmp_path, tiny_convnext):
 def test_signal_checkpoints_and_resumes(tmp_path, tiny_vit, fast_recipe, monkeypatch):
     ref = train(tiny_vit, "digits", tmp_path / "ref", recipe=fast_recipe, progress=False)
     calls = {"n": 0}
-    normalize = loop._normalize
+    normalize = batches.normalize
 
     def send_sigusr1_on_batch_4(x, mean, std):
         calls["n"] += 1
@@ -90,14 +95,14 @@ def test_signal_checkpoints_and_resumes(tmp_path, tiny_vit, fast_recipe, monkeyp
             os.kill(os.getpid(), signal.SIGUSR1)  # what SLURM sends before a time limit
         return normalize(x, mean, std)
 
-    monkeypatch.setattr(loop, "_normalize", send_sigusr1_on_batch_4)
+    monkeypatch.setattr(batches, "normalize", send_sigusr1_on_batch_4)
     run = tmp_path / "run"
     with pytest.raises(TrainingInterrupted) as info:
         train(tiny_vit, "digits", run, recipe=fast_recipe, progress=False)
     assert info.value.signum == signal.SIGUSR1
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 0 and ckpt["partial"]["batches"] == 4 and ckpt["num_updates"] == 4
-    monkeypatch.setattr(loop, "_normalize", normalize)
+    monkeypatch.setattr(batches, "normalize", normalize)
     final = train(tiny_vit, "digits", run, recipe=fast_recipe, progress=False)
     assert final["final_top1"] == ref["final_top1"] and _same_weights(run, tmp_path / "ref")
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL  # handlers are put back

@@ -6,6 +6,11 @@
 * feature-based: ``loss = class_loss + alpha * L1(O_t, MLP(O_s))`` where ``O`` are pooled
   pre-logit features (``forward_head(forward_features(x), pre_logits=True)``) and the MLP
   projects the student's width to the teacher's.
+
+The teacher sees the input normalized its own way (:class:`Teacher`): the batch, normalized with
+the student's mean/std, is re-normalized with the teacher's, taken from (first found) the teacher
+spec's ``mean``/``std``, the dataset its weights file's manifest says it was trained on, or its timm
+``pretrained_cfg``.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ __all__ = [
     "TeacherSpec",
     "load_teacher",
     "pooled_features",
+    "Teacher",
 ]
 
 
@@ -85,9 +91,13 @@ def _feature_dim(model: nn.Module) -> int:
 class TeacherSpec:
     """A teacher: a model spec plus an optional weights file (else timm's pretrained tag)."""
 
-    def __init__(self, model: Any, weights: Optional[str] = None):
+    def __init__(self, model: Any, weights: Optional[str] = None, mean=None, std=None):
         self.spec = ModelSpec.from_any(model)
         self.weights = str(weights) if weights else None
+        self.mean = tuple(float(v) for v in mean) if mean is not None else None
+        self.std = tuple(float(v) for v in std) if std is not None else None
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("a teacher's normalization needs both mean and std (or neither)")
         if self.weights is None and self.spec.tag is None:
             raise ValueError(
                 f"teacher '{self.spec.name}' has no weights: give a weights file "
@@ -103,36 +113,90 @@ class TeacherSpec:
             return cls(value[0], value[1])
         if isinstance(value, Mapping):
             value = dict(value)
-            weights = value.pop("weights", None)
+            weights, mean, std = value.pop("weights", None), value.pop("mean", None), value.pop("std", None)
             if "model" in value and "name" not in value:
                 value = ModelSpec.from_any(value["model"]).to_dict()
-            return cls(value, weights)
+            return cls(value, weights, mean, std)
         return cls(value)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {**self.spec.to_dict(), "weights": self.weights}
+        out = {**self.spec.to_dict(), "weights": self.weights}
+        if self.mean is not None:
+            out.update(mean=list(self.mean), std=list(self.std))
+        return out
+
+
+def _channels(values: Tuple[float, ...], in_chans: int) -> Tuple[float, ...]:
+    if len(values) == in_chans:
+        return tuple(values)
+    if in_chans == 1:
+        return (sum(values) / len(values),)
+    return tuple((tuple(values) * in_chans)[:in_chans])
+
+
+def teacher_norm(spec: "TeacherSpec", model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...], str]:
+    """(mean, std, where from) of the input the teacher expects, per its input channel."""
+    in_chans = int(getattr(model, "in_chans", 0) or model.pretrained_cfg.get("input_size", (3,))[0])
+    if spec.mean is not None:
+        return _channels(spec.mean, in_chans), _channels(spec.std, in_chans), "teacher spec"
+    if spec.weights:
+        from weightselect.io import manifest_path, read_json
+        from weightselect.training.catalog import DATASETS
+
+        mpath = manifest_path(spec.weights)
+        manifest = read_json(mpath) if mpath.is_file() else {}
+        dataset = (manifest.get("final") or {}).get("dataset") if isinstance(manifest, dict) else None
+        if dataset in DATASETS:
+            mean, std = DATASETS[dataset].norm(in_chans)
+            return mean, std, f"{mpath.name}: trained on {dataset}"
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    mean, std = cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD)
+    return _channels(mean, in_chans), _channels(std, in_chans), "timm pretrained_cfg"
+
+
+class Teacher(nn.Module):
+    """A frozen teacher fed the student's batch re-normalized to the teacher's own mean/std.
+
+    ``x_t = (x_s * std_s + mean_s - mean_t) / std_t`` per channel; ``logits(x_s)`` (B, classes),
+    ``features(x_s)`` (B, num_features) pooled pre-logit features.
+    """
+
+    def __init__(self, model: nn.Module, student_norm, teacher_norm_):
+        super().__init__()
+        self.model = model
+        (s_mean, s_std), (t_mean, t_std) = student_norm, teacher_norm_
+        s_mean, s_std, t_mean, t_std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
+                                        for v in (s_mean, s_std, t_mean, t_std))
+        self.register_buffer("scale", s_std / t_std, persistent=False)
+        self.register_buffer("shift", (s_mean - t_mean) / t_std, persistent=False)
+
+    def renormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.renormalize(x))
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return pooled_features(self.model, self.renormalize(x))
 
 
 def load_teacher(teacher: Any, device: torch.device | str = "cpu") -> nn.Module:
-    """Build the teacher, load its weights (safetensors or weights_only), freeze it, eval mode."""
+    """Build the teacher, load its weights (safetensors or weights_only), freeze it, eval mode.
+
+    Raises WeightsMismatchError (a ValueError) when the weights do not fit the spec.
+    """
     from weightselect.io import load_state_dict
+    from weightselect.training.weights import load_weights
 
     t = TeacherSpec.from_any(teacher)
     if t.weights:
         model = create_model(t.spec)
-        sd = load_state_dict(t.weights)
-        own = model.state_dict()
-        missing = [k for k in own if k not in sd]
-        unexpected = [k for k in sd if k not in own]
-        mismatched = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                      if k in sd and sd[k].shape != v.shape]
-        if missing or unexpected or mismatched:
-            raise ValueError(
-                f"teacher weights {t.weights} do not fit {t.spec.name} {t.spec.kwargs}: "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {mismatched[:5]}; "
-                "give the teacher the kwargs it was trained with (num_classes, in_chans, img_size, ...)"
-            )
-        model.load_state_dict(sd)
+        load_weights(model, load_state_dict(t.weights), source=f"teacher weights {t.weights} ({t.spec.name} {t.spec.kwargs})",
+                     hint="Give the teacher the kwargs it was trained with (num_classes, in_chans, img_size, ...).")
     else:
         model = create_model(t.spec, pretrained=True)
     model.requires_grad_(False)

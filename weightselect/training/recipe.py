@@ -47,8 +47,9 @@ FAMILY_ALIASES = {
     "vit_tiny": "vit",
 }
 
-# timm model module -> recipe family (for full timm names such as ``vit_small_patch16_224``).
-_MODULE_FAMILIES = {"convnext": "convnext", "vision_transformer": "vit", "deit": "vit"}
+# timm model-name prefix -> recipe family (timm's convnext.py, vision_transformer.py, deit.py).
+NAME_PREFIXES = (("convnext", "convnext"), ("vit_", "vit"), ("deit_", "vit"), ("deit3_", "vit"))
+MODES = ("finetune", "probe")
 
 
 class RecipeError(ValueError):
@@ -61,6 +62,7 @@ class Recipe:
 
     family: str = "convnext"
     dataset: str = "imagenet"
+    mode: str = "finetune"  # finetune | probe (linear probe: frozen backbone, BN + linear head)
     # optimizer and schedule
     opt: str = "adamw"
     lr: float = 4e-3  # base lr at lr_base_batch
@@ -105,7 +107,9 @@ class Recipe:
     ema_decay: float = 0.9999
     ema_eval: bool = False  # evaluate and export the EMA weights
     # hardware
-    amp: bool = True  # mixed precision on CUDA (float16 + grad scaler); ignored on CPU
+    amp: bool = True  # mixed precision on CUDA: bfloat16 where supported, else float16 + grad scaler
+    compile: bool = False  # torch.compile the training model
+    channels_last: Optional[bool] = None  # None: on CUDA for convolutional families (convnext)
     eval_batch_size: Optional[int] = None  # None: 1.5 x the batch per device
     # distillation (Table 4)
     distill: Optional[str] = None  # None | logit | feature
@@ -135,28 +139,13 @@ class Recipe:
         return per
 
     def validate(self) -> "Recipe":
-        choices = {
-            "lr_scaling": ("linear", "none"),
-            "sched": ("cosine",),
-            "opt": ("adamw", "adam", "sgd", "lamb", "lars"),
-            "mixup_mode": ("batch", "pair", "elem"),
-            "distill": (None, "logit", "feature"),
-            "train_crop": (None, "auto", "rrc", "pad"),
-            "family": tuple(sorted(set(FAMILY_ALIASES.values()))) + ("other",),
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise RecipeError(f"recipe {key}={getattr(self, key)!r}: choose one of {list(allowed)}")
-        for key in ("batch_size", "update_freq", "epochs", "img_size"):
-            if getattr(self, key) < 1:
-                raise RecipeError(f"recipe {key} must be >= 1, got {getattr(self, key)}")
-        if self.warmup_epochs < 0 or self.lr <= 0:
-            raise RecipeError("recipe warmup_epochs must be >= 0 and lr > 0")
-        for key in ("mixup_prob", "mixup_switch_prob", "reprob", "hflip", "smoothing"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise RecipeError(f"recipe {key} must lie in [0, 1], got {getattr(self, key)}")
-        if self.in_chans not in (None, 1, 3):
-            raise RecipeError(f"recipe in_chans must be 1, 3 or null, got {self.in_chans}")
+        """Check the values against the schema and each other; returns self. Raises RecipeError."""
+        _check_schema(self.to_dict())
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            raise RecipeError(
+                f"recipe warmup_epochs={self.warmup_epochs} >= epochs={self.epochs}: the whole run would be "
+                "warm-up; lower warmup_epochs (or leave it out: it then keeps its ratio to epochs)"
+            )
         return self
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -173,23 +162,91 @@ class Recipe:
         return cls().replace(values)
 
     def replace(self, overrides: Optional[Mapping[str, Any]]) -> "Recipe":
-        """A copy with ``overrides`` applied (values coerced to each field's type)."""
-        if not overrides:
-            return dataclasses.replace(self).validate()
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            import difflib
-
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise RecipeError(
-                f"unknown recipe key(s): {', '.join(hints)}. Known keys: {', '.join(sorted(known))}"
-            )
-        values = {k: _coerce(k, v) for k, v in overrides.items()}
+        """A copy with ``overrides`` applied (checked by the schema, numbers cast to the field type)."""
+        overrides = dict(overrides or {})
+        check_keys(overrides, [f.name for f in dataclasses.fields(self)], "recipe")
+        _check_schema(overrides, partial=True)
+        values = {k: _cast(k, v) for k, v in overrides.items()}
         return dataclasses.replace(self, **values).validate()
+
+
+def check_keys(values: Mapping[str, Any], known, what: str) -> None:
+    """Raise RecipeError for keys not in ``known``, with a "did you mean" hint for each."""
+    import difflib
+
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise RecipeError(f"unknown {what} key(s): {', '.join(hints)}. Known keys: {', '.join(sorted(known))}")
+
+
+_CHOICES = {
+    "lr_scaling": ["linear", "none"], "sched": ["cosine"], "opt": ["adamw", "adam", "sgd", "lamb", "lars"],
+    "mixup_mode": ["batch", "pair", "elem"], "distill": [None, "logit", "feature"],
+    "train_crop": [None, "auto", "rrc", "pad"], "family": ["convnext", "vit", "other"], "mode": list(MODES),
+    "in_chans": [None, 1, 3], "interpolation": ["bicubic", "bilinear"],
+}
+_MINIMUM = {"batch_size": 1, "update_freq": 1, "epochs": 1, "img_size": 1, "warmup_epochs": 0,
+            "recount": 1, "eval_batch_size": 1}
+_UNIT = ("mixup_prob", "mixup_switch_prob", "reprob", "hflip", "smoothing")
+
+
+def _field_schema(tp: Any) -> Dict[str, Any]:
+    optional = False
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional, tp = True, args[0]
+    if typing.get_origin(tp) is tuple:
+        n = len(typing.get_args(tp))
+        schema: Dict[str, Any] = {"type": "array", "items": {"type": "number"}, "minItems": n, "maxItems": n}
+    else:
+        schema = {"type": {bool: "boolean", int: "integer", float: "number", str: "string"}[tp]}
+    if optional:
+        schema["type"] = [schema["type"], "null"]
+    return schema
+
+
+@functools.lru_cache(maxsize=1)
+def recipe_schema() -> Dict[str, Any]:
+    """The JSON schema of a recipe (every field optional, no other keys)."""
+    props = {}
+    for name, tp in _field_types().items():
+        prop = _field_schema(tp)
+        if name in _CHOICES:
+            prop["enum"] = _CHOICES[name]
+        if name in _MINIMUM:
+            prop["minimum"] = _MINIMUM[name]
+        if name in _UNIT:
+            prop.update(minimum=0, maximum=1)
+        if name == "lr":
+            prop["exclusiveMinimum"] = 0
+        props[name] = prop
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+def _check_schema(values: Mapping[str, Any], partial: bool = False) -> None:
+    import jsonschema
+
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(recipe_schema()).iter_errors(values))
+    if error is not None:
+        key = error.path[0] if error.path else "?"
+        raise RecipeError(f"recipe {key}={values.get(key)!r}: {error.message}")
+
+
+def _cast(key: str, value: Any) -> Any:
+    """A schema-valid value as the field's Python type (int for 2.0, float for 0, tuple for lists)."""
+    tp = _field_types()[key]
+    if typing.get_origin(tp) is typing.Union:
+        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    if value is None or tp in (bool, str):
+        return value
+    if typing.get_origin(tp) is tuple:
+        return tuple(float(v) for v in value)
+    return tp(value)
 
 
 @functools.lru_cache(maxsize=1)
@@ -203,78 +260,71 @@ def _field_types() -> Dict[str, Any]:
     return typing.get_type_hints(Recipe)
 
 
-def _coerce(key: str, value: Any) -> Any:
-    """Coerce ``value`` to the type of Recipe field ``key`` or raise a RecipeError naming both."""
-    tp = _field_types()[key]
-    optional = False
-    if typing.get_origin(tp) is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(tp))
-        tp = args[0]
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("", "null", "none")):
-        if optional:
-            return None
-        raise RecipeError(f"recipe {key} cannot be null")
-    try:
-        if tp is bool:
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                return value.lower() in ("true", "1", "yes")
-            if isinstance(value, bool):
-                return value
-            raise TypeError
-        if tp is int:
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise TypeError
-            return int(float(value))
-        if tp is float:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if tp is str:
-            if not isinstance(value, str):
-                raise TypeError
-            return value
-        if typing.get_origin(tp) is tuple:
-            items = tuple(float(v) for v in value)
-            if len(items) != len(typing.get_args(tp)):
-                raise TypeError
-            return items
-    except (TypeError, ValueError):
-        pass
-    else:
-        return value
-    raise RecipeError(f"recipe {key}: {value!r} is not a valid {getattr(tp, '__name__', tp)}")
-
-
 def model_family(model: Any) -> str:
-    """The recipe family (``convnext`` or ``vit``) of a short name, a timm name or a ModelSpec."""
+    """The recipe family (``convnext`` or ``vit``) of a short name, a timm name or a ModelSpec.
+
+    Read from the timm name's prefix (``NAME_PREFIXES``), without importing timm. Raises RecipeError:
+    for a name timm does not know, with the closest timm names (timm is imported for that message
+    only); for a timm model outside the paper's families, saying so.
+    """
     from weightselect.models import ModelSpec
 
     if isinstance(model, str) and model.lower() in FAMILY_ALIASES:
         return FAMILY_ALIASES[model.lower()]
-    spec = ModelSpec.from_any(model)
-    arch = spec.architecture
+    arch = ModelSpec.from_any(model).architecture
     if arch.lower() in FAMILY_ALIASES:
         return FAMILY_ALIASES[arch.lower()]
-    import timm
+    for prefix, family in NAME_PREFIXES:
+        if arch.startswith(prefix):
+            return family
+    try:
+        import timm
+    except ImportError:  # pragma: no cover - timm is a dependency
+        timm = None
+    if timm is not None and not timm.is_model(arch):
+        from weightselect.models import unknown_model_message
 
-    if timm.is_model(arch):
-        module = timm.models.model_entrypoint(arch).__module__.rsplit(".", 1)[-1]
-        if module in _MODULE_FAMILIES:
-            return _MODULE_FAMILIES[module]
+        raise RecipeError(unknown_model_message(arch))
     raise RecipeError(
         f"no recipe family for model '{arch}': the paper's recipes cover ConvNeXt and ViT "
-        f"({', '.join(sorted(FAMILY_ALIASES))} or their timm names). Pass a full Recipe instead."
+        f"({', '.join(sorted(FAMILY_ALIASES))} or timm names starting with "
+        f"{', '.join(p for p, _ in NAME_PREFIXES)}); pass family=convnext|vit in the recipe or a full Recipe."
     )
 
 
 def resolve_recipe(
-    model_key: Any, dataset: str, overrides: Optional[Mapping[str, Any]] = None
+    model_key: Any, dataset: str, overrides: Optional[Mapping[str, Any]] = None, mode: Optional[str] = None
 ) -> Recipe:
-    """Table 13 + the (family, dataset) row of Table 14/15 + the family's base lr + overrides."""
+    """Table 13 + the (family, dataset) row of Table 14/15 + the family's base lr + overrides.
+
+    ``mode="probe"`` (or ``mode: probe`` in the overrides) puts the linear-probe rows of
+    ``recipes.yaml`` over that. An ``epochs`` override without ``warmup_epochs`` keeps the warm-up's
+    ratio to the total. Raises RecipeError for an unknown key, value, model or dataset.
+    """
+    overrides = dict(overrides or {})
+    mode = overrides.pop("mode", None) or mode or "finetune"
+    family = overrides.pop("family", None) or model_family(model_key)
+    if mode not in MODES:
+        raise RecipeError(f"recipe mode={mode!r}: choose one of {list(MODES)}")
+    values = _table_values(family, str(dataset).lower())
+    if mode == "probe":
+        values.update(_tables()["probe"])
+    values["mode"] = mode
+    recipe = Recipe().replace(values)
+    check_keys(overrides, [f.name for f in dataclasses.fields(Recipe)], "recipe")
+    if "epochs" in overrides and "warmup_epochs" not in overrides and values.get("warmup_epochs"):
+        _check_schema({"epochs": overrides["epochs"]})
+        overrides["warmup_epochs"] = values["warmup_epochs"] * int(overrides["epochs"]) / values["epochs"]
+    return recipe.replace(overrides) if overrides else recipe
+
+
+def _table_values(family: str, dataset: str) -> Dict[str, Any]:
+    """Table 13 + family + dataset row as a dict (the recipe before overrides)."""
+    from weightselect.training.catalog import DATASETS, dataset_info
+
     tables = _tables()
-    family = model_family(model_key)
-    dataset = str(dataset).lower()
+    if family not in tables["families"]:
+        raise RecipeError(f"recipe family={family!r}: choose one of {sorted(tables['families'])}")
     rows = tables["families"][family]["datasets"]
     extra = tables.get("extra_datasets", {})
     if dataset in rows:
@@ -282,28 +332,16 @@ def resolve_recipe(
     elif dataset in extra:
         ref = extra[dataset]
         row = dict(rows[ref]) if isinstance(ref, str) else dict(ref)
-    else:
-        from weightselect.training.data import DATASETS
-
-        if dataset not in DATASETS:
-            raise RecipeError(
-                f"unknown dataset '{dataset}'; known: {', '.join(sorted(DATASETS))}"
-            )
+    elif dataset in DATASETS:
         row = dict(rows["imagenet"])
+    else:
+        raise RecipeError(f"unknown dataset '{dataset}'; known: {', '.join(sorted(DATASETS))}")
     values: Dict[str, Any] = dict(tables["base"])
     values.update({k: v for k, v in tables["families"][family].items() if k != "datasets"})
     values.update(row)
-    values["family"] = family
-    values["dataset"] = dataset
-    values["lr_base_batch"] = row.get("batch_size", values["batch_size"])
-    from weightselect.training.data import dataset_info
-
-    try:
-        values["img_size"] = dataset_info(dataset).img_size
-    except KeyError:
-        pass
-    recipe = Recipe().replace(values)
-    return recipe.replace(overrides) if overrides else recipe
+    values.update(family=family, dataset=dataset, lr_base_batch=row.get("batch_size", values["batch_size"]))
+    values["img_size"] = dataset_info(dataset).img_size
+    return values
 
 
 def load_overrides(path: str | Path) -> Dict[str, Any]:
