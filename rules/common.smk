@@ -5,7 +5,7 @@ import math
 from snakemake.utils import validate
 
 from weightselect.study import Run, Study, StudyConfigError
-from weightselect.training.recipe import Recipe, RecipeError
+from weightselect.training.recipe import RecipeError, resolve_recipe
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -16,19 +16,33 @@ RESOURCES = STUDY.spec.get("resources", {})
 TRAIN_THREADS = RESOURCES.get("threads", RESOURCES.get("cpus_per_task", 1))
 
 
-def _check_recipe(overrides, what):
-    """Recipe keys and value types, checked from the Recipe dataclass (no torch, no timm)."""
+def _check_recipe(model, dataset, overrides, mode, what):
+    """The run's recipe as the trainer resolves it (recipes.yaml row + overrides, warm-up kept in
+    ratio to an epochs override): keys, value types and warm-up < epochs (no torch, no timm)."""
     try:
-        Recipe().replace(overrides)
+        resolve_recipe(model, dataset, overrides, mode=mode)
     except (RecipeError, KeyError, ValueError) as exc:
         raise StudyConfigError(f"study '{STUDY.name}', {what}: {exc}") from None
 
 
 for _run in {(r.student, r.dataset, r.variant) for r in STUDY.runs()}:
-    _check_recipe(STUDY.recipe(*_run), "run {}/{}/{}".format(*_run))
+    _check_recipe(
+        STUDY.students[_run[0]]["model"],
+        STUDY.source_dataset(_run[1]),
+        STUDY.recipe(*_run),
+        "probe" if STUDY.mode(_run[2]) == "probe" else "finetune",
+        "run {}/{}/{}".format(*_run),
+    )
 for _name, _teacher in STUDY.teachers.items():
     if _teacher["source"] == "pretrain":
-        _check_recipe(_teacher["pretrain"].get("recipe", {}), f"teacher {_name}")
+        _pre = _teacher["pretrain"]
+        _check_recipe(
+            _teacher["model"],
+            _pre["dataset"],
+            _pre.get("recipe", {}),
+            "finetune",
+            f"teacher {_name}",
+        )
 
 
 # ------------------------------------------------------------------------------ wildcard patterns
