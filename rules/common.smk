@@ -4,7 +4,7 @@ import math
 
 from snakemake.utils import validate
 
-from weightselect.study import Run, Study, StudyConfigError, model_shape, recipe_rows
+from weightselect.study import Run, Study, StudyConfigError
 from weightselect.training.recipe import RecipeError, resolve_recipe
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -16,29 +16,32 @@ RESOURCES = STUDY.spec.get("resources", {})
 TRAIN_THREADS = RESOURCES.get("threads", RESOURCES.get("cpus_per_task", 1))
 
 
-def _check_recipe(model, dataset, overrides, what, mode=None):
-    """The run's whole recipe resolved as the trainer will (recipes.yaml rows, overrides, warm-up
-    ratio), from names only: no torch, no timm."""
+def _check_recipe(model, dataset, overrides, mode, what):
+    """The run's recipe as the trainer resolves it (recipes.yaml row + overrides, warm-up kept in
+    ratio to an epochs override): keys, value types and warm-up < epochs (no torch, no timm)."""
     try:
         resolve_recipe(model, dataset, overrides, mode=mode)
     except (RecipeError, KeyError, ValueError) as exc:
         raise StudyConfigError(f"study '{STUDY.name}', {what}: {exc}") from None
 
 
-for _s, _d, _v in sorted({(r.student, r.dataset, r.variant) for r in STUDY.runs()}):
-    _mode = STUDY.variant(_v).get("mode", "finetune")
+for _run in {(r.student, r.dataset, r.variant) for r in STUDY.runs()}:
     _check_recipe(
-        STUDY.students[_s]["model"],
-        STUDY.source_dataset(_d),
-        STUDY.recipe(_s, _d, _v),
-        f"run {_s}/{_d}/{_v}",
-        mode="probe" if _mode == "probe" else None,
+        STUDY.students[_run[0]]["model"],
+        STUDY.source_dataset(_run[1]),
+        STUDY.recipe(*_run),
+        "probe" if STUDY.mode(_run[2]) == "probe" else "finetune",
+        "run {}/{}/{}".format(*_run),
     )
 for _name, _teacher in STUDY.teachers.items():
     if _teacher["source"] == "pretrain":
-        _p = _teacher["pretrain"]
+        _pre = _teacher["pretrain"]
         _check_recipe(
-            _teacher["model"], _p["dataset"], _p.get("recipe", {}), f"teacher {_name}"
+            _teacher["model"],
+            _pre["dataset"],
+            _pre.get("recipe", {}),
+            "finetune",
+            f"teacher {_name}",
         )
 
 
@@ -77,22 +80,9 @@ def teacher_path(wildcards):
 
 
 def pretrain_runtime(wildcards):
-    """Minutes: the study's value, else epochs x the dataset's minutes_per_epoch (scaled to one GPU)."""
     if "runtime" in RESOURCES:
         return int(RESOURCES["runtime"])
-    teacher = STUDY.teachers[wildcards.teacher]
-    dataset = teacher["pretrain"]["dataset"]
-    if dataset not in STUDY.datasets:
-        return 24 * 60
-    spec = STUDY.datasets[dataset]
-    epochs = teacher["pretrain"].get("recipe", {}).get("epochs")
-    if epochs is None:
-        rows = recipe_rows(model_shape(teacher["model"])[0], dataset)
-        epochs = rows["dataset"].get("epochs", rows["base"]["epochs"])
-    per_epoch = float(spec.get("minutes_per_epoch", 1.0)) * max(
-        int(spec.get("gpus", 1)), 1
-    )
-    return int(math.ceil(int(epochs) * per_epoch * 1.25 + 15))
+    return 24 * 60
 
 
 # ------------------------------------------------------------------------------ inits
