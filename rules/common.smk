@@ -18,7 +18,8 @@ TRAIN_THREADS = RESOURCES.get("threads", RESOURCES.get("cpus_per_task", 1))
 
 def _check_recipe(model, dataset, overrides, mode, what):
     """The run's recipe as the trainer resolves it (recipes.yaml row + overrides, warm-up kept in
-    ratio to an epochs override): keys, value types and warm-up < epochs (no torch, no timm)."""
+    ratio to an epochs override): keys, value types and warm-up < epochs (no torch, no timm).
+    """
     try:
         resolve_recipe(model, dataset, overrides, mode=mode)
     except (RecipeError, KeyError, ValueError) as exc:
