@@ -476,6 +476,13 @@ def _teacher_only(t_shapes, entries, lmap: LayerMap, skip) -> List[str]:
     return out
 
 
+def _check_names(method: str, layers: str) -> None:
+    if method not in elements.METHODS:
+        raise ValueError(f"unknown selection method '{method}'; choose one of {', '.join(elements.METHODS)}")
+    if layers not in LAYER_METHODS:
+        raise ValueError(f"unknown layer selection '{layers}'; choose one of {', '.join(LAYER_METHODS)}")
+
+
 # ---------------------------------------------------------------------------------------------
 @elements.one_thread()
 def select(
@@ -505,10 +512,7 @@ def select(
     Raises ``ValueError`` (one line, naming the tensor or module and the fix) when the pair cannot
     be selected, and ``NonFiniteTeacherError`` when teacher tensors the student needs hold NaN/inf.
     """
-    if method not in elements.METHODS:
-        raise ValueError(f"unknown selection method '{method}'; choose one of {', '.join(elements.METHODS)}")
-    if layers not in LAYER_METHODS:
-        raise ValueError(f"unknown layer selection '{layers}'; choose one of {', '.join(LAYER_METHODS)}")
+    _check_names(method, layers)
     seed = int(seed)
     model, student_dict = _student_model(student, student_kwargs)
     s_state = model.state_dict()
