@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     print(f"  weightselect --help: {statistics.median(helps):.2f} s")
     for command in (["select", "--help"], ["table", "--help"]):
         mods = imported_by(command)
-        print(f"  weightselect {' '.join(command)} imports: " + ", ".join(m for m, on in mods.items() if on) or "none of " + ", ".join(HEAVY))
+        heavy = ", ".join(m for m, on in mods.items() if on) or "none of " + ", ".join(HEAVY)
+        print(f"  weightselect {' '.join(command)} imports: {heavy}")
     seconds, jobs = dry_run([], args.repeat)
     print(f"  snakemake -n --profile slurm all (paper study): {seconds:.2f} s, {jobs} jobs")
     with tempfile.TemporaryDirectory() as tmp:
