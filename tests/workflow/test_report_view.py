@@ -120,21 +120,31 @@ def test_tables_are_listed_with_captions_and_their_rows_are_readable(page, repor
     text = visible_text(page)
     screenshot(page, "10_tables")
     for i, (path, entry) in enumerate(sorted(tables.items())):
-        assert path in text, f"{path} is not listed under {category}"
+        row = row_xpath(path, entry)
+        assert all(str(v) in text for v in (entry.get("labels") or {"path": path}).values()), \
+            f"{path} is not listed under {category}"
         # what the eye button hands the reader: the CSV itself
         from selenium.webdriver.common.by import By
 
-        link = page.find_element(By.XPATH, f"//tr[td[normalize-space(.)={path!r}]]//a[@download]")
+        link = page.find_element(By.XPATH, f"{row}//a[@download]")
         frame = pd.read_csv(io.BytesIO(decode(link.get_attribute("href"))))
         assert len(frame) >= 1 and frame.shape[1] >= 3, f"{path}: {frame.shape}"
         assert frame.select_dtypes("number").notna().any().any(), f"{path} has no number"
         # the caption, shown by the information button
-        click(page, f"//tr[td[normalize-space(.)={path!r}]]//a[@iconname='information-circle']")
+        click(page, f"{row}//a[@iconname='information-circle']")
         caption = " ".join(html.unescape(re.sub(r"<[^>]+>", "", entry["caption"])).split())
         assert len(caption) > 20, f"{path}: no caption"
         assert caption[:60] in " ".join(visible_text(page).split()), f"{path}: caption not shown"
         screenshot(page, f"11_table_info_{i}")
         open_category(page, report, category)
+
+
+def row_xpath(path: str, entry: dict) -> str:
+    """The report's table row of one result: by its labels (Snakemake shows a result's labels in
+    place of its path when the rule gives them), else by its path."""
+    labels = entry.get("labels") or {}
+    cells = [str(v) for v in labels.values()] or [path]
+    return "//tr[" + " and ".join(f"td[normalize-space(.)={c!r}]" for c in cells) + "]"
 
 
 def figure_region(shot: np.ndarray, box: dict, scale: float) -> np.ndarray:
@@ -154,9 +164,9 @@ def test_figures_open_and_show_a_readable_image(page, report):
     assert figures, "no figure in the report"
     for i, (category, sub, path) in enumerate(figures):
         open_category(page, report, category)
-        if sub != "Other":  # Snakemake's name for results without a subcategory
-            click(page, f"//nav//*[normalize-space(text())={sub!r}]")
-        click(page, f"//tr[td[normalize-space(.)={path!r}]]//a[@iconname='eye']")
+        if sub != "Other" or len(categories[category]) > 1:  # "Other": results without a subcategory,
+            click(page, f"//nav//*[normalize-space(text())={sub!r}]")  # a menu entry beside real ones
+        click(page, f"{row_xpath(path, results[path])}//a[@iconname='eye']")
         name = results[path]["filename"]
         script = ("return Array.from(document.images).filter(i => i.src.includes('filename=' + arguments[0]))"
                   ".map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().toJSON()])")
