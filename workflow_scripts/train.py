@@ -21,8 +21,8 @@ seed = int(snakemake.wildcards.seed)
 init = snakemake.input.get("init", spec["init"])
 gpus = int(snakemake.params.gpus)  # also on the --gres route, where the `gpu` resource is 0
 extra = {}
-if spec["mode"] != "finetune":  # the trainer's mode= (probe, distill); fine-tuning is its default
-    extra["mode"] = spec["mode"]
+if spec["mode"] == "probe":  # the trainer's modes: finetune (default; distillation is fine-tuning
+    extra["mode"] = "probe"  # with a teacher's loss added) and probe
 if spec["distill"]:
     extra.update(distill=spec["distill"], teacher=spec["teacher"])
 if gpus > 1:
