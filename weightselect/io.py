@@ -273,28 +273,31 @@ def save_state_dict(
 
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    data = _sort_safetensors_metadata(save(tensors, metadata=dict(metadata) if metadata else None))
+    head, body = _sort_safetensors_metadata(save(tensors, metadata=dict(metadata) if metadata else None))
     with atomic_write(path, "wb") as fh:
-        fh.write(data)
+        fh.write(head)
+        fh.write(body)
 
 
-def _sort_safetensors_metadata(data: bytes) -> bytes:
-    """The same file with the header's ``__metadata__`` in sorted key order (same length).
+def _sort_safetensors_metadata(data: bytes) -> Tuple[bytes, memoryview]:
+    """The same file as (head, body) with the header's ``__metadata__`` in sorted key order.
 
     safetensors writes metadata in hash-map order, which varies between calls; sorting it makes
-    identical tensors and metadata give identical bytes.
+    identical tensors and metadata give identical bytes. The head is the 8-byte length and the
+    header (same length as before); the body is a view of ``data`` (no copy of the tensors).
     """
     n = int.from_bytes(data[:8], "little")
     raw = data[8:8 + n]
+    body = memoryview(data)[8 + n:]
     header = json.loads(raw)
     meta = header.get("__metadata__")
     if not meta:
-        return data
+        return data[:8 + n], body
     header["__metadata__"] = dict(sorted(meta.items()))
     new = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     if len(new) != len(raw.rstrip(b" ")):
-        return data  # unexpected layout: keep what safetensors wrote
-    return data[:8] + new + b" " * (n - len(new)) + data[8 + n:]
+        return data[:8 + n], body  # unexpected layout: keep what safetensors wrote
+    return data[:8] + new + b" " * (n - len(new)), body
 
 
 def torch_load_reason(exc: BaseException) -> str:
@@ -497,17 +500,20 @@ def save_init(state_dict: Mapping[str, torch.Tensor], manifest: Mapping[str, Any
     if path.suffix != ".safetensors":
         raise ValueError(f"init files are safetensors; name it '{path.with_suffix('.safetensors')}'")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    data = _sort_safetensors_metadata(save(tensors, metadata={"format": "pt", "producer": "weightselect"}))
-    manifest = {**dict(manifest), "weights_sha256": hashlib.sha256(data).hexdigest()}
+    head, body = _sort_safetensors_metadata(save(tensors, metadata={"format": "pt", "producer": "weightselect"}))
+    digest = hashlib.sha256(head)
+    digest.update(body)
+    manifest = {**dict(manifest), "weights_sha256": digest.hexdigest()}
     text = json.dumps(manifest, indent=2, default=_json_default) + "\n"
     mpath = manifest_path(path)
     tmps = []
     try:
-        for target, payload in ((path, data), (mpath, text.encode())):
+        for target, payload in ((path, (head, body)), (mpath, (text.encode(),))):
             tmps.append(_atomic_tmp_path(target))
             try:
                 with open(tmps[-1], "wb") as fh:
-                    fh.write(payload)
+                    for part in payload:
+                        fh.write(part)
                     fh.flush()
                     os.fsync(fh.fileno())
             except OSError as exc:
