@@ -54,6 +54,16 @@ def _ordered_variants(present: Sequence[str], variants: Optional[Sequence[str]])
     return list(variants)
 
 
+def _finish(fig: Figure, ax: Axes, path) -> Axes:
+    """Grid, legend in the lower right, tight layout; saved to ``path`` when given."""
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return ax
+
+
 def plot_curves(
     curves_df: pd.DataFrame,
     student: str,
@@ -105,12 +115,7 @@ def plot_curves(
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 accuracy (%)" if metric == "test_top1" else metric.replace("_", " "))
     ax.set_title(f"{student} on {dataset}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return ax
+    return _finish(fig, ax, path)
 
 
 def plot_summary(table: pd.DataFrame, path=None, variants: Optional[Sequence[str]] = None, title: Optional[str] = None) -> Axes:
@@ -195,12 +200,7 @@ def plot_epoch_sweep(spec: Mapping, finals, path=None) -> Axes:
     ax.set_xlabel("training epochs")
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_title(f"{spec['student']} on {spec['dataset']}: accuracy against the epoch budget")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return ax
+    return _finish(fig, ax, path)
 
 
 def crossing(xs: Sequence[float], ys: Sequence[float], level: float) -> float:
@@ -243,12 +243,7 @@ def plot_pretraining_sweep(spec: Mapping, finals, path=None) -> Axes:
     ax.set_xlabel(f"pretraining epochs on {spec['pretrain']['dataset']}")
     ax.set_ylabel("fine-tuned test top-1 accuracy (%)")
     ax.set_title(title, fontsize="medium")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return ax
+    return _finish(fig, ax, path)
 
 
 # ------------------------------------------------------------------------------ attention maps (Figure 5)
