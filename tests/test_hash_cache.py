@@ -61,3 +61,95 @@ def test_unwritable_cache_still_gives_the_digest(tmp_path, monkeypatch):
 def test_missing_file_raises(tmp_path, cache):
     with pytest.raises(OSError):
         sha256_file(tmp_path / "absent.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------
+# One pass: the tensors read in file order through one reused buffer, the file hashed on the way.
+def _teacher_file(path, n_blocks=6, gap=False):
+    import torch
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = {f"blocks.{i}.w": torch.randn(8 + i, 5, generator=gen) for i in range(n_blocks)}
+    tensors["blocks.0.b"] = torch.arange(7, dtype=torch.int64)
+    tensors["bf"] = torch.randn(3, 3, generator=gen).to(torch.bfloat16)
+    tensors["empty"] = torch.zeros(0, 4)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return tensors
+
+
+@pytest.mark.parametrize("limit", [1 << 20, 64])  # one read for all; a read per tensor (tiny buffer)
+def test_iter_tensors_reads_in_file_order_and_hashes_every_byte(tmp_path, cache, monkeypatch, limit):
+    import torch
+
+    from weightselect import io
+
+    monkeypatch.setattr(io, "READ_BUFFER_BYTES", limit)
+    path = tmp_path / "t.safetensors"
+    tensors = _teacher_file(path)
+    wanted = ["blocks.3.w", "bf", "blocks.0.b", "empty", "blocks.1.w"]
+    with io.open_tensor_source(path) as src:
+        header, _ = io._read_safetensors_header(open(path, "rb"), path)
+        h = hashlib.sha256()
+        got = [(k, t.clone()) for k, t in src.iter_tensors(wanted, h)]
+    order = sorted(wanted, key=lambda k: (*header[k]["data_offsets"], k))
+    assert [k for k, _ in got] == order  # file order, each key once
+    for key, tensor in got:
+        assert torch.equal(tensor, tensors[key]) and tensor.dtype == tensors[key].dtype
+    assert h.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+    with io.open_tensor_source(path) as src:  # without a hasher only the wanted bytes are read
+        assert [k for k, _ in src.iter_tensors(["blocks.2.w"])] == ["blocks.2.w"]
+        with pytest.raises(KeyError, match="nope"):
+            list(src.iter_tensors(["nope"]))
+
+
+def test_in_memory_sources_cannot_hash_while_read():
+    import torch
+
+    from weightselect.io import TensorSource
+
+    src = TensorSource.from_state_dict({"a": torch.ones(2)})
+    assert not src.streams
+    assert [k for k, _ in src.iter_tensors(["a"])] == ["a"]
+    with pytest.raises(ValueError, match="cannot be hashed"):
+        list(src.iter_tensors(["a"], hashlib.sha256()))
+
+
+def test_selection_hashes_the_teacher_in_its_read_pass_and_remembers_it(tmp_path, cache, monkeypatch):
+    import timm
+    from safetensors.torch import save_file
+
+    from weightselect import io
+    from weightselect.selection import select, sources
+
+    teacher = tmp_path / "vit_s.safetensors"
+    kwargs = dict(img_size=32, patch_size=8, num_classes=10)
+    save_file(timm.create_model("vit_small_patch16_224", **kwargs).state_dict(), str(teacher))
+    calls = []
+    real = sources.sha256_file
+    monkeypatch.setattr(sources, "sha256_file", lambda *a, **k: calls.append(a) or real(*a, **k))
+    first = select(teacher, {"name": "vit_tiny_patch16_224", "kwargs": kwargs})
+    truth = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    assert first.manifest["teacher"]["sha256"] == truth
+    assert io.cached_sha256(teacher) == truth and calls == []  # hashed in the pass, not in a second one
+    again = select(teacher, {"name": "vit_tiny_patch16_224", "kwargs": kwargs})
+    assert again.manifest["teacher"]["sha256"] == truth
+    for key, value in first.state_dict.items():  # same bytes with or without the hash in the pass
+        assert value.equal(again.state_dict[key])
+    cheap = select(teacher, {"name": "vit_tiny_patch16_224", "kwargs": kwargs}, teacher_identity="header")
+    n = int.from_bytes(teacher.read_bytes()[:8], "little")
+    assert cheap.manifest["teacher"] == {
+        "source": str(teacher), "identity": "header", "size": teacher.stat().st_size,
+        "header_sha256": hashlib.sha256(teacher.read_bytes()[: 8 + n]).hexdigest(),
+    }
+    with pytest.raises(ValueError, match="unknown teacher identity 'md5'; choose one of sha256, header"):
+        select(teacher, {"name": "vit_tiny_patch16_224", "kwargs": kwargs}, teacher_identity="md5")
+
+
+def test_header_identity_needs_safetensors(tmp_path):
+    from weightselect.io import WeightsFileError, header_identity
+
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"\x80\x02not safetensors")
+    with pytest.raises(WeightsFileError, match="needs a safetensors file"):
+        header_identity(path)

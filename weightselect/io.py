@@ -30,6 +30,9 @@ __all__ = [
     "read_json",
     "write_text",
     "sha256_file",
+    "cached_sha256",
+    "remember_sha256",
+    "header_identity",
     "hash_cache_dir",
     "save_state_dict",
     "load_state_dict",
@@ -225,37 +228,72 @@ def _hash_cache_entry(path: Path) -> Tuple[Path, str]:
     return hash_cache_dir() / "sha256" / key[:2] / key, stamp
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20, cache: bool = True) -> str:
-    """The sha256 (hex) of a file's bytes, computed at most once per file version.
+def cached_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 of ``path`` when it is known without reading the file, else None.
 
-    1. A file in the Hugging Face cache (``snapshots/<rev>/<name>`` linking to ``blobs/<sha256>``,
-       huggingface_hub's layout for LFS files such as weights) is named by its sha256: that name is
-       returned without reading the file.
-    2. Otherwise a digest remembered under :func:`hash_cache_dir`, keyed by the file's real path,
-       size, modification time (ns) and inode, is returned; any change to the file misses it.
-    3. Otherwise the file is read once and its digest remembered (``cache=False`` skips 2 and 3;
-       an unwritable cache folder only costs the memory of it).
-    Raises OSError when the file cannot be read.
+    Known are: a file in the Hugging Face cache (``snapshots/<rev>/<name>`` linking to
+    ``blobs/<sha256>``, huggingface_hub's layout for LFS files such as weights), which is named by
+    its sha256, and a digest remembered by :func:`remember_sha256` under :func:`hash_cache_dir`,
+    keyed by the file's real path, size, modification time (ns) and inode (any change misses it).
     """
     path = Path(path)
     real = path.resolve()
-    if cache and real.parent.name == "blobs" and _SHA256_NAME.match(real.name):
+    if real.parent.name == "blobs" and _SHA256_NAME.match(real.name):
         return real.name
-    entry, stamp = _hash_cache_entry(path) if cache else (None, "")
-    if entry is not None:
-        with contextlib.suppress(OSError, ValueError):
-            saved_stamp, digest = entry.read_text().split("\n")[:2]
-            if saved_stamp == stamp and _SHA256_NAME.match(digest):
-                return digest
+    with contextlib.suppress(OSError, ValueError):
+        entry, stamp = _hash_cache_entry(path)
+        saved_stamp, digest = entry.read_text().split("\n")[:2]
+        if saved_stamp == stamp and _SHA256_NAME.match(digest):
+            return digest
+    return None
+
+
+def remember_sha256(path: str | os.PathLike, digest: str) -> None:
+    """Remember the sha256 of the current version of ``path`` (see :func:`cached_sha256`); an
+    unwritable cache folder is ignored (the digest is then computed again next time)."""
+    with contextlib.suppress(OSError):
+        entry, stamp = _hash_cache_entry(Path(path))
+        write_text(entry, f"{stamp}\n{digest}\n")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20, cache: bool = True) -> str:
+    """The sha256 (hex) of a file's bytes, computed at most once per file version.
+
+    With ``cache`` (the default) a digest known from :func:`cached_sha256` is returned without
+    reading the file; otherwise the file is read once and its digest remembered. ``cache=False``
+    always reads the file and remembers nothing. Raises OSError when the file cannot be read.
+    """
+    if cache:
+        digest = cached_sha256(path)
+        if digest is not None:
+            return digest
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     digest = h.hexdigest()
-    if entry is not None:
-        with contextlib.suppress(OSError):
-            write_text(entry, f"{stamp}\n{digest}\n")
+    if cache:
+        remember_sha256(path, digest)
     return digest
+
+
+def header_identity(path: str | os.PathLike) -> Dict[str, Any]:
+    """A cheap identity of a safetensors file: the sha256 of its header (tensor names, dtypes,
+    shapes and offsets, plus its metadata) and the file's size in bytes, read without the tensors.
+
+    It tells apart files of different layouts or sizes, not two files that differ only in tensor
+    values (for that, use the full sha256 of :func:`sha256_file`). Raises WeightsFileError for a
+    file that is not safetensors.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if path.suffix != ".safetensors" or n <= 0 or 8 + n > size:
+            raise WeightsFileError(f"{path}: a header identity needs a safetensors file; use the full sha256")
+        header = fh.read(n)
+    return {"identity": "header", "header_sha256": hashlib.sha256(head + header).hexdigest(), "size": size}
 
 
 def save_state_dict(
@@ -358,15 +396,17 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> Dict[str, t
 class TensorSource:
     """Read-only access to named tensors, one at a time.
 
-    For safetensors files tensors are read lazily (memory-mapped), so peak memory stays near the
-    size of the tensors being used, not of the whole file.
+    For safetensors files tensors are read lazily with positioned reads, so peak memory stays near
+    the size of the tensors being used, not of the whole file; :meth:`iter_tensors` reads many
+    tensors in one sequential pass in file order, into one reused buffer.
     """
 
-    def __init__(self, shapes: Dict[str, Tuple[int, ...]], getter, description: str, closer=None):
+    def __init__(self, shapes: Dict[str, Tuple[int, ...]], getter, description: str, closer=None, reader=None):
         self._shapes = shapes
         self._get = getter
         self.description = description
         self._closer = closer
+        self._reader = reader
 
     def keys(self):
         return list(self._shapes)
@@ -378,6 +418,11 @@ class TensorSource:
     def shapes(self) -> Dict[str, Tuple[int, ...]]:
         return dict(self._shapes)
 
+    @property
+    def streams(self) -> bool:
+        """Whether :meth:`iter_tensors` reads a file in one pass (and can hash it on the way)."""
+        return self._reader is not None
+
     def __contains__(self, key: str) -> bool:
         return key in self._shapes
 
@@ -385,6 +430,27 @@ class TensorSource:
         if key not in self._shapes:
             raise KeyError(f"{key} not in {self.description}")
         return self._get(key)
+
+    def iter_tensors(self, keys, hasher=None) -> Iterator[Tuple[str, torch.Tensor]]:
+        """Yield ``(key, tensor)`` for each of ``keys`` (once each), in the order that reads the
+        file front to back.
+
+        The tensors of a streamed file are **borrowed**: views of a buffer that the next step of
+        the iteration overwrites; copy what you keep. ``hasher`` (a ``hashlib`` object) is updated
+        with every byte of the file, in order, in the same pass; only a source that
+        :attr:`streams` accepts one (ValueError otherwise). Raises KeyError for an unknown key.
+        """
+        keys = list(dict.fromkeys(keys))
+        for key in keys:
+            if key not in self._shapes:
+                raise KeyError(f"{key} not in {self.description}")
+        if self._reader is not None:
+            yield from self._reader(keys, hasher)
+            return
+        if hasher is not None:
+            raise ValueError(f"{self.description} is not read from one file: it cannot be hashed while read")
+        for key in keys:
+            yield key, self._get(key)
 
     def close(self) -> None:
         if self._closer is not None:
@@ -442,12 +508,84 @@ def _read_safetensors_header(fh, path: Path) -> Tuple[Dict[str, Any], int]:
     return header, 8 + n
 
 
+READ_BUFFER_BYTES = 16 << 20  # the reused read buffer of a sequential pass (grown to the largest tensor)
+
+
+def _pread_exact(fd: int, view: memoryview, offset: int, path: Path, what: str) -> None:
+    got = os.preadv(fd, [view], offset) if hasattr(os, "preadv") else _pread_into(fd, view, offset)
+    if got != len(view):
+        raise WeightsFileError(f"{path}: truncated safetensors file ({what})")
+
+
+def _groups(spans, limit: int, contiguous: bool) -> list:
+    """Spans ``(start, end, key)`` sorted by start, gathered into reads ``(start, end, members)``
+    of at most ``limit`` bytes (or one span); ``contiguous`` reads also cover every gap (from byte
+    0 on), others read through gaps of up to 1 MiB only."""
+    groups, group, g_start, g_end = [], [], (0 if contiguous else None), 0
+    for span in spans:
+        start, end, _ = span
+        if group and (end - g_start > limit or (not contiguous and start - g_end > (1 << 20))):
+            groups.append((g_start, g_end, group))
+            group, g_start = [], (g_end if contiguous else None)
+        if g_start is None:
+            g_start = start
+        group.append(span)
+        g_end = max(g_end, end)
+    if group:
+        groups.append((g_start, g_end, group))
+    return groups
+
+
+def _safetensors_reader(fd: int, header: Dict[str, Any], base: int, path: Path):
+    """The :meth:`TensorSource.iter_tensors` of a safetensors file: reads in file order, one
+    positioned read per group of neighbouring tensors, into one buffer reused across reads."""
+
+    def read(keys, hasher):
+        wanted = set(keys)
+        names = list(header) if hasher is not None else keys
+        spans = sorted((header[k]["_parsed"][0], header[k]["_parsed"][1], k) for k in names)
+        limit = max([READ_BUFFER_BYTES] + [end - start for start, end, _ in spans])
+        groups = _groups(spans, limit, contiguous=hasher is not None)
+        buf = bytearray(max([0] + [g_end - g_start for g_start, g_end, _ in groups]))
+        view = memoryview(buf)
+        if hasher is not None:
+            head = bytearray(base)
+            _pread_exact(fd, memoryview(head), 0, path, "header")
+            hasher.update(head)
+        done = 0
+        for g_start, g_end, group in groups:
+            part = view[: g_end - g_start]
+            _pread_exact(fd, part, base + g_start, path, f"tensor '{group[0][2]}'")
+            if hasher is not None:
+                hasher.update(part)
+            done = g_end
+            for start, end, key in group:
+                if key in wanted:
+                    _, _, shape, dtype = header[key]["_parsed"]
+                    yield key, _borrowed(buf, start - g_start, end - start, shape, dtype)
+        if hasher is not None:  # bytes after the last tensor, if any
+            rest = os.fstat(fd).st_size - base - done
+            if rest > 0:
+                tail = bytearray(rest)
+                _pread_exact(fd, memoryview(tail), base + done, path, "data")
+                hasher.update(tail)
+
+    return read
+
+
+def _borrowed(buf: bytearray, offset: int, nbytes: int, shape, dtype) -> torch.Tensor:
+    if nbytes == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset).reshape(shape)
+
+
 def open_tensor_source(path: str | os.PathLike) -> TensorSource:
     """Open a weights file for tensor-by-tensor reads (lazy for safetensors).
 
-    A safetensors file is read with plain positioned reads, one tensor at a time (no memory map),
-    so the process holds only the tensors it keeps: reading a large teacher costs memory near the
-    size of its largest tensor.
+    A safetensors file is read with plain positioned reads (no memory map), so the process holds
+    only the tensors it keeps: ``get`` reads one tensor into a buffer of its own; ``iter_tensors``
+    reads many in file order through one reused buffer (16 MiB, or the largest tensor).
+    Raises WeightsFileError for a missing, truncated or malformed file.
     """
     path = Path(path)
     if not path.is_file():
@@ -462,22 +600,20 @@ def open_tensor_source(path: str | os.PathLike) -> TensorSource:
 
         def get(key: str) -> torch.Tensor:
             start, end, shape, dtype = header[key]["_parsed"]
-            if end == start:
-                return torch.empty(shape, dtype=dtype)
             buf = bytearray(end - start)
-            got = os.preadv(fh.fileno(), [buf], base + start) if hasattr(os, "preadv") else _pread_into(fh, buf, base + start)
-            if got != len(buf):
-                raise WeightsFileError(f"{path}: truncated safetensors file (tensor '{key}')")
-            return torch.frombuffer(buf, dtype=dtype).reshape(shape)
+            if end > start:
+                _pread_exact(fh.fileno(), memoryview(buf), base + start, path, f"tensor '{key}'")
+            return _borrowed(buf, 0, end - start, shape, dtype)
 
         shapes = {k: v["_parsed"][2] for k, v in header.items()}
-        return TensorSource(shapes, get, str(path), closer=fh.close)
+        reader = _safetensors_reader(fh.fileno(), header, base, path)
+        return TensorSource(shapes, get, str(path), closer=fh.close, reader=reader)
     return TensorSource.from_state_dict(load_state_dict(path), str(path))
 
 
-def _pread_into(fh, buf: bytearray, offset: int) -> int:
-    fh.seek(offset)
-    return fh.readinto(buf)
+def _pread_into(fd: int, buf, offset: int) -> int:
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.readv(fd, [buf])
 
 
 def manifest_path(weights_path: str | os.PathLike) -> Path:

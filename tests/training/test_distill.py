@@ -157,3 +157,21 @@ def test_distillation_errors(tmp_path, tiny_vit, fast_recipe, digits_teacher):
     other["weights"] = str(tmp_path / "t26.safetensors")
     with pytest.raises(ValueError, match="same|student's 10 classes"):
         train(tiny_vit, "digits", tmp_path / "b", recipe=fast_recipe, distill="logit", teacher=other)
+
+
+def test_a_workflow_pretrained_teacher_gets_its_classes_from_its_manifest(tmp_path, tiny_vit):
+    """A teacher pretrained by the workflow on letters (26 classes) whose spec, like the study's
+    teacher specs, leaves num_classes to the dataset: the manifest beside its weights supplies it,
+    so feature distillation from a selection teacher loads its weights as they are."""
+    kwargs = {**tiny_vit["kwargs"], "in_chans": 1}
+    trained = create_model({"name": tiny_vit["name"], "kwargs": {**kwargs, "num_classes": 26}})
+    path = tmp_path / "letters_teacher.safetensors"
+    save_state_dict(trained.state_dict(), path)
+    spec = {"name": tiny_vit["name"], "kwargs": kwargs, "weights": str(path)}
+    with pytest.raises(ValueError, match="num_classes"):  # without the manifest: timm's 1000 classes do not fit
+        load_teacher(spec)
+    (tmp_path / "letters_teacher.json").write_text(json.dumps({"final": {"dataset": "letters"}}))
+    model = load_teacher(spec)
+    assert model.num_classes == 26 and not model.training
+    for key, value in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value)

@@ -67,6 +67,7 @@ def _select(args: argparse.Namespace, out: Path) -> int:
         student_kwargs=args.student_kwargs,
         teacher_kwargs=args.teacher_kwargs,
         skip_head_keys=args.skip_head_keys,
+        teacher_identity=args.teacher_id,
     )
     result.save(out)
     m = result.manifest
@@ -107,7 +108,7 @@ def _baseline(args: argparse.Namespace, out: Path) -> int:
 
 
 def register(subparsers) -> None:
-    from weightselect.selection.names import BASELINES, LAYER_METHODS, METHODS
+    from weightselect.selection.names import BASELINES, LAYER_METHODS, METHODS, TEACHER_IDENTITIES
 
     p = subparsers.add_parser(
         "select", help="initialize a student from a larger teacher (weight selection)",
@@ -126,6 +127,10 @@ def register(subparsers) -> None:
                    help="components left at default init (e.g. patch_embed pos_embed attention norm mlp)")
     p.add_argument("--skip-head-keys", action="store_true",
                    help="leave every parameter whose name contains 'head' at default init, as the paper's release")
+    p.add_argument("--teacher-id", choices=TEACHER_IDENTITIES, default="sha256",
+                   help="how the manifest identifies a teacher file: its full sha256 (default; computed once per "
+                        "file version, in the pass that reads it) or 'header' (sha256 of its header + its size: "
+                        "no full pass, blind to changed values)")
     p.add_argument("-o", "--output", required=True, help="output .safetensors (manifest written beside it)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("-v", "--verbose", action="store_true", help="log the layer map and axes")

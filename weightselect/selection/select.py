@@ -425,37 +425,53 @@ def _total(tensor: torch.Tensor) -> float:
     return float(tensor.sum(dtype=torch.float32) if tensor.element_size() < 4 else tensor.sum())
 
 
+def _select_entry(entry: "_Entry", t_tensor: torch.Tensor, method, seed, family, axis_indices) -> Tuple[torch.Tensor, bool]:
+    """One student tensor from its (possibly borrowed) teacher tensor, never a view of it, and
+    whether the selected values are finite (checked before any dtype change)."""
+    borrowed = t_tensor.untyped_storage().data_ptr()
+    if entry.resample is not None:
+        t_tensor = entry.resample(t_tensor.float(), entry.s_full)
+    t_tensor = t_tensor.reshape(entry.t_shape)
+    if method == "magnitude":
+        out = elements.magnitude_select(t_tensor, entry.s_full)
+    else:
+        out = elements.take(t_tensor, _dim_indices(entry, t_tensor, method, seed, family, axis_indices))
+        out = out.reshape(entry.s_full)
+    finite = not out.is_floating_point() or math.isfinite(_total(out))
+    if out.is_floating_point() and entry.dtype.is_floating_point:
+        out = out.to(entry.dtype)
+    out = out.contiguous()
+    if out.untyped_storage().data_ptr() == borrowed:
+        out = out.clone()  # the read buffer is reused for the next tensors
+    return out, finite
+
+
 def _read_and_select(source, entries, method, seed, family, axis_indices) -> Dict[str, torch.Tensor]:
-    """Read the teacher one tensor at a time and select; NaN/inf among the selected values is an
-    error naming every teacher tensor they come from (after all are read, so that the message is
-    complete). The check is the sum of the selected values (float32 at least), through which NaN
+    """Read the teacher in one pass in file order (``TensorSource.iter_tensors``; the file's sha256,
+    when not known yet, is computed in the same pass) and select. NaN/inf among the selected values
+    is an error naming every teacher tensor they come from (after all are read, so that the message
+    is complete). The check is the sum of the selected values (float32 at least), through which NaN
     and inf always propagate."""
-    selected: Dict[str, torch.Tensor] = {}
-    non_finite: List[str] = []
+    by_key: Dict[str, List[_Entry]] = {}
     for entry in entries:
-        t_tensor = source.tensors.get(entry.teacher_key)
-        if entry.resample is not None:
-            t_tensor = entry.resample(t_tensor.float(), entry.s_full)
-        t_tensor = t_tensor.reshape(entry.t_shape)
-        if method == "magnitude":
-            out = elements.magnitude_select(t_tensor, entry.s_full)
-        else:
-            out = elements.take(t_tensor, _dim_indices(entry, t_tensor, method, seed, family, axis_indices))
-            out = out.reshape(entry.s_full)
-        del t_tensor
-        if out.is_floating_point() and not math.isfinite(_total(out)):
-            non_finite.append(entry.teacher_key)  # NaN/inf among the selected values (a sum keeps them)
-            continue
-        if out.is_floating_point() and entry.dtype.is_floating_point:
-            out = out.to(entry.dtype)
-        selected[entry.key] = out.contiguous()
+        by_key.setdefault(entry.teacher_key, []).append(entry)
+    out: Dict[str, torch.Tensor] = {}
+    non_finite = set()
+    hasher = source.hasher()
+    for t_key, t_tensor in source.tensors.iter_tensors(list(by_key), hasher):
+        for entry in by_key[t_key]:
+            out[entry.key], finite = _select_entry(entry, t_tensor, method, seed, family, axis_indices)
+            if not finite:
+                non_finite.add(t_key)  # NaN/inf among the selected values (a sum keeps them)
+    source.finish_identity(hasher)
     if non_finite:
-        shown = ", ".join(non_finite[:6]) + (f" and {len(non_finite) - 6} more" if len(non_finite) > 6 else "")
+        bad = [k for k in by_key if k in non_finite]
+        shown = ", ".join(bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
         raise NonFiniteTeacherError(
             f"the teacher ({source.description['source']}) has NaN or inf among the values selected from "
-            f"{len(non_finite)} of its tensors: {shown}; its weights are corrupt or diverged: use another checkpoint"
+            f"{len(bad)} of its tensors: {shown}; its weights are corrupt or diverged: use another checkpoint"
         )
-    return selected
+    return {entry.key: out[entry.key] for entry in entries}
 
 
 def _teacher_only(t_shapes, entries, lmap: LayerMap, skip) -> List[str]:
@@ -495,6 +511,7 @@ def select(
     student_kwargs: Optional[Mapping[str, Any]] = None,
     teacher_kwargs: Optional[Mapping[str, Any]] = None,
     skip_head_keys: bool = False,
+    teacher_identity: str = "sha256",
 ) -> SelectionResult:
     """Initialize ``student`` from ``teacher`` by weight selection.
 
@@ -503,6 +520,11 @@ def select(
     ``{"name", "kwargs"}`` dict or an ``nn.Module``. ``method``: one of ``elements.METHODS``;
     ``layers``: one of ``first``, ``uniform``, ``mid``, ``last``; ``exclude``: components (or
     parameter-name prefixes) left at the student's default init (Table 10).
+
+    ``teacher_identity``: how the manifest identifies a teacher file: ``sha256`` (default; the
+    full digest, from the Hugging Face blob name or the digest cache when known, else computed in
+    the same pass that reads the tensors) or ``header`` (sha256 of the safetensors header + the
+    file size: no full pass, but blind to changed values; ``weightselect.io.header_identity``).
 
     ``skip_head_keys``: leave every student parameter whose name contains ``head`` at the student's
     init, as the paper's release does (its loop skips them), which reproduces the release bit for
@@ -518,7 +540,7 @@ def select(
     s_state = model.state_dict()
     clf_keys = classifier_keys(model)
 
-    source = strip_wrappers(open_teacher(teacher, teacher_kwargs), s_state.keys())
+    source = strip_wrappers(open_teacher(teacher, teacher_kwargs, teacher_identity), s_state.keys())
     try:
         source = convert_upstream(source, model, s_state.keys())
         t_shapes = source.tensors.shapes

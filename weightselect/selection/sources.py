@@ -13,17 +13,27 @@ import logging
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-from weightselect.io import TensorSource, WeightsFileError, open_tensor_source, sha256_file
+from weightselect.io import (
+    TensorSource,
+    WeightsFileError,
+    cached_sha256,
+    header_identity,
+    open_tensor_source,
+    remember_sha256,
+    sha256_file,
+)
 from weightselect.models import ModelSpec, _check_known
 
-__all__ = ["TeacherSource", "open_teacher", "state_dict_sha256", "HubWeightsUnavailable", "strip_wrappers"]
+from weightselect.selection.names import TEACHER_IDENTITIES as IDENTITIES
+
+__all__ = ["TeacherSource", "open_teacher", "IDENTITIES", "state_dict_sha256", "HubWeightsUnavailable", "strip_wrappers"]
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +50,41 @@ class TeacherSource:
     description: Dict[str, Any]  # the manifest's "teacher" entry: {"source", "sha256", ...}
     model: Optional[nn.Module] = None  # the teacher's module (meta for a timm name), None for a file
     stripped: List[str] = field(default_factory=list)  # wrapper prefixes removed from its names
+    hash_path: Optional[Path] = None  # a file whose sha256 is not known yet: hashed while it is read
 
     def close(self) -> None:
         self.tensors.close()
+
+    def hasher(self):
+        """A sha256 object to feed with the file during the selection's one pass over it, or None
+        when the digest is already known (or the source cannot be hashed while read)."""
+        return hashlib.sha256() if self.hash_path is not None and self.tensors.streams else None
+
+    def finish_identity(self, hasher) -> None:
+        """Put the file's sha256 in :attr:`description` (from ``hasher`` after a complete pass, else
+        by reading the file once) and remember it for the next selection from the same file."""
+        if self.hash_path is None:
+            return
+        if hasher is None:
+            digest = sha256_file(self.hash_path)
+        else:
+            digest = hasher.hexdigest()
+            remember_sha256(self.hash_path, digest)
+        self.description["sha256"] = digest
+        self.hash_path = None
+
+
+def file_identity(path: Path, source: str, identity: str = "sha256", **extra) -> Tuple[Dict[str, Any], Optional[Path]]:
+    """The manifest's ``teacher`` entry for a weights file, and the file to hash during the read
+    (None when its sha256 is already known: Hugging Face blob name or the digest cache, see
+    ``weightselect.io.cached_sha256``). ``identity="header"`` records the cheap
+    ``weightselect.io.header_identity`` (header sha256 + size) instead of the full sha256."""
+    if identity not in IDENTITIES:
+        raise ValueError(f"unknown teacher identity '{identity}'; choose one of {', '.join(IDENTITIES)}")
+    if identity == "header":
+        return {"source": source, **header_identity(path), **extra}, None
+    digest = cached_sha256(path)
+    return {"source": source, "sha256": digest, **extra}, (None if digest else Path(path))
 
 
 # Wrapper prefixes that timm's ``clean_state_dict`` removes (DDP, torch.compile, in either order),
@@ -77,9 +119,16 @@ def strip_wrappers(source: TeacherSource, student_keys) -> TeacherSource:
         return source
     inner = source.tensors
     shapes = {k: inner.shape(v) for k, v in mapping.items()}
-    tensors = TensorSource(shapes, lambda k: inner.get(mapping[k]), inner.description, closer=inner.close)
+    back = {v: k for k, v in mapping.items()}
+
+    def reader(keys, hasher):
+        for key, tensor in inner.iter_tensors([mapping[k] for k in keys], hasher):
+            yield back[key], tensor
+
+    tensors = TensorSource(shapes, lambda k: inner.get(mapping[k]), inner.description, closer=inner.close,
+                           reader=reader if inner.streams else None)
     log.info("teacher names: removed the wrapper prefixes %s", ", ".join(stripped))
-    return TeacherSource(tensors, source.description, source.model, stripped)
+    return replace(source, tensors=tensors, stripped=stripped)
 
 
 def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -97,8 +146,16 @@ def _looks_like_path(value: str) -> bool:
     return value.endswith(WEIGHT_SUFFIXES) or os.sep in value or Path(value).exists()
 
 
-def open_teacher(teacher: Any, teacher_kwargs: Optional[Mapping[str, Any]] = None) -> TeacherSource:
-    """Open the teacher for tensor-by-tensor reads; see the module docstring for what it accepts."""
+def open_teacher(
+    teacher: Any, teacher_kwargs: Optional[Mapping[str, Any]] = None, identity: str = "sha256"
+) -> TeacherSource:
+    """Open the teacher for tensor-by-tensor reads; see the module docstring for what it accepts.
+
+    ``identity`` (``sha256`` or ``header``) is how a teacher read from a file is identified in the
+    manifest (:func:`file_identity`); a module or state dict is always identified by the sha256 of
+    its tensors. Raises WeightsFileError for a missing file, ValueError for an unknown identity."""
+    if identity not in IDENTITIES:
+        raise ValueError(f"unknown teacher identity '{identity}'; choose one of {', '.join(IDENTITIES)}")
     if isinstance(teacher, nn.Module):
         sd = teacher.state_dict()
         cfg = getattr(teacher, "pretrained_cfg", None) or {}
@@ -122,14 +179,20 @@ def open_teacher(teacher: Any, teacher_kwargs: Optional[Mapping[str, Any]] = Non
             path = Path(value)
             if not path.is_file():
                 raise WeightsFileError(f"teacher weights file not found: {path}")
-            return TeacherSource(open_tensor_source(path), {"source": str(value), "sha256": sha256_file(path)})
-        return _open_pretrained(ModelSpec(value, dict(teacher_kwargs or {})))
+            tensors = open_tensor_source(path)
+            try:
+                description, hash_path = file_identity(path, str(value), identity)
+            except BaseException:
+                tensors.close()
+                raise
+            return TeacherSource(tensors, description, hash_path=hash_path)
+        return _open_pretrained(ModelSpec(value, dict(teacher_kwargs or {})), identity)
     raise TypeError(
         f"teacher must be a timm model name, a weights file, an nn.Module or a state dict, not {type(teacher).__name__}"
     )
 
 
-def _open_pretrained(spec: ModelSpec) -> TeacherSource:
+def _open_pretrained(spec: ModelSpec, identity: str = "sha256") -> TeacherSource:
     """Pretrained weights of a timm name: the hub's safetensors (lazy), else timm in memory."""
     import timm
 
@@ -148,11 +211,8 @@ def _open_pretrained(spec: ModelSpec) -> TeacherSource:
         path = _hub_safetensors(cfg.hf_hub_id, full_name)
         if path is not None:
             log.info("teacher %s: reading %s tensor by tensor", full_name, path)
-            return TeacherSource(
-                open_tensor_source(path),
-                {"source": full_name, "sha256": sha256_file(path), "hf_hub_id": cfg.hf_hub_id},
-                model=_meta_model(spec),
-            )
+            description, hash_path = file_identity(path, full_name, identity, hf_hub_id=cfg.hf_hub_id)
+            return TeacherSource(open_tensor_source(path), description, model=_meta_model(spec), hash_path=hash_path)
     log.info("teacher %s: loading the whole pretrained model with timm", full_name)
     try:
         model = timm.create_model(spec.name, pretrained=True, **spec.kwargs)
@@ -301,5 +361,4 @@ def convert_upstream(source: TeacherSource, student: nn.Module, student_keys) ->
     log.info("teacher in an upstream layout: converted with timm's %s (%d -> %d tensors)", name, len(real), len(state))
     source.tensors.close()
     description = {**source.description, "converted": name}
-    return TeacherSource(TensorSource.from_state_dict(state, source.tensors.description), description,
-                         source.model, source.stripped)
+    return replace(source, tensors=TensorSource.from_state_dict(state, source.tensors.description), description=description)

@@ -140,15 +140,13 @@ def teacher_norm(spec: "TeacherSpec", model: nn.Module) -> Tuple[Tuple[float, ..
     if spec.mean is not None:
         return _channels(spec.mean, in_chans), _channels(spec.std, in_chans), "teacher spec"
     if spec.weights:
-        from weightselect.io import manifest_path, read_json
+        from weightselect.io import manifest_path
         from weightselect.training.catalog import DATASETS
 
-        mpath = manifest_path(spec.weights)
-        manifest = read_json(mpath) if mpath.is_file() else {}
-        dataset = (manifest.get("final") or {}).get("dataset") if isinstance(manifest, dict) else None
-        if dataset in DATASETS:
+        dataset = _manifest_dataset(spec.weights)
+        if dataset is not None:
             mean, std = DATASETS[dataset].norm(in_chans)
-            return mean, std, f"{mpath.name}: trained on {dataset}"
+            return mean, std, f"{manifest_path(spec.weights).name}: trained on {dataset}"
     cfg = getattr(model, "pretrained_cfg", None) or {}
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -184,6 +182,30 @@ class Teacher(nn.Module):
         return pooled_features(self.model, self.renormalize(x))
 
 
+def _manifest_dataset(weights: str) -> Optional[str]:
+    """The catalog dataset a teacher pretrained by this project's trainer was trained on: the
+    ``final.dataset`` of the manifest beside its weights (None without one)."""
+    from weightselect.io import manifest_path, read_json
+    from weightselect.training.catalog import DATASETS
+
+    mpath = manifest_path(weights)
+    manifest = read_json(mpath) if mpath.is_file() else {}
+    dataset = (manifest.get("final") or {}).get("dataset") if isinstance(manifest, dict) else None
+    return dataset if dataset in DATASETS else None
+
+
+def _trained_on(t: "TeacherSpec") -> Dict[str, Any]:
+    """num_classes / in_chans that a teacher pretrained by this project's trainer got from its
+    dataset (:func:`_manifest_dataset`) and its spec leaves out."""
+    from weightselect.training.catalog import DATASETS
+
+    dataset = _manifest_dataset(t.weights)
+    if dataset is None:
+        return {}
+    info = DATASETS[dataset]
+    return {k: v for k, v in (("num_classes", info.num_classes), ("in_chans", info.in_chans)) if k not in t.spec.kwargs}
+
+
 def load_teacher(teacher: Any, device: torch.device | str = "cpu") -> nn.Module:
     """Build the teacher, load its weights (safetensors or weights_only), freeze it, eval mode.
 
@@ -194,7 +216,7 @@ def load_teacher(teacher: Any, device: torch.device | str = "cpu") -> nn.Module:
 
     t = TeacherSpec.from_any(teacher)
     if t.weights:
-        model = create_model(t.spec)
+        model = create_model(t.spec, **_trained_on(t))
         load_weights(model, load_state_dict(t.weights), source=f"teacher weights {t.weights} ({t.spec.name} {t.spec.kwargs})",
                      hint="Give the teacher the kwargs it was trained with (num_classes, in_chans, img_size, ...).")
     else:
