@@ -328,6 +328,9 @@ class Study:
                 fig["sweep"] = {}
                 for v in fig["variants"]:
                     for e in fig["epochs"]:
+                        if int(e) == self.epochs(fig["student"], fig["dataset"], v):
+                            fig["sweep"][v] = (v, int(e))  # the variant's own runs: no run of its own
+                            continue
                         derived = f"{v}_ep{e}"
                         spec = self.variant(v)
                         init = spec.get("init", {"baseline": "random"})

@@ -113,3 +113,29 @@ def test_cifar_files_that_fail_the_checksum_are_never_unpickled(cifar100_root, t
     with pytest.raises(DatasetNotFoundError, match="md5 checksums.*not read"):
         build_dataset("cifar100", cifar100_root, train=True)
     assert not marker.exists()
+
+
+def test_in_memory_sets_are_kept_under_the_data_root_and_read_back(tmp_path, monkeypatch):
+    """digits / symbols built once are read back from {root}/.weightselect-cache (no scikit-learn
+    import or glyph rendering in the next process), equal to a fresh build; a corrupt cached file
+    is rebuilt; without a root nothing is written."""
+    from weightselect.training import data
+
+    built = {n: data.build_dataset(n, None, train=False, **o) for n, o in (("digits", {}), ("symbols", {"n_per_class": 3}))}
+    assert not (tmp_path / ".weightselect-cache").exists()
+    for name, options in (("digits", {}), ("symbols", {"n_per_class": 3})):
+        first = data.build_dataset(name, tmp_path, train=False, **options)
+        path = data.cache_file(name, tmp_path, False, 16, options)
+        assert path.is_file() and path.parent == tmp_path / ".weightselect-cache"
+        monkeypatch.setattr(data, "_digits", lambda *a: pytest.fail("digits built again"))
+        monkeypatch.setattr(data, "_glyphs", lambda *a: pytest.fail("glyphs rendered again"))
+        again = data.build_dataset(name, tmp_path, train=False, **options)
+        monkeypatch.undo()
+        for ds in (first, again):
+            assert torch.equal(ds.images, built[name].images) and torch.equal(ds.targets, built[name].targets)
+            assert ds.classes == built[name].classes
+        path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+        assert torch.equal(data.build_dataset(name, tmp_path, train=False, **options).images, built[name].images)
+    # another option or split is another file
+    assert data.cache_file("symbols", tmp_path, False, 16, {"n_per_class": 4}) != data.cache_file("symbols", tmp_path, False, 16, {"n_per_class": 3})
+    assert data.cache_file("digits", tmp_path, True, 16, {}) != data.cache_file("digits", tmp_path, False, 16, {})

@@ -181,6 +181,58 @@ def _glyphs(chars: Tuple[str, ...], train: bool, img_size: int, n_per_class: Opt
     return TensorImageDataset(images, targets, list(chars))
 
 
+# What the in-memory sets are made with; bump CACHE_FORMAT when _digits or render_glyphs change
+# what they produce, so that cached copies made by older code are not read.
+CACHE_FORMAT = 1
+_MADE_WITH = {"digits": ("scikit-learn",), "letters": ("matplotlib", "pillow"), "symbols": ("matplotlib", "pillow")}
+
+
+def cache_file(name: str, root: Optional[str | Path], train: bool, img_size: int, options: Dict[str, Any]) -> Optional[Path]:
+    """Where a built digits/letters/symbols split is kept under the data root, so that each
+    training process reads 0.1-1 MB instead of importing scikit-learn or rendering glyphs again:
+    ``{root}/.weightselect-cache/{name}-{split}-{img_size}px-{key}.safetensors``, the key a digest
+    of the name, split, size, options, CACHE_FORMAT and the versions of the libraries that make
+    the set. None without a root."""
+    if root is None:
+        return None
+    import hashlib
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        made_with = [f"{lib}=={version(lib)}" for lib in _MADE_WITH[name]]
+    except PackageNotFoundError:
+        return None
+    key = json.dumps([CACHE_FORMAT, name, train, img_size, sorted(options.items()), made_with], default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    split = "train" if train else "test"
+    return Path(root).expanduser() / ".weightselect-cache" / f"{name}-{split}-{img_size}px-{digest}.safetensors"
+
+
+def _in_memory_set(name: str, root, train: bool, size: int, options: Dict[str, Any]) -> TensorImageDataset:
+    """A digits/letters/symbols split from :func:`cache_file` when there, else built (and kept
+    there, written atomically; an unreadable or unwritable cache only costs the rebuild)."""
+    import contextlib
+
+    from weightselect.io import WeightsFileError, open_tensor_source, save_state_dict
+
+    chars = LETTERS if name == "letters" else SYMBOLS
+    classes = [str(i) for i in range(10)] if name == "digits" else list(chars)
+    path = cache_file(name, root, train, size, options)
+    if path is not None and path.is_file():
+        with contextlib.suppress(OSError, WeightsFileError, KeyError, ValueError):
+            with open_tensor_source(path) as src:
+                return TensorImageDataset(src.get("images"), src.get("targets"), classes)
+    if name == "digits":
+        ds = _digits(train, size)
+    else:
+        ds = _glyphs(chars, train, size, options.get("n_per_class"), int(options.get("seed", 0)))
+    if path is not None:
+        with contextlib.suppress(OSError):
+            save_state_dict({"images": ds.images, "targets": ds.targets}, path)
+    return ds
+
+
 # --------------------------------------------------------------------------- torchvision sets
 def _missing(name: str, root: Path, exc: Exception) -> DatasetNotFoundError:
     info = DATASETS[name]
@@ -271,11 +323,7 @@ def build_dataset(
     if set(options) - allowed:
         raise ValueError(f"dataset '{name}' takes no option(s) {sorted(set(options) - allowed)}; allowed: {sorted(allowed)}")
     if name in ("digits", "letters", "symbols"):
-        if name == "digits":
-            ds = _digits(train, size)
-        else:
-            chars = LETTERS if name == "letters" else SYMBOLS
-            ds = _glyphs(chars, train, size, options.get("n_per_class"), int(options.get("seed", 0)))
+        ds = _in_memory_set(name, root, train, size, options)
         ds = TensorImageDataset(_set_channels(ds.images, chans), ds.targets, ds.classes, transform)
         return ds
     if root is None:
