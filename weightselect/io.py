@@ -509,6 +509,7 @@ def _read_safetensors_header(fh, path: Path) -> Tuple[Dict[str, Any], int]:
 
 
 READ_BUFFER_BYTES = 16 << 20  # the reused read buffer of a sequential pass (grown to the largest tensor)
+HASH_SLICE_BYTES = 1 << 20  # a pass that also hashes reads and hashes this much at a time
 
 
 def _pread_exact(fd: int, view: memoryview, offset: int, path: Path, what: str) -> None:
@@ -536,42 +537,10 @@ def _groups(spans, limit: int, contiguous: bool) -> list:
     return groups
 
 
-class _Hashing:
-    """Feeds a hasher in a worker thread (hashlib releases the GIL on large updates), so that the
-    file is hashed on one core while the caller selects on another; reads alternate between two
-    buffers, and a buffer is reused only once its bytes are hashed."""
-
-    def __init__(self, hasher, size: int):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.hasher = hasher
-        self.buffers = [bytearray(size), bytearray(size) if hasher is not None else None]
-        self.pending = [None, None]
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="sha256") if hasher is not None else None
-        self.turn = 0
-
-    def next_buffer(self) -> bytearray:
-        """The buffer for the next read (waiting until its previous bytes are hashed)."""
-        if self.pool is None:
-            return self.buffers[0]
-        self.turn ^= 1
-        if self.pending[self.turn] is not None:
-            self.pending[self.turn].result()
-        return self.buffers[self.turn]
-
-    def update(self, data) -> None:
-        if self.pool is not None:
-            self.pending[self.turn] = self.pool.submit(self.hasher.update, data)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)  # every submitted update done, in order
-
-
 def _safetensors_reader(fd: int, header: Dict[str, Any], base: int, path: Path):
     """The :meth:`TensorSource.iter_tensors` of a safetensors file: reads in file order, one
-    positioned read per group of neighbouring tensors, into a buffer reused across reads (two,
-    alternating, when the file is hashed in a worker thread on the way)."""
+    positioned read per group of neighbouring tensors, into one buffer reused across reads; a
+    pass that hashes reads every byte, 1 MiB at a time, each slice hashed right after it is read."""
 
     def read(keys, hasher):
         wanted = set(keys)
@@ -579,25 +548,27 @@ def _safetensors_reader(fd: int, header: Dict[str, Any], base: int, path: Path):
         spans = sorted((header[k]["_parsed"][0], header[k]["_parsed"][1], k) for k in names)
         limit = max([READ_BUFFER_BYTES] + [end - start for start, end, _ in spans])
         groups = _groups(spans, limit, contiguous=hasher is not None)
-        hashing = _Hashing(hasher, max([0] + [g_end - g_start for g_start, g_end, _ in groups]))
-        try:
-            if hasher is not None:
-                head = bytearray(base)
-                _pread_exact(fd, memoryview(head), 0, path, "header")
-                hasher.update(head)
-            done = 0
-            for g_start, g_end, group in groups:
-                buf = hashing.next_buffer()
-                part = memoryview(buf)[: g_end - g_start]
-                _pread_exact(fd, part, base + g_start, path, f"tensor '{group[0][2]}'")
-                hashing.update(part)
-                done = g_end
-                for start, end, key in group:
-                    if key in wanted:
-                        _, _, shape, dtype = header[key]["_parsed"]
-                        yield key, _borrowed(buf, start - g_start, end - start, shape, dtype)
-        finally:
-            hashing.close()
+        buf = bytearray(max([0] + [g_end - g_start for g_start, g_end, _ in groups]))
+        view = memoryview(buf)
+        if hasher is not None:
+            head = bytearray(base)
+            _pread_exact(fd, memoryview(head), 0, path, "header")
+            hasher.update(head)
+        done = 0
+        for g_start, g_end, group in groups:
+            what = f"tensor '{group[0][2]}'"
+            if hasher is None:
+                _pread_exact(fd, view[: g_end - g_start], base + g_start, path, what)
+            else:  # hashed slice by slice while each is still in the CPU's cache
+                for at in range(0, g_end - g_start, HASH_SLICE_BYTES):
+                    part = view[at: min(at + HASH_SLICE_BYTES, g_end - g_start)]
+                    _pread_exact(fd, part, base + g_start + at, path, what)
+                    hasher.update(part)
+            done = g_end
+            for start, end, key in group:
+                if key in wanted:
+                    _, _, shape, dtype = header[key]["_parsed"]
+                    yield key, _borrowed(buf, start - g_start, end - start, shape, dtype)
         if hasher is not None:  # bytes after the last tensor, if any
             rest = os.fstat(fd).st_size - base - done
             if rest > 0:
