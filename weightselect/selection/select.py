@@ -566,23 +566,13 @@ def select(
     teacher_only = _teacher_only(t_shapes, entries, lmap, skip)
 
     reinitialized = [k for k in s_state if k in skip]
-    manifest = {
-        "format": INIT_FORMAT,
-        "method": method,
-        "layers": layers,
-        "seed": seed,
+    manifest = {  # the keys and their order are the init file format (docs/selection.md)
+        "format": INIT_FORMAT, "method": method, "layers": layers, "seed": seed,
         "teacher": {**source.description, **({"kwargs": dict(teacher_kwargs)} if teacher_kwargs else {})},
-        "student": student_dict,
-        "family": family.name,
-        "layer_map": lmap.as_dict(),
-        "axes": manifest_axes,
-        "head": head,
-        "reinitialized": reinitialized,
-        "excluded": list(excluded),
-        "resampled": [e.key for e in entries if e.resample is not None],
-        "teacher_only": teacher_only,
-        "skip_head_keys": bool(skip_head_keys),
-        "stripped_prefixes": source.stripped,
+        "student": student_dict, "family": family.name, "layer_map": lmap.as_dict(), "axes": manifest_axes,
+        "head": head, "reinitialized": reinitialized, "excluded": list(excluded),
+        "resampled": [e.key for e in entries if e.resample is not None], "teacher_only": teacher_only,
+        "skip_head_keys": bool(skip_head_keys), "stripped_prefixes": source.stripped,
         "weightselect_version": __version__,
     }
     log.info("selected %d tensors; head %s; %d left at default init", len(selected), head, len(reinitialized))
