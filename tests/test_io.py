@@ -247,3 +247,16 @@ def test_a_serializer_error_on_a_full_disk_becomes_enospc_naming_the_file(tmp_pa
     if raised is OSError:
         assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "checkpoint.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_the_mode_a_plain_open_gives(tmp_path):
+    """Atomic writes (results, init files, manifests) are 0666 less the umask, like open(.., "w"),
+    not mkstemp's 0600 (which would hide results from the rest of a project's group)."""
+    import stat
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    io.write_text(tmp_path / "a.txt", "x")
+    io.save_init({"w": torch.ones(2)}, {"method": "uniform"}, tmp_path / "i.safetensors")
+    for name in ("a.txt", "i.safetensors", "i.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == stat.S_IMODE(plain.stat().st_mode), name

@@ -136,11 +136,25 @@ def _remove_stale_tmps(path: Path) -> None:
             pass  # alive under another user
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once, at import (setting and restoring it is not thread-safe)
+
+
 def _atomic_tmp_path(path: Path) -> Path:
+    """A new empty temp file beside ``path``, with the mode a plain ``open(path, "w")`` would give
+    (0666 less the umask: mkstemp's own 0600 would make results unreadable to a project's group)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmps(path)
     fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 
