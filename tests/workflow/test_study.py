@@ -67,6 +67,10 @@ def test_paper_study_runs_share_init_files_and_key_folders_by_variant():
     assert study.init_teacher("vit_t", "ws_vit_b_clip") == "vit_b_clip"
     assert study.epochs("vit_t", "cifar100", "random_ep50") == 50
     assert study.epochs("vit_t", "cifar100", "random") == 300  # Table 15's row, read as data
+    # Figure 4a: a budget equal to the variant's own epochs is the variant's runs, not a copy of them
+    sweep = study.figures["fig4a"]["sweep"]
+    assert sweep["ws_uniform"] == ("ws_uniform", 300) and sweep["ws_uniform_ep50"] == ("ws_uniform", 50)
+    assert "ws_uniform_ep300" not in study.variants
     spec = study.train_params(Run("vit_t", "imagenet", "distill", 0))
     assert spec["mode"] == "distill" and spec["distill"] == {"kind": "logit", "alpha": 1.0}
     assert spec["teacher"]["weights"] == "results/teachers/deit_vit_s_in1k.safetensors"
