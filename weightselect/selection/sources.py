@@ -78,9 +78,8 @@ def file_identity(path: Path, source: str, identity: str = "sha256", **extra) ->
     """The manifest's ``teacher`` entry for a weights file, and the file to hash during the read
     (None when its sha256 is already known: Hugging Face blob name or the digest cache, see
     ``weightselect.io.cached_sha256``). ``identity="header"`` records the cheap
-    ``weightselect.io.header_identity`` (header sha256 + size) instead of the full sha256."""
-    if identity not in IDENTITIES:
-        raise ValueError(f"unknown teacher identity '{identity}'; choose one of {', '.join(IDENTITIES)}")
+    ``weightselect.io.header_identity`` (header sha256 + size) instead of the full sha256; the
+    name is checked once, by :func:`open_teacher`, its only caller."""
     if identity == "header":
         return {"source": source, **header_identity(path), **extra}, None
     digest = cached_sha256(path)
