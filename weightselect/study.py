@@ -29,7 +29,7 @@ import yaml
 from weightselect.rundir import FINAL, METRIC_NAMES, METRICS, run_path
 
 __all__ = [
-    "Run", "Study", "StudyConfigError", "AXES", "MODES", "model_shape", "RUNS_ROOT",
+    "Run", "Study", "StudyConfigError", "load_study", "AXES", "MODES", "model_shape", "RUNS_ROOT",
     "SELECTION_METHODS", "LAYER_METHODS", "BASELINES",
 ]
 
@@ -458,3 +458,46 @@ class Study:
             params["distill"] = d
             params["teacher"] = {**self.teachers[teacher]["model"], "weights": self.teacher_file(teacher)}
         return params
+
+
+# ------------------------------------------------------------------------------ a study outside Snakemake
+def load_study(configfile: Any = "config.yaml", name: Optional[str] = None, schema: Any = None) -> Study:
+    """The study ``name`` of a workflow's config file, read as the Snakefile reads it.
+
+    ``configfile``: the workflow's ``config.yaml``; ``name``: a key of its ``studies`` (default: its
+    ``study`` key, as ``snakemake`` without ``--config study=...``); ``schema``: the JSON schema
+    (default ``schemas/config.schema.yaml`` beside the config file). The config is validated, and
+    the schema's defaults filled in, by ``snakemake.utils.validate`` as in ``rules/common.smk``.
+    Raises FileNotFoundError (config or schema missing), RuntimeError (Snakemake not installed:
+    the ``workflow`` extra), yaml.YAMLError (not YAML), ValueError (the config breaks the schema) and
+    StudyConfigError (an unknown study or an inconsistent one).
+    """
+    configfile = Path(configfile)
+    if not configfile.is_file():
+        raise FileNotFoundError(f"--configfile {configfile}: no such file; pass the workflow's config.yaml "
+                                "(run from the workflow's folder, or give its path)")
+    schema = Path(schema) if schema is not None else configfile.parent / "schemas" / "config.schema.yaml"
+    if not schema.is_file():
+        raise FileNotFoundError(f"{schema}: no config schema beside {configfile}; a workflow folder holds "
+                                "config.yaml and schemas/config.schema.yaml")
+    try:
+        from snakemake.exceptions import WorkflowError
+        from snakemake.utils import validate
+    except ModuleNotFoundError:
+        raise RuntimeError("reading a study needs Snakemake: pip install 'weightselect[workflow]'") from None
+    with configfile.open() as stream:  # a YAML error then names the file
+        config = yaml.safe_load(stream)
+    try:
+        validate(config, str(schema.resolve()))
+    except WorkflowError as exc:
+        raise ValueError(f"{configfile} breaks {schema.name}: {_schema_error(exc)}") from None
+    return Study(config, name or config.get("study", "demo"))
+
+
+def _schema_error(exc: Exception) -> str:
+    """jsonschema's message and where (``$.studies.t.seeds``) behind Snakemake's WorkflowError."""
+    cause = exc.__context__
+    if hasattr(cause, "json_path") and hasattr(cause, "message"):
+        return f"{cause.message} at {cause.json_path}; fix that key"
+    lines = [line for line in str(exc).splitlines() if line.startswith("ValidationError")]
+    return lines[0] if lines else str(exc).splitlines()[0]

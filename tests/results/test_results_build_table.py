@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 
-from weightselect.results import build_table, read_finals, write_table
+from weightselect.cli import main
+from weightselect.results import build_table, read_finals, read_table, write_table
 from weightselect.rundir import RunFileError
 from weightselect.study import Study
 
@@ -116,3 +120,57 @@ def test_a_final_json_without_the_metric_is_named(tmp_path):
     path.write_text('{"final_top1": "high"}')
     with pytest.raises(RunFileError, match="final_top1"):
         read_finals([path])
+
+
+# ------------------------------------------------------------------------------ `weightselect table --table`
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def workflow_dir(study, tmp_path):
+    """A workflow folder as the CLI reads it: config.yaml (study ``t``) and its schema, runs under results/."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"study": "t", **CONFIG}))
+    (tmp_path / "schemas").mkdir()
+    shutil.copy(REPO / "schemas" / "config.schema.yaml", tmp_path / "schemas")
+    return tmp_path
+
+
+def test_table_command_builds_a_study_table_from_its_runs_only(workflow_dir, make_run, capsys):
+    make_run(workflow_dir / "results" / "runs", "vit_t", "cifar100", "random", 3, [99.0])  # not in the study
+    (workflow_dir / "results/runs/vit_t/pets/ws_uniform/seed2/final.json").unlink()
+    out = workflow_dir / "tables" / "t2.csv"
+    assert main(["table", "--table", "table2", "-o", str(out)]) == 0
+    row = read_table(out).set_index("dataset").loc["cifar100"]
+    assert row["random_value"] == pytest.approx(72.0) and row["random_std"] == pytest.approx(2.0)  # 70, 72, 74
+    assert row["ws_uniform_paper"] == 81.4 and row["random_paper"] == 72.3  # paper Table 2, ViT-T CIFAR-100
+    pets = read_table(out).set_index("dataset").loc["pets"]
+    assert pets["ws_uniform_missing_seeds"] == "2" and pets["ws_uniform_value"] == pytest.approx(80.5)
+    assert out.with_suffix(".md").read_text().startswith("## table2")
+    captured = capsys.readouterr()
+    assert "median |ours - paper|" in captured.out
+    assert "1 of 12 runs of study 't' not finished" in captured.err and "pets/ws_uniform/seed2" in captured.err
+
+
+def test_table_command_prints_the_median_over_draws_without_output(workflow_dir, capsys):
+    assert main(["table", "--configfile", str(workflow_dir / "config.yaml"), "--study", "t",
+                 "--table", "table3"]) == 0
+    text = capsys.readouterr().out
+    row = next(line for line in text.splitlines() if line.startswith("| ws_random "))
+    assert "76.00 +- " in row and "(9/9)" in row  # median of the draw means 60, 90, 76
+
+
+def test_table_command_lists_tables_and_names_bad_input(workflow_dir, capsys):
+    assert main(["table", "--list"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["table2", "table3"]
+    assert main(["table", "--table", "table9"]) == 2
+    assert "--table table9: study 't' has no such table; its tables: table2, table3" in capsys.readouterr().err
+    assert main(["table", "--study", "paper", "--table", "table2"]) == 2
+    assert "study 'paper' is not in config.yaml" in capsys.readouterr().err
+    assert main(["table", "--configfile", "nope.yaml", "--table", "table2"]) == 2
+    assert "--configfile nope.yaml: no such file" in capsys.readouterr().err
+    (workflow_dir / "config.yaml").write_text(yaml.safe_dump({"study": "t", "studies": {"t": {"seeds": "x"}}}))
+    assert main(["table", "--table", "table2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("weightselect table: error: config.yaml breaks config.schema.yaml: ") and len(err.strip().splitlines()) == 1
+    assert main(["table"]) == 2
+    assert "needs --table NAME" in capsys.readouterr().err

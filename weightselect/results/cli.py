@@ -14,21 +14,33 @@ __all__ = ["register"]
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("table", help="a paper table (CSV + Markdown) from finished runs")
+    p = subparsers.add_parser(
+        "table", help="a paper table (CSV + Markdown) from finished runs",
+        description="Any table of a study of the workflow's config.yaml (--table), from the runs finished "
+        "so far; or, from a runs folder alone, a Table 2 or Table 3 layout (--kind).")
     _runs_arg(p)
-    p.add_argument("--kind", choices=("table2", "table3"), default="table2",
-                   help="table2: one student, a row per dataset; table3: one dataset, a row per init")
-    p.add_argument("--student", action="append", required=True,
-                   help="student name as in the runs folder (table3: repeat for each student)")
-    p.add_argument("--paper-model", action="append", default=[], metavar="[STUDENT=]MODEL",
-                   help="the paper model to compare with: vit_t or convnext_f (table3: STUDENT=MODEL, repeatable)")
-    p.add_argument("--dataset", default="cifar100", help="table3: the dataset (default cifar100)")
-    p.add_argument("--datasets", nargs="+", help="table2: the datasets, in order (default: all with runs)")
-    p.add_argument("--variants", nargs="+", help="variants to compare (table2 default: random ws_uniform)")
-    p.add_argument("--seeds", nargs="+", type=int,
-                   help="the seeds the study asked for; the table then lists missing seeds")
-    p.add_argument("--metric", default="final_top1", choices=("final_top1", "best_top1", "final_top5"))
-    p.add_argument("-o", "--output", required=True, help="CSV path; the Markdown twin gets .md")
+    study = p.add_argument_group("a table of a study (the workflow's own tables)")
+    study.add_argument("--table", help="a table of the study, e.g. table7 (see --list)")
+    study.add_argument("--study", help="a study of the config file (default: its `study` key)")
+    study.add_argument("--configfile", default="config.yaml",
+                       help="the workflow's config.yaml (default ./config.yaml; its schema is read from "
+                       "schemas/ beside it)")
+    study.add_argument("--list", action="store_true", help="list the study's tables and exit")
+    layout = p.add_argument_group("a table from a runs folder alone")
+    layout.add_argument("--kind", choices=("table2", "table3"), default="table2",
+                        help="table2: one student, a row per dataset; table3: one dataset, a row per init")
+    layout.add_argument("--student", action="append",
+                        help="student name as in the runs folder (table3: repeat for each student)")
+    layout.add_argument("--paper-model", action="append", default=[], metavar="[STUDENT=]MODEL",
+                        help="the paper model to compare with: vit_t or convnext_f (table3: STUDENT=MODEL, repeatable)")
+    layout.add_argument("--dataset", default="cifar100", help="table3: the dataset (default cifar100)")
+    layout.add_argument("--datasets", nargs="+", help="table2: the datasets, in order (default: all with runs)")
+    layout.add_argument("--variants", nargs="+", help="variants to compare (table2 default: random ws_uniform)")
+    layout.add_argument("--seeds", nargs="+", type=int,
+                        help="the seeds the study asked for; the table then lists missing seeds")
+    layout.add_argument("--metric", default="final_top1", choices=("final_top1", "best_top1", "final_top5"))
+    p.add_argument("-o", "--output", help="CSV path; the Markdown twin gets .md (--table: default, print "
+                   "the table; --kind: required)")
     p.set_defaults(func=_table)
 
     p = subparsers.add_parser("figures", help="training curves (or a summary bar chart) as PNG")
@@ -116,9 +128,49 @@ def _check_requested(runs_root, students, option_values) -> None:
 
 
 def _table(args) -> int:
+    if args.table or args.list or args.study:
+        return _study_table(args)
+    return _layout_table(args)
+
+
+def _study_table(args) -> int:
+    """One table of a study, from the runs of it that have finished (``build_table``, as the workflow)."""
+    from weightselect.results.tables import build_table, paper_gap, reading_view, to_markdown, write_table
+    from weightselect.study import RUNS_ROOT, load_study
+
+    study = load_study(args.configfile, args.study)
+    if args.list or not args.table:
+        for name, spec in study.tables.items():
+            print(f"{name:10} {spec.get('title', name)} ({len(study.table_runs(name))} runs)")
+        return 0
+    if args.table not in study.tables:
+        raise ValueError(f"--table {args.table}: study '{study.name}' has no such table; its tables: "
+                         f"{', '.join(study.tables)} (--list)")
+    spec = study.table_params(args.table)
+    finals = [Path(args.runs) / Path(run.final).relative_to(RUNS_ROOT) for run in study.table_runs(args.table)]
+    table = build_table(spec, finals)
+    if args.output:
+        path = write_table(table, args.output, title=spec["title"])
+        print(f"wrote {path} and {path.with_suffix('.md')}")
+    else:
+        print(f"## {spec['title']}\n\n{to_markdown(reading_view(table))}")
+    print(paper_gap(table))
+    missing = [f for f in finals if not f.is_file()]
+    if missing:
+        print(f"{len(missing)} of {len(finals)} runs of study '{study.name}' not finished (left out): "
+              f"{', '.join(str(f.parent) for f in missing[:5])}{' ...' if len(missing) > 5 else ''}",
+              file=sys.stderr)
+    return 0
+
+
+def _layout_table(args) -> int:
+    """A Table 2 or Table 3 layout from a runs folder alone (--kind)."""
     from weightselect.results.runs import collect_runs, expected_runs
     from weightselect.results.tables import TABLE3_VARIANTS, table2, table3, write_table
 
+    if not args.student or not args.output:
+        raise ValueError("weightselect table needs --table NAME (a table of the study in config.yaml), "
+                         "or --student and -o/--output with --kind")
     _check_finals(args.runs)
     if args.kind == "table2":
         checks = [("--datasets", "dataset", args.datasets), ("--variants", "variant", args.variants)]
