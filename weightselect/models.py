@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Mapping
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping
 
 if TYPE_CHECKING:  # torch is imported only when a model is built
+    import torch
     import torch.nn as nn
 
-__all__ = ["ModelSpec", "UnknownModelError", "ModelKwargsError", "ModelKwargError", "create_model", "model_keywords", "check_known"]
+__all__ = [
+    "ModelSpec", "UnknownModelError", "ModelKwargsError", "ModelKwargError", "create_model", "model_keywords",
+    "check_known", "load_weights", "WeightsMismatchError",
+]
 
 
 class UnknownModelError(ValueError):
@@ -20,6 +24,18 @@ class ModelKwargsError(ValueError):
 
 
 ModelKwargError = ModelKwargsError  # the trainer's name for it
+
+
+class WeightsMismatchError(ValueError):
+    """A state dict does not fit the model it is loaded into.
+
+    ``mismatched``, ``unexpected`` and ``missing`` hold the names of each kind (shapes differ, the
+    model lacks the name, the file lacks a model tensor that is not allowed to be missing).
+    """
+
+    def __init__(self, message: str, mismatched=(), unexpected=(), missing=()):
+        super().__init__(message)
+        self.mismatched, self.unexpected, self.missing = list(mismatched), list(unexpected), list(missing)
 
 
 @dataclass(frozen=True)
@@ -137,3 +153,35 @@ def _keyword_message(arch: str, bad: str) -> str:
     close = difflib.get_close_matches(bad, known, n=3)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return f"{arch} takes no keyword argument '{bad}'; fix the spelling (check --model-kwargs / the model's kwargs).{hint}"
+
+
+def load_weights(
+    model: "nn.Module", state_dict: "Mapping[str, torch.Tensor]", *, source: str,
+    allow_missing: Iterable[str] = (), hint: str = "", error: type = WeightsMismatchError,
+) -> Dict[str, List[str]]:
+    """Load ``state_dict`` into ``model``: every model tensor must be there with its shape, except
+    the names in ``allow_missing``; no unexpected name. The one place a state dict enters a model.
+
+    Raises ``error`` (WeightsMismatchError or a subclass) naming ``source``, up to five names of
+    each kind (shape mismatches, names the model lacks, model tensors missing from the file) and
+    ``hint``. Returns {"missing": [...]} (the allowed missing names, left as they were).
+    """
+    own = model.state_dict()
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state_dict]
+    allowed = set(allow_missing)
+    not_allowed = [k for k in missing if k not in allowed]
+    if unexpected or mismatched or not_allowed:
+        parts = []
+        if mismatched:
+            shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:5]]
+            parts.append(f"shape mismatches: {'; '.join(shapes)}")
+        if unexpected:
+            parts.append(f"names the model lacks: {', '.join(unexpected[:5])}")
+        if not_allowed:
+            parts.append(f"model tensors missing from the file: {', '.join(not_allowed[:5])}")
+        message = f"{source} does not fit this {type(model).__name__}: " + "; ".join(parts)
+        raise error(message + (f". {hint}" if hint else ""), mismatched, unexpected, not_allowed)
+    model.load_state_dict(dict(state_dict), strict=False)
+    return {"missing": missing}

@@ -96,3 +96,22 @@ def test_apply_init_classifier_mismatch_names_the_fix(tmp_path, vit_small):
     model = timm.create_model("vit_tiny_patch16_224", **SMALL_VIT, num_classes=7)
     with pytest.raises(InitMismatchError, match="num_classes"):
         apply_init(model, path, 0)
+
+
+def test_the_trainer_path_loads_the_same_weights_and_names_the_same_fix(init_file, tmp_path, vit_small):
+    """The trainer reads the file once (read_init) and applies it the way apply_init does."""
+    from weightselect.training.weights import read_init
+
+    path, spec = init_file
+    by_api = timm.create_model(spec["name"], **spec["kwargs"])
+    info_api = apply_init(by_api, path, seed=5)
+    by_trainer = timm.create_model(spec["name"], **spec["kwargs"])
+    info_trainer = read_init(str(path)).apply(by_trainer, seed=5)
+    assert by_api.state_dict().keys() == by_trainer.state_dict().keys()
+    assert all(torch.equal(v, by_trainer.state_dict()[k]) for k, v in by_api.state_dict().items())
+    assert info_trainer["sha256"] == info_api["sha256"] and info_trainer["reinitialized"] == info_api["reinitialized"]
+    head_selected = tmp_path / "head_selected.safetensors"
+    select(vit_small, {"name": "vit_tiny_patch16_224", "kwargs": SMALL_VIT}).save(head_selected)
+    model = timm.create_model("vit_tiny_patch16_224", **SMALL_VIT, num_classes=7)
+    with pytest.raises(InitMismatchError, match=r"head.weight: file \(1000, 192\) vs model \(7, 192\).*num_classes"):
+        read_init(str(head_selected)).apply(model, seed=0)

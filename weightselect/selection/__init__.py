@@ -13,6 +13,7 @@ __all__ = [
     "select",
     "SelectionResult",
     "apply_init",
+    "load_init_tensors",
     "apply_baseline",
     "InitMismatchError",
     "BASELINES",
@@ -25,6 +26,7 @@ _LAZY = {
     "select": "weightselect.selection.select",
     "SelectionResult": "weightselect.selection.select",
     "apply_init": "weightselect.selection.apply",
+    "load_init_tensors": "weightselect.selection.apply",
     "InitMismatchError": "weightselect.selection.apply",
     "apply_baseline": "weightselect.selection.baselines",
 }

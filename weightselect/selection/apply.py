@@ -3,28 +3,59 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Mapping
 
+import torch
 import torch.nn as nn
 
 from weightselect.io import load_init, manifest_path, sha256_file
+from weightselect.models import WeightsMismatchError, load_weights
 from weightselect.selection.baselines import BASELINES, apply_baseline
 from weightselect.selection.select import classifier_keys
 
-__all__ = ["apply_init", "InitMismatchError"]
+__all__ = ["apply_init", "load_init_tensors", "InitMismatchError"]
+
+_HINT = "Build the student with the spec in the init's manifest."
+_CLASSIFIER_HINT = ("Only the classifier differs: select again with the student's num_classes in its kwargs "
+                    "(the head is then re-initialized), or build the model with the manifest's num_classes.")
 
 
-class InitMismatchError(ValueError):
+class InitMismatchError(WeightsMismatchError):
     """An init file does not fit the model it is loaded into."""
+
+
+def load_init_tensors(model: nn.Module, state_dict: Mapping[str, torch.Tensor], manifest: Mapping[str, Any],
+                      seed: int, source: str) -> Dict[str, Any]:
+    """An init file's tensors into ``model``, in place: the one way an init file enters a model.
+
+    The model first gets its seeded default init (timm's, ``apply_baseline(model, "random", seed)``),
+    so that what the file leaves out (the manifest's ``reinitialized``, e.g. a new head) is
+    reproducible; then every tensor of ``state_dict`` is loaded. Any other missing name, any
+    unexpected name or shape mismatch raises InitMismatchError naming ``source``, the student the
+    file was made for and the fix (when only the classifier differs: select again with the
+    student's ``num_classes``). Returns method, layers, teacher, head (from the manifest),
+    reinitialized (names left at the default init) and seed.
+    """
+    info = apply_baseline(model, "random", seed)
+    student = (manifest.get("student") or {}).get("name", "unknown")
+    try:
+        loaded = load_weights(model, state_dict, source=f"{source} (made for student '{student}')",
+                              allow_missing=manifest.get("reinitialized") or (), error=InitMismatchError)
+    except InitMismatchError as exc:
+        only_head = exc.mismatched and not exc.unexpected and not exc.missing
+        hint = _CLASSIFIER_HINT if only_head and set(exc.mismatched) <= set(classifier_keys(model)) else _HINT
+        raise InitMismatchError(f"{exc}. {hint}", exc.mismatched, exc.unexpected, exc.missing) from None
+    return {"method": manifest.get("method"), "layers": manifest.get("layers"), "teacher": manifest.get("teacher"),
+            "head": manifest.get("head"), "reinitialized": loaded["missing"], "seed": info["seed"]}
 
 
 def apply_init(model: nn.Module, init: str | os.PathLike, seed: int) -> Dict[str, Any]:
     """Initialize ``model`` in place from ``init``: a baseline name (``BASELINES``) or an init file.
 
-    For a file, the model first gets its seeded default init (so parameters the file leaves out, the
-    manifest's ``reinitialized``, are reproducible), then the file is loaded. Anything else missing,
-    any unexpected name or any shape mismatch is an error. Returns a small description for run
-    metadata.
+    A file (safetensors + manifest, checked as a pair by :func:`weightselect.io.load_init`) goes
+    through :func:`load_init_tensors`. Raises FileNotFoundError for a name that is neither,
+    InitMismatchError when the file does not fit. Returns a small description for run metadata
+    (with the file's sha256).
     """
     if isinstance(init, str) and init in BASELINES:
         return apply_baseline(model, init, seed)
@@ -34,46 +65,5 @@ def apply_init(model: nn.Module, init: str | os.PathLike, seed: int) -> Dict[str
             f"init '{init}' is neither a baseline ({', '.join(BASELINES)}) nor an existing init file"
         )
     state_dict, manifest = load_init(path)
-    own = model.state_dict()
-    unexpected = sorted(set(state_dict) - set(own))
-    mismatched = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state_dict.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    missing = [k for k in own if k not in state_dict]
-    allowed = set(manifest.get("reinitialized") or ())
-    not_allowed = [k for k in missing if k not in allowed]
-    if unexpected or mismatched or not_allowed:
-        student = (manifest.get("student") or {}).get("name", "unknown")
-        parts = []
-        if mismatched:
-            parts.append(f"shape mismatches: {'; '.join(mismatched[:5])}")
-        if unexpected:
-            parts.append(f"names the model lacks: {', '.join(unexpected[:5])}")
-        if not_allowed:
-            parts.append(f"model parameters missing from the file: {', '.join(not_allowed[:5])}")
-        hint = "Build the student with the spec in the manifest"
-        clf = set(classifier_keys(model))
-        if mismatched and not unexpected and not not_allowed and all(m.split(":")[0] in clf for m in mismatched):
-            hint = (
-                "Only the classifier differs: select again with the student's num_classes in its kwargs "
-                "(the head is then re-initialized), or build the model with the manifest's num_classes"
-            )
-        raise InitMismatchError(
-            f"init file {path} (made for student '{student}') does not fit this "
-            f"{type(model).__name__}: " + "; ".join(parts) + f". {hint}."
-        )
-    info = apply_baseline(model, "random", seed)  # the seeded default for the reinitialized names
-    model.load_state_dict(state_dict, strict=False)
-    return {
-        "init": str(init),
-        "kind": "file",
-        "sha256": sha256_file(path),
-        "method": manifest.get("method"),
-        "layers": manifest.get("layers"),
-        "teacher": manifest.get("teacher"),
-        "head": manifest.get("head"),
-        "reinitialized": missing,
-        "seed": info["seed"],
-    }
+    info = load_init_tensors(model, state_dict, manifest, seed, source=f"init file {path}")
+    return {"init": str(init), "kind": "file", "sha256": sha256_file(path), **info}

@@ -209,10 +209,10 @@ def _trained_on(t: "TeacherSpec") -> Dict[str, Any]:
 def load_teacher(teacher: Any, device: torch.device | str = "cpu") -> nn.Module:
     """Build the teacher, load its weights (safetensors or weights_only), freeze it, eval mode.
 
-    Raises WeightsMismatchError (a ValueError) when the weights do not fit the spec.
+    Raises weightselect.models.WeightsMismatchError (a ValueError) when the weights do not fit the spec.
     """
     from weightselect.io import load_state_dict
-    from weightselect.training.weights import load_weights
+    from weightselect.models import load_weights
 
     t = TeacherSpec.from_any(teacher)
     if t.weights:
