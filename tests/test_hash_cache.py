@@ -153,3 +153,7 @@ def test_header_identity_needs_safetensors(tmp_path):
     path.write_bytes(b"\x80\x02not safetensors")
     with pytest.raises(WeightsFileError, match="needs a safetensors file"):
         header_identity(path)
+    truncated = tmp_path / "w.safetensors"
+    truncated.write_bytes((1000).to_bytes(8, "little") + b'{"x":')  # says 1000 header bytes, has 5
+    with pytest.raises(WeightsFileError, match="not a valid safetensors file .bad header length."):
+        header_identity(truncated)

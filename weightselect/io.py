@@ -300,14 +300,11 @@ def header_identity(path: str | os.PathLike) -> Dict[str, Any]:
     file that is not safetensors.
     """
     path = Path(path)
+    if path.suffix != ".safetensors":
+        raise WeightsFileError(f"{path}: a header identity needs a safetensors file; use the full sha256")
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        head = fh.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if path.suffix != ".safetensors" or n <= 0 or 8 + n > size:
-            raise WeightsFileError(f"{path}: a header identity needs a safetensors file; use the full sha256")
-        header = fh.read(n)
-    return {"identity": "header", "header_sha256": hashlib.sha256(head + header).hexdigest(), "size": size}
+        raw, size = _raw_safetensors_header(fh, path)
+    return {"identity": "header", "header_sha256": hashlib.sha256(raw).hexdigest(), "size": size}
 
 
 def save_state_dict(
@@ -491,15 +488,22 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def _read_safetensors_header(fh, path: Path) -> Tuple[Dict[str, Any], int]:
-    """The tensor entries of a safetensors header and the offset where the data starts."""
+def _raw_safetensors_header(fh, path: Path) -> Tuple[bytes, int]:
+    """The 8-byte header length and the header's JSON bytes, as in the file; the file's size."""
     size = os.fstat(fh.fileno()).st_size
     head = fh.read(8)
     n = int.from_bytes(head, "little") if len(head) == 8 else -1
     if n <= 0 or 8 + n > size:
         raise WeightsFileError(f"{path}: not a valid safetensors file (bad header length)")
+    return head + fh.read(n), size
+
+
+def _read_safetensors_header(fh, path: Path) -> Tuple[Dict[str, Any], int]:
+    """The tensor entries of a safetensors header and the offset where the data starts."""
+    raw, size = _raw_safetensors_header(fh, path)
+    n = len(raw) - 8
     try:
-        header = json.loads(fh.read(n))
+        header = json.loads(raw[8:])
     except ValueError as exc:
         raise WeightsFileError(f"{path}: not a valid safetensors file (header is not JSON: {exc})") from exc
     if not isinstance(header, dict):
