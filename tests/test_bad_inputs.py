@@ -207,7 +207,7 @@ ROWS = [
     R("select-student-kwargs-not-object", _opt(SELECT, "--student-kwargs", "[1, 2]"),
       r"argument --student-kwargs: expected a JSON object"),
     R("select-student-kwargs-misspelt", _opt(SELECT, "--student-kwargs", json.dumps({**STUDENT_KW, "embed_dimm": 32})),
-      r"embed_dimm.*spelling"),
+      r"embed_dimm'; fix its spelling in --student-kwargs\. Did you mean 'embed_dim'"),
     R("select-teacher-kwargs-not-json", SELECT + ["--teacher-kwargs", "{"], r"argument --teacher-kwargs: not JSON"),
     R("select-method-misspelt", SELECT + ["--method", "unifrom"], r"argument --method: invalid choice: 'unifrom'"),
     R("select-layers-misspelt", SELECT + ["--layers", "firts"], r"argument --layers: invalid choice"),
@@ -231,7 +231,8 @@ ROWS = [
     # baseline -------------------------------------------------------------------------------------
     R("baseline-name-misspelt", _opt(BASELINE, "--name", "xavierr"), r"argument --name: invalid choice: 'xavierr'"),
     R("baseline-student-unknown", _opt(BASELINE, "--student", "convnext_fempto"), r"unknown timm model 'convnext_fempto'"),
-    R("baseline-student-kwargs-misspelt", _opt(BASELINE, "--student-kwargs", '{"embed_dimm": 32}'), r"embed_dimm.*spelling"),
+    R("baseline-student-kwargs-misspelt", _opt(BASELINE, "--student-kwargs", '{"embed_dimm": 32}'),
+      r"embed_dimm'; fix its spelling in --student-kwargs"),
     R("baseline-student-kwargs-not-json", _opt(BASELINE, "--student-kwargs", "nope"), r"argument --student-kwargs: not JSON"),
     R("baseline-student-kwargs-bad-value", _opt(BASELINE, "--student-kwargs", '{"embed_dim": "wide"}'),
       r"cannot be built with the model kwargs .*embed_dim.*wide.*types"),
@@ -254,9 +255,11 @@ ROWS = [
     R("recipe-file-not-mapping", RECIPE + ["--recipe", "{tmp}/r.yaml"], r"r\.yaml",
       _put("r.yaml", lambda p: p.write_text("- 1\n- 2\n"))),
     R("recipe-model-unknown", _opt(RECIPE, "--model", "vit_tinyy_patch16_224"), r"unknown timm model 'vit_tinyy"),
+    R("recipe-short-name-unknown", _opt(RECIPE, "--model", "vit_s"),
+      r"unknown timm model 'vit_s'.*short name of the paper's models: convnext, convnext_f, convnext_femto, vit, vit_t"),
     # train ----------------------------------------------------------------------------------------
     R("train-model-kwargs-misspelt", _opt(TRAIN, "--model-kwargs", json.dumps({**STUDENT_KW, "embed_dimm": 32})),
-      r"embed_dimm.*spelling"),
+      r"embed_dimm'; fix its spelling in --model-kwargs"),
     R("train-model-kwargs-not-json", _opt(TRAIN, "--model-kwargs", '{"img_size": 16'), r"--model-kwargs is not valid JSON"),
     R("train-model-kwargs-not-object", _opt(TRAIN, "--model-kwargs", "[16]"), r"--model-kwargs takes a JSON object"),
     R("train-dataset-options-not-json", TRAIN + ["--dataset-options", "n=3"], r"--dataset-options is not valid JSON"),
@@ -301,7 +304,7 @@ ROWS = [
     R("probe-init-missing", PROBE + ["--init", "{tmp}/absent.safetensors"], r"absent\.safetensors"),
     R("probe-init-pickle-payload", PROBE + ["--init", "{tmp}/w.pth"], r"w\.pth: an init file is a \.safetensors file",
       _put("w.pth", _pickle_payload)),
-    R("probe-model-kwargs-misspelt", _opt(PROBE, "--model-kwargs", '{"embed_dimm": 32}'), r"embed_dimm.*spelling"),
+    R("probe-model-kwargs-misspelt", _opt(PROBE, "--model-kwargs", '{"embed_dimm": 32}'), r"embed_dimm'; fix its spelling in --model-kwargs"),
     R("probe-model-kwargs-not-json", _opt(PROBE, "--model-kwargs", "{'img_size': 16}"), r"--model-kwargs is not valid JSON"),
     R("probe-init-orphan-weights", PROBE + ["--init", "{tmp}/init.safetensors"], r"has no manifest init\.json", _orphan("weights")),
     R("probe-finished", PROBE, r"holds a finished (run|probe).*--force",
@@ -425,7 +428,7 @@ def test_bad_input_ends_with_one_clear_line(row, tmp_path, shared, capsys, monke
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err
     assert rc == row.rc, err
-    assert lines, "no message"
+    assert len(lines) == 1, err  # one line: no usage block, no warning before it
     last = lines[-1]
     assert re.search(row.expect, last), f"{last!r} does not match {row.expect!r}"
     assert "error:" in last

@@ -33,8 +33,15 @@ DEBUG_ENV = "WEIGHTSELECT_DEBUG"
 _OUTPUT_OPTION = {"train": "--out", "probe": "--out"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with a usage error as one line (the usage itself is in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="weightselect",
         description="Initialize small models with larger pretrained ones (weight selection).",
         epilog=f"On bad input a command prints one line and exits with 2; --debug or {DEBUG_ENV}=1 "
@@ -110,8 +117,19 @@ def error_line(exc: BaseException, args: argparse.Namespace) -> Optional[str]:
         message = exc.args[0] if exc.args else ""
         return _one_line(message) if isinstance(message, str) and " " in message.strip() else None
     if isinstance(exc, (ValueError, RuntimeError)):
-        return _one_line(str(exc))
+        return _one_line(_name_kwargs_option(str(exc), getattr(exc, "keyword", None), args))
     return None
+
+
+def _name_kwargs_option(message: str, keyword: Optional[str], args: argparse.Namespace) -> str:
+    """A misspelt model keyword (ModelKwargsError.keyword): name the option that gave it."""
+    if not keyword:
+        return message
+    for dest, value in vars(args).items():
+        given = keyword in value if isinstance(value, dict) else isinstance(value, str) and json.dumps(keyword) in value
+        if dest.endswith("kwargs") and given:
+            return message.replace("in the model's kwargs", f"in --{dest.replace('_', '-')}")
+    return message
 
 
 def _json_error(exc: json.JSONDecodeError, args: argparse.Namespace) -> str:

@@ -20,7 +20,14 @@ class UnknownModelError(ValueError):
 
 
 class ModelKwargsError(ValueError):
-    """A keyword argument the timm model does not take (a misspelling, usually), or a bad value."""
+    """A keyword argument the timm model does not take (a misspelling, usually), or a bad value.
+
+    ``keyword``: the keyword the model does not take (None for a bad value).
+    """
+
+    def __init__(self, message: str, keyword: "str | None" = None):
+        super().__init__(message)
+        self.keyword = keyword
 
 
 ModelKwargError = ModelKwargsError  # the trainer's name for it
@@ -123,7 +130,7 @@ def create_model(spec: "ModelSpec | str | Mapping[str, Any]", pretrained: bool =
                 f"{spec.architecture} cannot be built with the model kwargs {kwargs} ({exc}); "
                 "check the values' types (see the model's class in timm)"
             ) from None
-        raise ModelKwargsError(_keyword_message(spec.architecture, bad)) from None
+        raise ModelKwargsError(_keyword_message(spec.architecture, bad), keyword=bad) from None
 
 
 def _unexpected_keyword(exc: TypeError) -> "str | None":
@@ -152,7 +159,7 @@ def _keyword_message(arch: str, bad: str) -> str:
         known = []
     close = difflib.get_close_matches(bad, known, n=3)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return f"{arch} takes no keyword argument '{bad}'; fix the spelling (check --model-kwargs / the model's kwargs).{hint}"
+    return f"{arch} takes no keyword argument '{bad}'; fix its spelling in the model's kwargs.{hint}"
 
 
 def load_weights(

@@ -491,7 +491,10 @@ def load_study(configfile: Any = "config.yaml", name: Optional[str] = None, sche
         validate(config, str(schema.resolve()))
     except WorkflowError as exc:
         raise ValueError(f"{configfile} breaks {schema.name}: {_schema_error(exc)}") from None
-    return Study(config, name or config.get("study", "demo"))
+    name = name or config.get("study", "demo")
+    if name not in config["studies"]:  # Study's own message gives Snakemake's --config syntax
+        raise StudyConfigError(f"study '{name}' is not in {configfile}; choose one of {sorted(config['studies'])}")
+    return Study(config, name)
 
 
 def _schema_error(exc: Exception) -> str:

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     _runs_arg(p)
     study = p.add_argument_group("a table of a study (the workflow's own tables)")
     study.add_argument("--table", help="a table of the study, e.g. table7 (see --list)")
-    study.add_argument("--study", help="a study of the config file (default: its `study` key)")
+    study.add_argument("--study", help="a study of the config file (default: its `study` key; see --list)")
     study.add_argument("--configfile", default="config.yaml",
                        help="the workflow's config.yaml (default ./config.yaml; its schema is read from "
                        "schemas/ beside it)")
@@ -135,14 +135,16 @@ def _table(args) -> int:
 
 def _study_table(args) -> int:
     """One table of a study, from the runs of it that have finished (``build_table``, as the workflow)."""
-    from weightselect.results.tables import build_table, paper_gap, reading_view, to_markdown, write_table
     from weightselect.study import RUNS_ROOT, load_study
 
     study = load_study(args.configfile, args.study)
     if args.list or not args.table:
+        print(f"study '{study.name}' of {args.configfile} (others: --study NAME): {len(study.tables)} tables")
         for name, spec in study.tables.items():
-            print(f"{name:10} {spec.get('title', name)} ({len(study.table_runs(name))} runs)")
+            print(f"  {name:10} {spec.get('title', name)} ({len(study.table_runs(name))} runs)")
         return 0
+    from weightselect.results.tables import build_table, paper_gap, reading_view, to_markdown, write_table
+
     if args.table not in study.tables:
         raise ValueError(f"--table {args.table}: study '{study.name}' has no such table; its tables: "
                          f"{', '.join(study.tables)} (--list)")

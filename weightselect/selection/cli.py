@@ -153,8 +153,15 @@ def register(subparsers) -> None:
 
 
 def _logged(fn):
+    """The package's own messages on stderr (``-v``: progress too). Only the ``weightselect`` logger
+    gets a handler: libraries that bring their own (huggingface_hub's retries) print once."""
     def run(args: argparse.Namespace) -> int:
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        logger = logging.getLogger("weightselect")
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
         return fn(args)
 
     return run

@@ -102,12 +102,16 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_recipe(args) -> int:
-    from weightselect.models import check_known
+    from weightselect.models import UnknownModelError, check_known
     from weightselect.training.recipe import FAMILY_ALIASES, resolve_recipe
 
     overrides = _overrides(args)
     if args.model.lower() not in FAMILY_ALIASES:  # a timm name, not vit_t / convnext_f: timm must know it
-        check_known(args.model)
+        try:
+            check_known(args.model)
+        except UnknownModelError as exc:
+            raise UnknownModelError(f"{exc} Or a short name of the paper's models: "
+                                    f"{', '.join(sorted(FAMILY_ALIASES))}.") from None
     print(resolve_recipe(args.model, args.dataset, overrides, mode=args.mode).to_yaml(), end="")
     return 0
 

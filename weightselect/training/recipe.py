@@ -284,7 +284,8 @@ def model_family(model: Any) -> str:
     if timm is not None and not timm.is_model(arch):
         from weightselect.models import unknown_model_message
 
-        raise RecipeError(unknown_model_message(arch))
+        raise RecipeError(f"{unknown_model_message(arch)} Or a short name of the paper's models: "
+                          f"{', '.join(sorted(FAMILY_ALIASES))}.")
     raise RecipeError(
         f"no recipe family for model '{arch}': the paper's recipes cover ConvNeXt and ViT "
         f"({', '.join(sorted(FAMILY_ALIASES))} or timm names starting with "
