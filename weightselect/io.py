@@ -31,6 +31,7 @@ __all__ = [
     "write_text",
     "sha256_file",
     "cached_sha256",
+    "hub_resolves",
     "remember_sha256",
     "header_identity",
     "hash_cache_dir",
@@ -268,6 +269,30 @@ def remember_sha256(path: str | os.PathLike, digest: str) -> None:
     with contextlib.suppress(OSError):
         entry, stamp = _hash_cache_entry(Path(path))
         write_text(entry, f"{stamp}\n{digest}\n")
+
+
+def hub_resolves(endpoint: str | None = None) -> bool:
+    """Whether the Hugging Face hub's host name resolves (one DNS lookup, no connection).
+
+    ``endpoint``: the hub's URL (default huggingface_hub's ``constants.ENDPOINT``, which follows
+    ``HF_ENDPOINT``). False on a machine without network, where huggingface_hub would retry each
+    request five times (about 25 s) before failing: callers then read the Hugging Face cache only.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if endpoint is None:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    host = urlparse(endpoint).hostname
+    if not host:
+        return True
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError):  # socket.gaierror is an OSError
+        return False
+    return True
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20, cache: bool = True) -> str:

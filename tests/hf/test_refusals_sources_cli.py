@@ -100,6 +100,22 @@ def test_hub_id_through_the_cache_offline(llama_dir, tmp_path, monkeypatch):
         wh.select("tiny-org/absent", "hidden_size=16")
 
 
+def test_hub_id_without_network_reads_the_cache_at_once(llama_dir, tmp_path, monkeypatch, no_network):
+    """Online mode, but the hub's host does not resolve: snapshot_download reads the cache only."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    calls = []
+    real = huggingface_hub.snapshot_download
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: calls.append(kw) or real(**kw))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    _fake_hub_cache(tmp_path / "hub", "tiny-org/tiny-llama", llama_dir)
+    assert wh.select("tiny-org/tiny-llama", "hidden_size=16").manifest["teacher"]["hf_hub_id"] == "tiny-org/tiny-llama"
+    assert calls[-1]["local_files_only"] is True
+    with pytest.raises(WeightsFileError, match="cannot be reached .its host name does not resolve."):
+        wh.select("tiny-org/absent", "hidden_size=16")
+
+
 def test_cli_writes_a_loadable_folder_and_refuses_clearly(llama_dir, tmp_path, capsys):
     out = tmp_path / "student"
     args = ["select", "--teacher", str(llama_dir), "--student", "hidden_size=16,num_hidden_layers=2",

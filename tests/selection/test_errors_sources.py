@@ -155,3 +155,53 @@ def test_half_precision_teacher_gives_student_dtype(method, vit_small):
     assert w.dtype == torch.float32
     if method == "uniform":
         assert torch.equal(w, teacher["blocks.0.mlp.fc1.weight"][::2, ::2].float())
+
+
+def _hub_cache(root, repo_id, state_dict):
+    """A Hugging Face cache holding ``model.safetensors`` of ``repo_id`` (huggingface_hub's layout)."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    commit = "1" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    save_state_dict(state_dict, repo / "snapshots" / commit / "model.safetensors")
+
+
+def test_without_network_the_cache_is_read_without_retries(tmp_path, monkeypatch, vit_small, no_network):
+    """Online mode, but the hub's host does not resolve: the cache is read at once (local_files_only),
+    not after huggingface_hub's retries; not cached, the error says why."""
+    import huggingface_hub
+    import huggingface_hub.constants as constants
+
+    calls = []
+    real = huggingface_hub.hf_hub_download
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: calls.append(kw) or real(**kw))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(HubWeightsUnavailable, match=r"cannot be reached \(its host name does not resolve\)") as err:
+        select("vit_small_patch16_224.augreg_in21k", TINY)
+    assert "HF_HUB_OFFLINE" not in str(err.value)  # it is not set: nothing to unset
+    assert calls[-1]["local_files_only"] is True
+    _hub_cache(tmp_path, "timm/vit_small_patch16_224.augreg_in21k", vit_small.state_dict())
+    result = select("vit_small_patch16_224.augreg_in21k", TINY)
+    ref = select(vit_small, TINY).state_dict
+    assert torch.equal(result.state_dict["blocks.0.attn.qkv.weight"], ref["blocks.0.attn.qkv.weight"])
+    assert result.manifest["teacher"]["hf_hub_id"] == "timm/vit_small_patch16_224.augreg_in21k"
+
+
+def test_hub_resolves_reads_the_endpoint_host(monkeypatch):
+    import socket
+
+    from weightselect.io import hub_resolves
+
+    asked = []
+
+    def lookup(host, port, *args, **kwargs):
+        asked.append((host, port))
+        if host == "hub.example.org":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    assert hub_resolves("https://mirror.example.org") is True
+    assert hub_resolves("https://hub.example.org/") is False
+    assert asked == [("mirror.example.org", 443), ("hub.example.org", 443)]
