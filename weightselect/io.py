@@ -32,6 +32,7 @@ __all__ = [
     "sha256_file",
     "cached_sha256",
     "hub_resolves",
+    "hub_cache_only",
     "remember_sha256",
     "header_identity",
     "hash_cache_dir",
@@ -293,6 +294,23 @@ def hub_resolves(endpoint: str | None = None) -> bool:
     except (OSError, UnicodeError):  # socket.gaierror is an OSError
         return False
     return True
+
+
+def hub_cache_only() -> Tuple[bool, bool, str]:
+    """How a hub lookup goes now: ``(offline, cache_only, why)``.
+
+    ``offline``: ``HF_HUB_OFFLINE`` is set; ``cache_only``: not offline, but the hub's host name does
+    not resolve (:func:`hub_resolves`), so callers pass ``local_files_only=True`` and read the cache
+    at once instead of after huggingface_hub's retries; ``why``: the reason a file that is not
+    cached is unavailable, for the caller's error message.
+    """
+    from huggingface_hub import constants
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    cache_only = not offline and not hub_resolves()
+    why = ("HF_HUB_OFFLINE is set and it is not cached" if offline else
+           f"it is not cached and the hub cannot be reached{' (its host name does not resolve)' * cache_only}")
+    return offline, cache_only, why
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20, cache: bool = True) -> str:

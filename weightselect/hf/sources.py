@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from weightselect.io import (
-    TensorSource, WeightsFileError, hub_resolves, load_state_dict, open_tensor_source, sha256_file,
+    TensorSource, WeightsFileError, hub_cache_only, load_state_dict, open_tensor_source, sha256_file,
 )
 
 __all__ = [
@@ -94,16 +94,13 @@ def resolve_hf_folder(teacher: str | os.PathLike) -> tuple[Path, Optional[Dict[s
         raise WeightsFileError(f"teacher '{text}' is neither a model folder nor a hub id 'org/name'")
     repo_id, _, revision = text.partition("@")
     import huggingface_hub
-    from huggingface_hub import constants
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
-    cache_only = not constants.HF_HUB_OFFLINE and not hub_resolves()  # no network: the cache, no retries
+    _, cache_only, why = hub_cache_only()  # no network: the cache at once, not after retries
     try:
         folder = huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision or None,
                                                    allow_patterns=_HUB_PATTERNS, local_files_only=cache_only)
     except LocalEntryNotFoundError as exc:
-        why = "HF_HUB_OFFLINE is set and it is not cached" if constants.HF_HUB_OFFLINE else \
-            f"it is not cached and the hub cannot be reached{' (its host name does not resolve)' * cache_only}"
         raise WeightsFileError(
             f"hub model '{repo_id}' is unavailable: {why}. Download it where there is internet "
             f"(hf download {repo_id}) into the Hugging Face cache (HF_HOME), or pass its local folder."

@@ -25,7 +25,7 @@ from weightselect.io import (
     WeightsFileError,
     cached_sha256,
     header_identity,
-    hub_resolves,
+    hub_cache_only,
     open_tensor_source,
     remember_sha256,
     sha256_file,
@@ -243,17 +243,13 @@ def _meta_model(spec: ModelSpec) -> Optional[nn.Module]:
 def _hub_safetensors(repo_id: str, name: str) -> Optional[Path]:
     """The cached (or downloaded) ``model.safetensors`` of a hub repo; None if the repo has none."""
     import huggingface_hub
-    from huggingface_hub import constants
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    offline = bool(constants.HF_HUB_OFFLINE)
-    cache_only = not offline and not hub_resolves()  # no network: the cache at once, not after retries
+    offline, cache_only, why = hub_cache_only()  # no network: the cache at once, not after retries
     try:
         return Path(huggingface_hub.hf_hub_download(repo_id=repo_id, filename="model.safetensors",
                                                     local_files_only=cache_only))
     except LocalEntryNotFoundError as exc:
-        why = ("HF_HUB_OFFLINE is set and it is not cached" if offline else
-               f"it is not cached and the hub cannot be reached{' (its host name does not resolve)' * cache_only}")
         raise HubWeightsUnavailable(
             f"the weights of '{name}' (hub repo {repo_id}, file model.safetensors) are unavailable: {why}. "
             f"Download them where there is internet (huggingface-cli download {repo_id} model.safetensors) "
