@@ -44,6 +44,18 @@ class Data:
         return len(self.train_index)
 
 
+def _subset(n: int, samples: Optional[int], knob: str, split: str) -> torch.Tensor:
+    """Indices of a fixed, seeded subset of ``samples`` of ``n`` images (all of them for None).
+    Raises RecipeError when ``samples`` is not in 1..n."""
+    if samples is None:
+        return torch.arange(n)
+    if not 1 <= samples <= n:
+        raise RecipeError(f"{knob} {samples} is not in 1..{n} (the {split} images of the dataset); set {knob} "
+                          f"to at most {n}, or leave it out for all of them")
+    index = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:samples]
+    return index if knob == "train_samples" else index.sort().values
+
+
 def build_data(recipe: Recipe, name: str, options: Dict[str, Any], data_root, download: bool, dist: Dist,
                device: torch.device, num_workers: int) -> Data:
     """Datasets (in memory when no per-image augmentation is needed), this rank's test shard and
@@ -56,11 +68,7 @@ def build_data(recipe: Recipe, name: str, options: Dict[str, Any], data_root, do
     sample_tf = wdata.needs_sample_transforms(recipe)
     train_mem = None if sample_tf else wdata.as_tensor_dataset(train_set, recipe.img_size, in_chans)
     test_mem = wdata.as_tensor_dataset(test_set, recipe.img_size, in_chans)
-    train_index = torch.arange(len(train_set))
-    if recipe.train_samples is not None:
-        if recipe.train_samples > len(train_set):
-            raise RecipeError(f"train_samples {recipe.train_samples} > {len(train_set)} training images")
-        train_index = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[: recipe.train_samples]
+    train_index = _subset(len(train_set), recipe.train_samples, "train_samples", "training")
     mean, std = info.norm(in_chans)
     per_device = recipe.batch_per_device(dist.world)
     updates = (len(train_index) // dist.world // per_device) // recipe.update_freq
@@ -70,7 +78,7 @@ def build_data(recipe: Recipe, name: str, options: Dict[str, Any], data_root, do
     if recipe.mixup_active and per_device % 2:
         raise RecipeError(f"mixup/cutmix need an even batch per device, got {per_device}")
     eval_batch = recipe.eval_batch_size or max(1, int(1.5 * per_device))
-    test_order = torch.arange(len(test_set))[dist.rank:: dist.world]
+    test_order = _subset(len(test_set), recipe.eval_samples, "eval_samples", "test")[dist.rank:: dist.world]
     return Data(
         train_set, test_set, Batches(train_set, train_mem, mean, std, device, num_workers),
         Batches(test_set, test_mem, mean, std, device, num_workers), train_index,

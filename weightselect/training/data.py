@@ -249,9 +249,38 @@ def _split_indices(n: int, fraction: float, seed: int, train: bool) -> List[int]
     return sorted(perm[:cut] if train else perm[cut:])
 
 
-def _torchvision(name: str, root: Path, train: bool, download: bool, transform) -> Dataset:
+def _without_checksums(cls):
+    """``cls`` (a torchvision dataset class) with its MD5 check of the files against the official
+    sums skipped (and nothing else changed): for the rehearsal's toy files only (see toy_data)."""
+
+    class Unchecked(cls):
+        def _check_integrity(self) -> bool:
+            folder = getattr(self, "_images_folder", None)  # Flowers-102 also checks its jpg folder
+            return folder is None or Path(folder).is_dir()
+
+        def _load_meta(self) -> None:  # CIFAR checks its meta file's MD5 here
+            import pickle
+
+            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as fh:
+                data = pickle.load(fh, encoding="latin1")
+            self.classes = data[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    Unchecked.__name__ = Unchecked.__qualname__ = f"{cls.__name__}Unchecked"
+    return Unchecked
+
+
+def _torchvision(name: str, root: Path, train: bool, download: bool, transform, checksums: bool = True) -> Dataset:
     from torchvision import datasets as tv
 
+    if not checksums:
+        from types import SimpleNamespace
+
+        from weightselect.training.toy_data import CHECKSUMMED
+
+        tv = SimpleNamespace(**{k: _without_checksums(getattr(tv, k)) if k.lower() in CHECKSUMMED else getattr(tv, k)
+                                for k in ("CIFAR10", "CIFAR100", "SVHN", "STL10", "Flowers102", "Food101",
+                                          "OxfordIIITPet", "DTD", "EuroSAT")})
     kw = dict(transform=transform, download=download)
     split = "train" if train else "test"
     if name == "cifar10":
@@ -313,15 +342,26 @@ def build_dataset(
 
     ``img_size``/``in_chans`` shape the in-memory sets (digits, letters, symbols); for file-based
     sets they are applied by ``transform``. Options: ``n_per_class`` and ``seed`` for letters and
-    symbols. Returns a torchvision-style dataset (``ds[i] -> (image, target)``).
+    symbols; ``checksums`` (default True) for the sets torchvision checks against the official MD5
+    sums (``toy_data.CHECKSUMMED``): False skips only that check, for the rehearsal's toy files
+    (an unverified CIFAR file is unpickled: never for downloaded data). Returns a torchvision-style dataset (``ds[i] -> (image, target)``).
     """
     name = name.lower()
     info = dataset_info(name)
     size = int(img_size or info.img_size)
     chans = int(in_chans or info.in_chans)
+    from weightselect.training.toy_data import CHECKSUMMED
+
     allowed = {"letters": {"n_per_class", "seed"}, "symbols": {"n_per_class", "seed"}}.get(name, set())
+    if name in CHECKSUMMED:
+        allowed = {"checksums"}
     if set(options) - allowed:
-        raise ValueError(f"dataset '{name}' takes no option(s) {sorted(set(options) - allowed)}; allowed: {sorted(allowed)}")
+        raise ValueError(f"dataset '{name}' takes no option(s) {sorted(set(options) - allowed)}; allowed: "
+                         f"{sorted(allowed)}" + ("" if "checksums" not in options else
+                                                 f" (checksums: only {', '.join(sorted(CHECKSUMMED))} have an MD5 check)"))
+    checksums = options.pop("checksums", True)
+    if not isinstance(checksums, bool):
+        raise ValueError(f"dataset '{name}': option checksums must be true or false, got {checksums!r}")
     if name in ("digits", "letters", "symbols"):
         ds = _in_memory_set(name, root, train, size, options)
         ds = TensorImageDataset(_set_channels(ds.images, chans), ds.targets, ds.classes, transform)
@@ -334,7 +374,7 @@ def build_dataset(
     if name in ("imagenet", "imagefolder"):
         return _image_folder(root, train, transform)
     try:
-        return _torchvision(name, root, train, download, transform)
+        return _torchvision(name, root, train, download, transform, checksums)
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted ..."
         if download:
             raise

@@ -102,6 +102,7 @@ class Recipe:
     mixup_mode: str = "batch"
     smoothing: float = 0.1
     train_samples: Optional[int] = None  # a fixed, seeded subset of the training set
+    eval_samples: Optional[int] = None  # a fixed, seeded subset of the test set (None: all of it)
     # model EMA
     ema: bool = False
     ema_decay: float = 0.9999
@@ -190,7 +191,7 @@ _CHOICES = {
     "in_chans": [None, 1, 3], "interpolation": ["bicubic", "bilinear"],
 }
 _MINIMUM = {"batch_size": 1, "update_freq": 1, "epochs": 1, "img_size": 1, "warmup_epochs": 0,
-            "recount": 1, "eval_batch_size": 1}
+            "recount": 1, "eval_batch_size": 1, "train_samples": 1, "eval_samples": 1}
 _UNIT = ("mixup_prob", "mixup_switch_prob", "reprob", "hflip", "smoothing")
 
 
