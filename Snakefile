@@ -23,6 +23,13 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+# `--config rehearsal=true`: every job of the study at toy size, offline, in its own folder
+# (weightselect.rehearsal; docs/rehearsal.md), never beside the study's results.
+if config.get("rehearsal") in (True, "true"):
+
+    workdir: "rehearsal"
+
+
 include: "rules/common.smk"
 
 
@@ -57,3 +64,4 @@ include: "rules/train.smk"
 include: "rules/tables.smk"
 include: "rules/figures.smk"
 include: "rules/lm.smk"
+include: "rules/rehearsal.smk"

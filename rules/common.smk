@@ -1,15 +1,25 @@
 """Config validation, the chosen study as data (weightselect.study) and the rules' input/params functions."""
 
 import math
+import os
 
 from snakemake.utils import validate
 
-from weightselect.study import Run, Study, StudyConfigError
+from weightselect.study import Run, Study, StudyConfigError, model_shape, recipe_rows
 from weightselect.training.recipe import RecipeError, resolve_recipe
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-STUDY = Study(config, config.get("study", "demo"))
+REHEARSAL = config.get("rehearsal", False) in (True, "true")  # --config rehearsal=true gives the string
+HUB_CACHE = None
+if REHEARSAL:  # every job of the study at toy size, offline (weightselect.rehearsal)
+    from weightselect import rehearsal as _rehearsal
+
+    STUDY = _rehearsal.RehearsalStudy(config, config.get("study", "demo"), seeds=config.get("rehearsal_seeds"))
+    HUB_CACHE = os.path.abspath(_rehearsal.HUB_CACHE)  # the jobs read the hub teachers from here, offline
+    os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=HUB_CACHE)
+else:
+    STUDY = Study(config, config.get("study", "demo"))
 DATA_ROOT = STUDY.spec.get("data_root", "data")
 DOWNLOAD = bool(STUDY.spec.get("download", False))
 RESOURCES = STUDY.spec.get("resources", {})
@@ -80,10 +90,20 @@ def teacher_path(wildcards):
     return STUDY.teachers[wildcards.teacher]["path"]
 
 
-def pretrain_runtime(wildcards):
-    if "runtime" in RESOURCES:
-        return int(RESOURCES["runtime"])
-    return 24 * 60
+def rehearsal_hub_input(wildcards):
+    """A rehearsal's hub teacher is written into its hub cache before the real fetch reads it."""
+    return {"cache": f"hf_cache/.written/{wildcards.teacher}.json"} if REHEARSAL else {}
+
+
+def rehearsal_data_input(wildcards):
+    """A rehearsal's dataset is written in its real layout before prepare_dataset reads it."""
+    return {"toy": f"{DATA_ROOT}/{wildcards.source}.weightselect-toy.json"} if REHEARSAL else {}
+
+
+def pretrain_inputs(wildcards):
+    """The pretraining set, downloaded once before the job (studies with download: true)."""
+    dataset = STUDY.teachers[wildcards.teacher]["pretrain"]["dataset"]
+    return {"data": f"results/datasets/{dataset}.json"} if DOWNLOAD else {}
 
 
 # ------------------------------------------------------------------------------ inits
@@ -120,24 +140,63 @@ def train_spec(wildcards):
     return STUDY.train_params(_run(wildcards))
 
 
-GPU_REQUEST = config.get("gpu_request", "gpus")
+# The cluster settings: config keys, else the environment (the slurm profile documents the
+# variables), so that they survive a command-line `--config study=...` (which replaces the profile's
+# whole `config:`), else the defaults.
+GPU_REQUEST = config.get("gpu_request") or os.environ.get("SLURM_GPU_REQUEST", "").strip() or "gpus"
+GPU_MODEL = str(config.get("gpu_model") or os.environ.get("SLURM_GPU_MODEL", "")).strip()
+MAX_RUNTIME = int(config.get("max_runtime") or os.environ.get("SLURM_MAX_RUNTIME", "").strip() or 2880)
+SIGNAL_LEAD = 300  # seconds before the time limit that Slurm sends SIGUSR1 (the trainer checkpoints)
+if GPU_REQUEST not in ("gpus", "gres"):
+    raise StudyConfigError(f"gpu_request (SLURM_GPU_REQUEST) is '{GPU_REQUEST}'; use gpus or gres")
+
+
+def _job_dataset(wildcards):
+    """The study dataset whose resources a GPU job takes: the run's, or the pretraining set's."""
+    if hasattr(wildcards, "teacher"):
+        return STUDY.teachers[wildcards.teacher]["pretrain"]["dataset"]
+    return wildcards.dataset
+
+
+def _job_epochs(wildcards):
+    if hasattr(wildcards, "teacher"):
+        pre = STUDY.teachers[wildcards.teacher]["pretrain"]
+        family = model_shape(STUDY.teachers[wildcards.teacher]["model"])[0]
+        rows = recipe_rows(family, pre["dataset"])
+        return int(pre.get("recipe", {}).get("epochs", rows["dataset"].get("epochs", rows["base"]["epochs"])))
+    return STUDY.epochs(wildcards.student, wildcards.dataset, wildcards.variant)
 
 
 def train_gpus(wildcards):
-    """GPUs of a training job: the dataset's `gpus`, else the study's."""
-    spec = STUDY.datasets[wildcards.dataset]
+    """GPUs of a training (or pretraining) job: its dataset's `gpus`, else the study's."""
+    spec = STUDY.datasets.get(_job_dataset(wildcards), {})
     return int(spec.get("gpus", RESOURCES.get("gpus", 0)))
 
 
+def train_processes(wildcards):
+    """Training processes of the job (torchrun's --nproc_per_node): the dataset's `processes`,
+    else one per GPU (at least one)."""
+    spec = STUDY.datasets.get(_job_dataset(wildcards), {})
+    return int(spec.get("processes", max(train_gpus(wildcards), 1)))
+
+
 def train_gpu_resource(wildcards):
-    """The `gpu` resource (sbatch --gpus=N); 0 on the `gres` route, which asks with --gres instead."""
+    """The `gpu` resource (sbatch --gpus=[MODEL:]N); 0 on the `gres` route, which asks with --gres."""
     return 0 if GPU_REQUEST == "gres" else train_gpus(wildcards)
 
 
+def train_gpu_model(wildcards):
+    """The `gpu_model` resource on the `gpus` route (the plugin writes --gpus=MODEL:N); empty on the
+    gres route (the model goes into --gres) and for jobs without GPUs."""
+    return GPU_MODEL if GPU_REQUEST == "gpus" and train_gpus(wildcards) else ""
+
+
 def train_gres(wildcards):
-    """`gpu:N` on the `gres` route (sbatch --gres=gpu:N), else empty (no --gres)."""
+    """`gpu:[MODEL:]N` on the `gres` route (sbatch --gres=gpu:a100:4), else empty (no --gres)."""
     gpus = train_gpus(wildcards)
-    return f"gpu:{gpus}" if GPU_REQUEST == "gres" and gpus else ""
+    if GPU_REQUEST != "gres" or not gpus:
+        return ""
+    return f"gpu:{GPU_MODEL}:{gpus}" if GPU_MODEL else f"gpu:{gpus}"
 
 
 def train_threads(wildcards):
@@ -145,17 +204,50 @@ def train_threads(wildcards):
     return TRAIN_THREADS * max(train_gpus(wildcards), 1)
 
 
-def train_runtime(wildcards):
-    """Minutes for one training job: the study's value, else the run's epochs x an estimate."""
+def estimated_minutes(wildcards):
+    """The job's whole training time: epochs x the dataset's minutes_per_epoch x 1.25 + 15."""
     if "runtime" in RESOURCES:
         return int(RESOURCES["runtime"])
-    epochs = STUDY.epochs(wildcards.student, wildcards.dataset, wildcards.variant)
-    per_epoch = float(STUDY.datasets[wildcards.dataset].get("minutes_per_epoch", 1.0))
-    return int(math.ceil(epochs * per_epoch * 1.25 + 15))
+    per_epoch = float(STUDY.datasets.get(_job_dataset(wildcards), {}).get("minutes_per_epoch", 1.0))
+    return int(math.ceil(_job_epochs(wildcards) * per_epoch * 1.25 + 15))
+
+
+def train_runtime(wildcards):
+    """Minutes for one job: the estimate, capped at max_runtime (SLURM_MAX_RUNTIME, default 48 h);
+    a longer run checkpoints before the limit and the next attempt resumes (docs/slurm.md)."""
+    return min(estimated_minutes(wildcards), MAX_RUNTIME)
+
+
+def train_slurm_extra(wildcards):
+    """SIGUSR1 SIGNAL_LEAD seconds before the time limit: the trainer writes a checkpoint and stops."""
+    return f"--signal=USR1@{SIGNAL_LEAD}" if train_gpus(wildcards) else ""
+
+
+def attempts_needed(minutes):
+    """Jobs a run of ``minutes`` needs under the cap (each job loses up to SIGNAL_LEAD to the stop)."""
+    usable = max(MAX_RUNTIME - SIGNAL_LEAD / 60 - 15, 1)
+    return int(math.ceil(minutes / usable))
+
+
+class _Keys:  # the wildcards of a job, for the parse-time retry counts below
+    def __init__(self, **keys):
+        self.__dict__.update(keys)
+
+
+def _retries(minutes):
+    """Retries of a rule whose longest job takes ``minutes``: None (Snakemake's --retries, the
+    profile's 2) when every job fits max_runtime, else the extra jobs it needs plus those 2."""
+    extra = max([attempts_needed(m) - 1 for m in minutes] or [0])
+    return extra + 2 if extra else None
+
+
+TRAIN_RETRIES = _retries(estimated_minutes(_Keys(student=r.student, dataset=r.dataset, variant=r.variant))
+                         for r in STUDY.runs())
+PRETRAIN_RETRIES = _retries(estimated_minutes(_Keys(teacher=t)) for t in teachers_from("pretrain"))
 
 
 def train_mem_mb(wildcards):
-    spec = STUDY.datasets[wildcards.dataset]
+    spec = STUDY.datasets.get(_job_dataset(wildcards), {})
     return int(spec.get("mem_mb", RESOURCES.get("mem_mb", 4000)))
 
 

@@ -4,6 +4,8 @@
 
 rule fetch_hub_teacher:
     """Copy a pretrained timm model's weights from the Hugging Face hub (or its cache)."""
+    input:
+        unpack(rehearsal_hub_input),
     output:
         weights="results/teachers/{teacher}.safetensors",
         manifest="results/teachers/{teacher}.json",
@@ -48,6 +50,8 @@ rule copy_local_teacher:
 
 rule pretrain_teacher:
     """Train the teacher on the pretraining set (its run folder is kept for resuming)."""
+    input:
+        unpack(pretrain_inputs),
     output:
         weights="results/teachers/{teacher}.safetensors",
         manifest="results/teachers/{teacher}.json",
@@ -60,15 +64,23 @@ rule pretrain_teacher:
     priority: 10  # every weight-selection run waits for the teacher: start it first
     conda:
         "../envs/weightselect.yaml"
-    threads: TRAIN_THREADS
+    threads: train_threads
+    # sized like a training job on the pretraining set (GPUs, memory, time cap and continuation)
+    retries: PRETRAIN_RETRIES
     resources:
-        gpu=RESOURCES.get("gpus", 0),
+        gpu=train_gpu_resource,
+        gpu_model=train_gpu_model,
+        gres=train_gres,
+        runtime=train_runtime,
+        mem_mb=train_mem_mb,
+        slurm_extra=train_slurm_extra,
         nodes=1,
         tasks=1,
         tasks_per_gpu=0,
-        runtime=pretrain_runtime,
     params:
         model=teacher_model,
+        gpus=train_gpus,
+        processes=train_processes,
         pretrain=teacher_pretrain,
         run_dir="results/pretrain/{teacher}",
         data_root=DATA_ROOT,

@@ -5,6 +5,8 @@
 
 rule prepare_dataset:
     """Download a dataset once, before its training jobs start (studies with download: true)."""
+    input:
+        unpack(rehearsal_data_input),
     output:
         "results/datasets/{source}.json",
     log:
@@ -34,17 +36,22 @@ rule train:
     conda:
         "../envs/weightselect.yaml"
     threads: train_threads
+    # a run longer than max_runtime continues over successive jobs (checkpoint on SIGUSR1, resume)
+    retries: TRAIN_RETRIES
     resources:
         gpu=train_gpu_resource,
+        gpu_model=train_gpu_model,
         gres=train_gres,
         runtime=train_runtime,
         mem_mb=train_mem_mb,
+        slurm_extra=train_slurm_extra,
         nodes=1,
         tasks=1,
         tasks_per_gpu=train_tasks_per_gpu,
     params:
         spec=train_spec,
         gpus=train_gpus,
+        processes=train_processes,
         data_root=DATA_ROOT,
     script:
         "../workflow_scripts/train.py"
