@@ -113,7 +113,7 @@ def selection_teacher(wildcards):
 
 
 def selection_student(wildcards):
-    return STUDY.students[wildcards.student]["model"]
+    return STUDY.student_model(wildcards.student, wildcards.variant)
 
 
 def selection_spec(wildcards):
@@ -289,7 +289,11 @@ def figure_inputs(wildcards):
             "teacher": STUDY.teacher_file(teacher),
             "init": STUDY.init_file(student, variant),
         }
-    return {"finals": [r.final for r in STUDY.figure_runs(wildcards.figure)]}
+    inputs = {"finals": [r.final for r in STUDY.figure_runs(wildcards.figure)]}
+    if spec["kind"] == "pretraining":  # their manifests give the pretraining set's size
+        teachers = {STUDY.init_teacher(spec["student"], v) for v in spec["sweep"]}
+        inputs["teachers"] = [STUDY.teacher_file(t).replace(".safetensors", ".json") for t in sorted(teachers)]
+    return inputs
 
 
 def figure_spec(wildcards):

@@ -201,6 +201,16 @@ class Study:
             return None
         return init.get("teacher", self.students[student]["teacher"])
 
+    def student_model(self, student: str, variant: str) -> Dict[str, Any]:
+        """The student's model spec for a variant: the study's, with the ``student_kwargs`` of the
+        variant's selection merged in (a student built with its teacher's structural options, as
+        the paper's release does for the CLIP teacher of Table 5)."""
+        model = copy.deepcopy(self.students[student]["model"])
+        extra = self.init_of(variant)[1].get("student_kwargs") or {}
+        if extra:
+            model["kwargs"] = {**(model.get("kwargs") or {}), **extra}
+        return model
+
     def init_file(self, student: str, variant: str) -> Optional[str]:
         owner, init = self.init_of(variant)
         return f"results/inits/{student}/{owner}.safetensors" if "method" in init else None
@@ -443,7 +453,7 @@ class Study:
         options = self.datasets[run.dataset].get("options", {})
         name = self.source_dataset(run.dataset)
         params = dict(
-            model=self.students[run.student]["model"],
+            model=self.student_model(run.student, run.variant),
             dataset={"name": name, **options} if options else name,
             recipe=self.recipe(run.student, run.dataset, run.variant),
             mode=self.mode(run.variant),

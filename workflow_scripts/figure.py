@@ -12,6 +12,8 @@ if spec["kind"] == "attention":
     figures.plot_attention_maps(spec, snakemake.input.teacher, snakemake.input.init, out)
 else:
     finals = list(snakemake.input.finals)
-    plot = figures.plot_epoch_sweep if spec["kind"] == "epochs" else figures.plot_pretraining_sweep
-    plot(spec, finals, out)
+    if spec["kind"] == "epochs":
+        figures.plot_epoch_sweep(spec, finals, out)
+    else:  # Figure 4b, with its compute ratio beside it in {out}.json
+        figures.plot_pretraining_sweep(spec, finals, out, teachers=list(snakemake.input.teachers))
 logging.info("wrote %s", out)

@@ -21,6 +21,8 @@ run_job(spec, p.run_dir, seed=pre.get("seed", 0), data_root=p.data_root, downloa
 final = read_json(Path(p.run_dir) / "final.json")
 save_state_dict(load_state_dict(Path(p.run_dir) / "model.safetensors"), snakemake.output.weights)
 source = f"pretrained on {pre['dataset']} ({final.get('epochs')} epochs, final top-1 {final.get('final_top1')})"
+train_images = read_json(Path(p.run_dir) / "run.json")["dataset"]["train_images"]  # Figure 4b's compute ratio
 write_json(snakemake.output.manifest, {"source": source, "sha256": sha256_file(snakemake.output.weights),
-                                       "model": p.model, "recipe": pre.get("recipe", {}), "final": final})
+                                       "model": p.model, "recipe": pre.get("recipe", {}), "final": final,
+                                       "train_images": train_images})
 logging.info("%s", source)

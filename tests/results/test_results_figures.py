@@ -106,3 +106,38 @@ def test_crossing_interpolates_the_first_budget_reaching_a_level():
     assert crossing([10, 30, 100], [50.0, 60.0, 80.0], 70.0) == pytest.approx(65.0)
     assert crossing([10, 30], [75.0, 80.0], 70.0) == 10.0
     assert math.isnan(crossing([10, 30], [50.0, 60.0], 70.0))
+
+
+def test_compute_ratio_is_the_papers_definition():
+    from weightselect.results.figures import compute_ratio
+
+    # paper section 4.5: 60 ImageNet-1K epochs of 1,281,167 images, then 300 CIFAR-100 epochs of 50,000
+    assert compute_ratio(60, 1_281_167, 300, 50_000) == pytest.approx((60 * 1_281_167 + 15_000_000) / 15_000_000)
+    assert round(compute_ratio(60, 1_281_167, 300, 50_000), 2) == 6.12
+    assert math.isnan(compute_ratio(math.nan, 1_281_167, 300, 50_000))
+
+
+def test_pretraining_figure_prints_and_writes_the_compute_ratio(tmp_path):
+    import json
+
+    from weightselect.results.figures import plot_pretraining_sweep
+
+    def run(variant, seed, top1):
+        folder = tmp_path / "runs" / "vit_t" / "cifar100" / variant / f"seed{seed}"
+        folder.mkdir(parents=True)
+        final = {"final_top1": top1, "best_top1": top1, "final_top5": 99.0, "best_epoch": 3, "epochs": 3}
+        (folder / "final.json").write_text(json.dumps(final))
+        (folder / "run.json").write_text(json.dumps({"dataset": {"train_images": 500}}))
+        return str(folder / "final.json")
+
+    finals = [run("pre10", 0, 40.0), run("pre30", 0, 60.0), run("ws_uniform", 0, 50.0), run("random", 0, 20.0)]
+    teacher = tmp_path / "teacher.json"
+    teacher.write_text(json.dumps({"train_images": 2000}))
+    spec = {"student": "vit_t", "dataset": "cifar100", "sweep": {"pre10": 10, "pre30": 30},
+            "reference": "ws_uniform", "baseline": "random", "pretrain": {"dataset": "letters"}}
+    ax = plot_pretraining_sweep(spec, finals, tmp_path / "fig4b.png", teachers=[teacher])
+    summary = json.loads((tmp_path / "fig4b.json").read_text())
+    # 50 % is reached half-way from 10 to 30 epochs: 20 epochs x 2,000 images + 3 x 500, over 3 x 500
+    assert summary["pretrain_epochs_to_match"] == pytest.approx(20.0)
+    assert summary["compute_ratio"] == pytest.approx((20 * 2000 + 1500) / 1500)
+    assert "27.67x" in ax.get_title() and png_size(tmp_path / "fig4b.png")[0] > 0

@@ -234,3 +234,22 @@ def test_other_image_and_patch_size_resamples_position_and_patch_embeddings():
 def test_other_input_channels_is_an_error():
     with pytest.raises(ValueError, match="input channels"):
         select(sd("vit_small_patch16_224", **SMALL_VIT), {"name": "vit_tiny_patch16_224", "kwargs": {**SMALL_VIT, "in_chans": 1}})
+
+
+def test_clip_teacher_into_a_student_built_with_its_structure():
+    """Table 5's CLIP row: the CLIP ViT-B is pre-norm with no patch-embedding bias; a ViT-T built
+    with the same structure (pre_norm=True) is selected from it as the release does, every tensor
+    equal to the release's uniform selection of the teacher's, norm_pre included; the plain ViT-T
+    is refused (it has a patch-embedding bias the teacher lacks)."""
+    teacher = sd("vit_base_patch16_clip_224", **SMALL_VIT, num_classes=512)  # the openai tag: 512-d head
+    spec = {"name": "vit_tiny_patch16_224", "kwargs": {**SMALL_VIT, "pre_norm": True}}
+    result = select(teacher, spec)
+    student_sd = model("vit_tiny_patch16_224", **SMALL_VIT, pre_norm=True).state_dict()
+    assert "norm_pre.weight" in student_sd and "patch_embed.proj.bias" not in student_sd
+    assert set(result.state_dict) == set(student_sd) - {"head.weight", "head.bias"}
+    for key, value in result.state_dict.items():
+        assert torch.equal(value, reference_uniform(teacher[key], student_sd[key].shape)), key
+    assert result.manifest["reinitialized"] == ["head.weight", "head.bias"]  # CLIP's 512-d head
+    _load_strict(spec, result.state_dict, allowed=("head.weight", "head.bias"))
+    with pytest.raises(Exception, match="patch_embed.proj.bias"):
+        select(teacher, {"name": "vit_tiny_patch16_224", "kwargs": dict(SMALL_VIT)})

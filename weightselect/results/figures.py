@@ -213,12 +213,56 @@ def crossing(xs: Sequence[float], ys: Sequence[float], level: float) -> float:
     return float(xs[-1]) if len(xs) and ys[-1] >= level else math.nan
 
 
-def plot_pretraining_sweep(spec: Mapping, finals, path=None) -> Axes:
+def compute_ratio(pretrain_epochs: float, pretrain_images: int, finetune_epochs: float, finetune_images: int) -> float:
+    """Training compute of pretraining + fine-tuning over that of fine-tuning alone (weight
+    selection pretrains nothing of the student), counted in images seen: (E_pre x N_pre + E_ft x
+    N_ft) / (E_ft x N_ft). Paper section 4.5: 60 ImageNet-1K epochs (1,281,167 images) + 300
+    CIFAR-100 epochs (50,000) over 300 CIFAR-100 epochs = 6.12x. NaN when an input is unknown."""
+    values = (pretrain_epochs, pretrain_images, finetune_epochs, finetune_images)
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values) or not finetune_epochs * finetune_images:
+        return math.nan
+    return (pretrain_epochs * pretrain_images + finetune_epochs * finetune_images) / (finetune_epochs * finetune_images)
+
+
+def _images_and_epochs(final_path) -> tuple:
+    """(training images, epochs) of a finished run, from its run.json and final.json."""
+    import json
+
+    run_dir = Path(final_path).parent
+    final = json.loads((run_dir / "final.json").read_text())
+    meta = json.loads((run_dir / "run.json").read_text())
+    return int(meta["dataset"]["train_images"]), float(final["epochs"])
+
+
+def pretraining_summary(spec: Mapping, finals, teachers=()) -> dict:
+    """Figure 4b's numbers: pretraining epochs that match weight selection (linear interpolation)
+    and the compute ratio (:func:`compute_ratio`) from the runs; the paper's 60 epochs and 6.12x."""
+    import json
+
+    keys = {v: ("pretrained", e) for v, e in spec["sweep"].items()}
+    keys[spec["reference"]] = (spec["reference"], 0)
+    points = _sweep_points(finals, keys)
+    xs = sorted(points.get("pretrained", {}))
+    ys = [_mean_std(points["pretrained"][x])[0] for x in xs]
+    level = _mean_std(points[spec["reference"]][0])[0] if spec["reference"] in points else math.nan
+    epochs = crossing(xs, ys, level) if xs and not math.isnan(level) else math.nan
+    reference = [f for f in finals if Path(f).parent.parent.name == spec["reference"] and Path(f).is_file()]
+    ft_images, ft_epochs = _images_and_epochs(reference[0]) if reference else (None, None)
+    pre_images = next((json.loads(Path(t).read_text()).get("train_images") for t in teachers), None)
+    return {"pretrain_epochs_to_match": epochs, "reference_top1": level, "pretrain_images": pre_images,
+            "finetune_images": ft_images, "finetune_epochs": ft_epochs,
+            "compute_ratio": compute_ratio(epochs, pre_images, ft_epochs, ft_images),
+            "paper": {"pretrain_epochs_to_match": 60, "compute_ratio": 6.12}}
+
+
+def plot_pretraining_sweep(spec: Mapping, finals, path=None, teachers=()) -> Axes:
     """Figure 4b: fine-tuned top-1 against the student's pretraining epochs (on ``pretrain.dataset``).
 
     Weight selection (``reference``) and random init (``baseline``) are horizontal lines; the
     title prints how many pretraining epochs reach the weight-selection level (linear
-    interpolation), the compute weight selection saves (it pretrains nothing of the student).
+    interpolation) and the compute ratio (:func:`pretraining_summary`; ``teachers``: the
+    pretrained teachers' manifests, which give the pretraining set's size), also written to
+    ``{path}.json`` beside the figure.
     """
     keys = {v: ("pretrained", e) for v, e in spec["sweep"].items()}
     keys[spec["reference"]] = (spec["reference"], 0)
@@ -240,6 +284,13 @@ def plot_pretraining_sweep(spec: Mapping, finals, path=None) -> Axes:
                 epochs = crossing(xs, ys, level)
                 title += (f": pretraining matches weight selection after {epochs:.0f} epochs"
                           if not math.isnan(epochs) else f": no pretraining budget up to {xs[-1]} epochs matches weight selection")
+    summary = pretraining_summary(spec, finals, teachers)
+    if not math.isnan(summary["compute_ratio"]):
+        title += f"\nweight selection saves {summary['compute_ratio']:.2f}x training compute (paper: 6.12x at 60 epochs)"
+    if path is not None:
+        from weightselect.io import write_json
+
+        write_json(Path(path).with_suffix(".json"), summary)
     ax.set_xlabel(f"pretraining epochs on {spec['pretrain']['dataset']}")
     ax.set_ylabel("fine-tuned test top-1 accuracy (%)")
     ax.set_title(title, fontsize="medium")
