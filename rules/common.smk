@@ -136,6 +136,12 @@ def train_inputs(wildcards):
     return inputs
 
 
+def dataset_options(wildcards):
+    """The library's dataset options of a source dataset (those of the study datasets reading it)."""
+    found = [spec.get("options", {}) for name, spec in STUDY.datasets.items() if STUDY.source_dataset(name) == wildcards.source]
+    return found[0] if found else {}
+
+
 def train_spec(wildcards):
     return STUDY.train_params(_run(wildcards))
 
@@ -266,7 +272,7 @@ def table_spec(wildcards):
 
 
 def table_caption(wildcards):
-    return STUDY.tables[wildcards.table].get("title", wildcards.table)
+    return STUDY.table_params(wildcards.table)["title"]
 
 
 def curve_inputs(wildcards):
@@ -274,9 +280,12 @@ def curve_inputs(wildcards):
     return [r.metrics for r in runs]
 
 
+WATERMARK = STUDY.figure_mark() if REHEARSAL else None
+
+
 def curve_spec(wildcards):
     spec = STUDY.figures[wildcards.figure]
-    return dict(spec, paper_model=STUDY.students[wildcards.student].get("paper_model"))
+    return dict(spec, paper_model=STUDY.students[wildcards.student].get("paper_model"), watermark=WATERMARK)
 
 
 def figure_inputs(wildcards):
@@ -297,7 +306,7 @@ def figure_inputs(wildcards):
 
 
 def figure_spec(wildcards):
-    spec = dict(STUDY.figures[wildcards.figure], name=wildcards.figure)
+    spec = dict(STUDY.figures[wildcards.figure], name=wildcards.figure, watermark=WATERMARK)
     if spec["kind"] == "attention":
         student = spec["student"]
         teacher = STUDY.init_teacher(student, spec["variant"])

@@ -18,6 +18,7 @@ rule prepare_dataset:
         runtime=240,
     params:
         data_root=DATA_ROOT,
+        options=dataset_options,
     script:
         "../workflow_scripts/prepare_dataset.py"
 

@@ -54,7 +54,7 @@ class RehearsalStudy(Study):
         super().__init__(config, name)
         self.sizes = dict(SIZES if sizes is None else sizes)
         if seeds is not None:
-            self.seeds = [int(s) for s in seeds]
+            self.seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
         from weightselect.training.toy_data import CHECKSUMMED  # noqa: PLC0415 (no torch import)
 
         self.spec = dict(self.spec, data_root=DATA_ROOT, download=True, resources={"threads": 1, "mem_mb": 4000})
@@ -79,6 +79,10 @@ class RehearsalStudy(Study):
     def table_params(self, table: str) -> dict:
         params = super().table_params(table)
         return dict(params, title=f"{MARK} - {params['title']}", rehearsal=True)
+
+    def figure_mark(self) -> str:
+        """The mark every figure of the rehearsal carries."""
+        return MARK
 
     def hub_teachers(self) -> Dict[str, str]:
         """{teacher: timm name with tag} of the study's hub teachers."""

@@ -8,6 +8,7 @@ sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
 
 spec, out = snakemake.params.spec, snakemake.output[0]
+figures.WATERMARK = spec.get("watermark")  # a rehearsal's figures are marked as such
 if spec["kind"] == "attention":
     figures.plot_attention_maps(spec, snakemake.input.teacher, snakemake.input.init, out)
 else:

@@ -2,12 +2,13 @@
 import logging
 import sys
 
-from weightselect.results import plot_curves, read_curves
+from weightselect.results import figures, plot_curves, read_curves
 
 sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
 
 spec = snakemake.params.spec
+figures.WATERMARK = spec.get("watermark")  # a rehearsal's figures are marked as such
 plot_curves(
     read_curves(list(snakemake.input)),
     snakemake.wildcards.student,

@@ -9,6 +9,8 @@ sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
 
 name, root = snakemake.wildcards.source, snakemake.params.data_root
-sizes = {split: len(build_dataset(name, root, train=split == "train", download=True)) for split in ("train", "test")}
+options = dict(snakemake.params.get("options") or {})
+sizes = {split: len(build_dataset(name, root, train=split == "train", download=True, **options))
+         for split in ("train", "test")}
 write_json(snakemake.output[0], {"dataset": name, "data_root": root, "images": sizes})
 logging.info("%s under %s: %s", name, root, sizes)

@@ -140,7 +140,8 @@ def smoke_workdir(tmp_path):
 
 
 # -- the profile itself (no cluster needed) ----------------------------------------------------
-PROFILE_VARIABLES = ("SLURM_PARTITION", "SLURM_ACCOUNT", "SLURM_GPU_PARTITION", "SLURM_GPU_MODEL")
+PROFILE_VARIABLES = ("SLURM_PARTITION", "SLURM_ACCOUNT", "SLURM_GPU_PARTITION", "SLURM_GPU_MODEL",
+                     "SLURM_GPU_REQUEST", "SLURM_MAX_RUNTIME")
 
 
 def profile_env(**variables) -> dict:
@@ -179,23 +180,73 @@ def test_profile_leaves_partition_and_account_to_slurm_when_unset(smoke_workdir)
     assert resources["mem_mb"] == "500"
 
 
-def test_repository_dry_run_plans_paper_study_with_gpu_training_jobs(workflow_copy):
-    """`snakemake --profile slurm all` from the repository: the paper's grid, training on GPUs
-    in the GPU partition, everything else in the default partition."""
-    env = profile_env(SLURM_PARTITION="cpu", SLURM_GPU_PARTITION="gpu", SLURM_GPU_MODEL="a100")
-    log = dry_run(workflow_copy, env, timeout=600)
-    paper = study_config("paper")
-    student, dataset = next(iter(paper["students"])), next(iter(paper["datasets"]))
-    assert f"results/runs/{student}/{dataset}/" in log
+GPU_RULES = ("train", "pretrain_teacher")
+
+
+def sbatch_line(rule: str, resources: dict, threads: int = 1) -> str:
+    """The sbatch command line the installed Slurm executor plugin builds for a job with these
+    resources (its own get_submit_command and set_gres_string), partition and account as given."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    typed = {k: int(v) if re.fullmatch(r"-?\d+", v) else v.strip("'") for k, v in resources.items()}
+    typed.pop("tmpdir", None)
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    job = SimpleNamespace(resources=Resources(typed), threads=threads, name=rule, is_group=lambda: False)
+    params = dict(run_uuid="u", slurm_logfile="log", comment_str=f"rule_{rule}", workdir=None,
+                  account=f"-A {typed.get('slurm_account', '')}", partition=f"-p {typed.get('slurm_partition', '')}")
+    return get_submit_command(job, params) + set_gres_string(job)
+
+
+@pytest.mark.parametrize("route", [
+    {"SLURM_GPU_MODEL": "a100"},
+    {"SLURM_GPU_REQUEST": "gres", "SLURM_GPU_MODEL": "a100"},
+    {"SLURM_GPU_REQUEST": "gres"},
+], ids=["gpus-model", "gres-model", "gres"])
+@pytest.mark.parametrize("cli_config", [False, True], ids=["profile", "cli-config"])
+def test_repository_dry_run_plans_gpu_jobs_on_the_gpu_partition(workflow_copy, route, cli_config):
+    """`snakemake -n --profile slurm all` from the repository, on both GPU routes, also with a
+    command-line `--config study=paper` (which replaces the profile's config): every job that uses
+    a GPU (training, Figure 4b's pretraining) on the GPU partition with the model, nothing else asks
+    for a GPU, and no job asks for more than 48 hours; the sbatch line is built by the plugin."""
+    env = profile_env(SLURM_PARTITION="cpu", SLURM_GPU_PARTITION="gpu", SLURM_ACCOUNT="x", **route)
+    args = ["-n", "-p", "--profile", "slurm", "all"] + (["--config", "study=paper"] if cli_config else [])
+    result = snakemake(args, workflow_copy, env, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
     jobs = planned_jobs(log)
-    train = [res for rule, res in jobs if rule == "train"]
-    others = [res for rule, res in jobs if rule not in ("train", "all")]
-    assert train and others
-    for res in train:
-        assert int(res["gpu"]) >= 1
-        assert res["slurm_partition"] == "gpu" and res["gpu_model"] == "a100"
-    for res in others:
-        assert res["slurm_partition"] == "cpu" and "gpu_model" not in res
+    gpu_jobs = [(rule, res) for rule, res in jobs if rule in GPU_RULES]
+    assert {rule for rule, _ in gpu_jobs} == set(GPU_RULES)
+    gres = route.get("SLURM_GPU_REQUEST") == "gres"
+    for rule, res in gpu_jobs:
+        line = sbatch_line(rule, res)
+        assert "-p gpu" in line and "-A x" in line, line
+        assert int(res["runtime"]) <= 48 * 60 and "--signal=USR1@300" in line, line
+        model = route.get("SLURM_GPU_MODEL")
+        if gres:
+            assert "--gpus" not in line and re.search(rf"--gres=gpu:{model + ':' if model else ''}[1-9]", line), line
+        else:
+            assert re.search(rf"--gpus={model}:[1-9]", line) and "--gres" not in line, line
+    for rule, res in jobs:
+        if rule not in GPU_RULES and rule != "all":
+            line = sbatch_line(rule, res)
+            assert "-p cpu" in line and "--gpus" not in line and "--gres" not in line, (rule, line)
+            assert int(res.get("runtime", 0)) <= 48 * 60
+
+
+def test_a_lower_time_cap_caps_every_gpu_job(workflow_copy):
+    """SLURM_MAX_RUNTIME caps every job (a longer run continues in the next attempt)."""
+    env = profile_env(SLURM_PARTITION="cpu", SLURM_GPU_PARTITION="gpu", SLURM_MAX_RUNTIME="600")
+    log = dry_run(workflow_copy, env, timeout=600)
+    jobs = planned_jobs(log)
+    assert max(int(res["runtime"]) for rule, res in jobs if rule in GPU_RULES) == 600
+    runtimes = sorted(int(res["runtime"]) for rule, res in jobs if rule == "train")
+    assert runtimes[0] < 600  # shorter runs keep their own estimate
 
 
 # -- through the local Slurm cluster ---------------------------------------------------------

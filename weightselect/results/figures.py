@@ -34,11 +34,17 @@ def variant_style(variant: str, index: int = 0) -> dict:
     return dict(color=_BASELINE_COLORS.get(variant, "#7f7f7f"), linestyle="--", linewidth=1.8)
 
 
+WATERMARK: Optional[str] = None  # set by a rehearsal's figure jobs (weightselect.rehearsal.MARK)
+
+
 def save_figure(fig: Figure, path) -> Path:
     """Save ``fig`` as PNG at :data:`DPI`, atomically (temp file + rename)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"figure path {path} should end in .png")
+    if WATERMARK:
+        fig.text(0.5, 0.5, WATERMARK, ha="center", va="center", rotation=20, wrap=True, fontsize="large",
+                 color="#c00000", alpha=0.45, zorder=100)
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=DPI)
     return path

@@ -377,7 +377,10 @@ def build_table(spec: Mapping, finals: Sequence) -> pd.DataFrame:
                      "aggregation", "change", "change_paper"):
             if name in st:
                 row[f"{g}_{name}"] = st[name]
-    return _tidy(pd.DataFrame(list(rows.values())))
+    table = _tidy(pd.DataFrame(list(rows.values())))
+    if spec.get("rehearsal"):  # a rehearsal's numbers (weightselect.rehearsal) are never results
+        table.insert(0, "rehearsal", True)
+    return table
 
 
 def paper_gap(df: pd.DataFrame) -> str:

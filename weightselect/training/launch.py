@@ -62,11 +62,14 @@ def check_gpus(gpus: int) -> None:
 
 def torchrun_command(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: Any, data_root: Optional[str],
                      processes: int, workers: int, download: bool = False, force: bool = False) -> List[str]:
-    """The ``torchrun`` command line of a job with ``processes`` processes (one per GPU)."""
+    """The ``torchrun`` command line (``python -m torch.distributed.run``, torchrun's own module, with
+    this interpreter) of a job with ``processes`` processes (one per GPU)."""
     options = dict(spec["dataset"]) if isinstance(spec["dataset"], dict) else {"name": spec["dataset"]}
     name = options.pop("name")
     model = spec["model"]
-    command = ["torchrun", "--standalone", f"--nproc_per_node={processes}", "-m", "weightselect", "train",
+    # torchrun as this interpreter's module: the job's own torch, whether or not its bin/ is on PATH
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "weightselect", "train",
                "--model", model["name"], "--model-kwargs", json.dumps(model.get("kwargs", {})),
                "--dataset", name, "--dataset-options", json.dumps(options), "--out", run_dir,
                "--seed", str(seed), "--num-workers", str(workers)]
