@@ -139,3 +139,15 @@ def test_in_memory_sets_are_kept_under_the_data_root_and_read_back(tmp_path, mon
     # another option or split is another file
     assert data.cache_file("symbols", tmp_path, False, 16, {"n_per_class": 4}) != data.cache_file("symbols", tmp_path, False, 16, {"n_per_class": 3})
     assert data.cache_file("digits", tmp_path, True, 16, {}) != data.cache_file("digits", tmp_path, False, 16, {})
+
+
+def test_randaugment_posterize_at_full_magnitude_runs():
+    """The paper's RandAugment (timm, "rand-m9-mstd0.5-inc1") keeps 0 bits in PosterizeIncreasing at
+    magnitude 10, which Pillow 13 refuses ("bits must be between or equal to 1 and 8"): the locked
+    Pillow must run it, giving a black image as timm intends."""
+    from PIL import Image
+    from timm.data.auto_augment import AugmentOp
+
+    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10, hparams={"magnitude_std": 0})
+    img = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8), "RGB")
+    assert np.asarray(op(img)).max() == 0
