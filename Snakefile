@@ -58,6 +58,19 @@ rule all:
         STUDY.targets(),
 
 
+# What needs the internet, for a login node before the jobs start (compute nodes often have none):
+#   snakemake --cores 4 fetch --config study=paper
+rule fetch:
+    input:
+        [STUDY.teacher_file(t) for t in teachers_from("hub")],
+        [
+            f"results/datasets/{d}.json"
+            for d in sorted({STUDY.source_dataset(d) for d in STUDY.datasets})
+        ]
+        if DOWNLOAD
+        else [],
+
+
 include: "rules/teachers.smk"
 include: "rules/inits.smk"
 include: "rules/train.smk"

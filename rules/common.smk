@@ -10,13 +10,20 @@ from weightselect.training.recipe import RecipeError, resolve_recipe
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-REHEARSAL = config.get("rehearsal", False) in (True, "true")  # --config rehearsal=true gives the string
+REHEARSAL = config.get("rehearsal", False) in (
+    True,
+    "true",
+)  # --config rehearsal=true gives the string
 HUB_CACHE = None
 if REHEARSAL:  # every job of the study at toy size, offline (weightselect.rehearsal)
     from weightselect import rehearsal as _rehearsal
 
-    STUDY = _rehearsal.RehearsalStudy(config, config.get("study", "demo"), seeds=config.get("rehearsal_seeds"))
-    HUB_CACHE = os.path.abspath(_rehearsal.HUB_CACHE)  # the jobs read the hub teachers from here, offline
+    STUDY = _rehearsal.RehearsalStudy(
+        config, config.get("study", "demo"), seeds=config.get("rehearsal_seeds")
+    )
+    HUB_CACHE = os.path.abspath(
+        _rehearsal.HUB_CACHE
+    )  # the jobs read the hub teachers from here, offline
     os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=HUB_CACHE)
 else:
     STUDY = Study(config, config.get("study", "demo"))
@@ -97,7 +104,11 @@ def rehearsal_hub_input(wildcards):
 
 def rehearsal_data_input(wildcards):
     """A rehearsal's dataset is written in its real layout before prepare_dataset reads it."""
-    return {"toy": f"{DATA_ROOT}/{wildcards.source}.weightselect-toy.json"} if REHEARSAL else {}
+    return (
+        {"toy": f"{DATA_ROOT}/{wildcards.source}.weightselect-toy.json"}
+        if REHEARSAL
+        else {}
+    )
 
 
 def pretrain_inputs(wildcards):
@@ -138,23 +149,42 @@ def train_inputs(wildcards):
 
 def dataset_options(wildcards):
     """The library's dataset options of a source dataset (those of the study datasets reading it)."""
-    found = [spec.get("options", {}) for name, spec in STUDY.datasets.items() if STUDY.source_dataset(name) == wildcards.source]
+    found = [
+        spec.get("options", {})
+        for name, spec in STUDY.datasets.items()
+        if STUDY.source_dataset(name) == wildcards.source
+    ]
     return found[0] if found else {}
 
 
 def train_spec(wildcards):
-    return STUDY.train_params(_run(wildcards))
+    """The run's spec; on GPUs with a declared memory, the recipe's update_freq from the batch plan."""
+    spec = STUDY.train_params(_run(wildcards))
+    plan = batch_plan(wildcards)
+    if plan is not None:
+        spec["recipe"] = dict(spec["recipe"], update_freq=plan.update_freq)
+    return spec
 
 
 # The cluster settings: config keys, else the environment (the slurm profile documents the
 # variables), so that they survive a command-line `--config study=...` (which replaces the profile's
 # whole `config:`), else the defaults.
-GPU_REQUEST = config.get("gpu_request") or os.environ.get("SLURM_GPU_REQUEST", "").strip() or "gpus"
-GPU_MODEL = str(config.get("gpu_model") or os.environ.get("SLURM_GPU_MODEL", "")).strip()
-MAX_RUNTIME = int(config.get("max_runtime") or os.environ.get("SLURM_MAX_RUNTIME", "").strip() or 2880)
+GPU_REQUEST = (
+    config.get("gpu_request")
+    or os.environ.get("SLURM_GPU_REQUEST", "").strip()
+    or "gpus"
+)
+GPU_MODEL = str(
+    config.get("gpu_model") or os.environ.get("SLURM_GPU_MODEL", "")
+).strip()
+MAX_RUNTIME = int(
+    config.get("max_runtime") or os.environ.get("SLURM_MAX_RUNTIME", "").strip() or 2880
+)
 SIGNAL_LEAD = 300  # seconds before the time limit that Slurm sends SIGUSR1 (the trainer checkpoints)
 if GPU_REQUEST not in ("gpus", "gres"):
-    raise StudyConfigError(f"gpu_request (SLURM_GPU_REQUEST) is '{GPU_REQUEST}'; use gpus or gres")
+    raise StudyConfigError(
+        f"gpu_request (SLURM_GPU_REQUEST) is '{GPU_REQUEST}'; use gpus or gres"
+    )
 
 
 def _job_dataset(wildcards):
@@ -169,7 +199,11 @@ def _job_epochs(wildcards):
         pre = STUDY.teachers[wildcards.teacher]["pretrain"]
         family = model_shape(STUDY.teachers[wildcards.teacher]["model"])[0]
         rows = recipe_rows(family, pre["dataset"])
-        return int(pre.get("recipe", {}).get("epochs", rows["dataset"].get("epochs", rows["base"]["epochs"])))
+        return int(
+            pre.get("recipe", {}).get(
+                "epochs", rows["dataset"].get("epochs", rows["base"]["epochs"])
+            )
+        )
     return STUDY.epochs(wildcards.student, wildcards.dataset, wildcards.variant)
 
 
@@ -214,13 +248,16 @@ def estimated_minutes(wildcards):
     """The job's whole training time: epochs x the dataset's minutes_per_epoch x 1.25 + 15."""
     if "runtime" in RESOURCES:
         return int(RESOURCES["runtime"])
-    per_epoch = float(STUDY.datasets.get(_job_dataset(wildcards), {}).get("minutes_per_epoch", 1.0))
+    per_epoch = float(
+        STUDY.datasets.get(_job_dataset(wildcards), {}).get("minutes_per_epoch", 1.0)
+    )
     return int(math.ceil(_job_epochs(wildcards) * per_epoch * 1.25 + 15))
 
 
 def train_runtime(wildcards):
     """Minutes for one job: the estimate, capped at max_runtime (SLURM_MAX_RUNTIME, default 48 h);
-    a longer run checkpoints before the limit and the next attempt resumes (docs/slurm.md)."""
+    a longer run checkpoints before the limit and the next attempt resumes (docs/slurm.md).
+    """
     return min(estimated_minutes(wildcards), MAX_RUNTIME)
 
 
@@ -242,19 +279,81 @@ class _Keys:  # the wildcards of a job, for the parse-time retry counts below
 
 def _retries(minutes):
     """Retries of a rule whose longest job takes ``minutes``: None (Snakemake's --retries, the
-    profile's 2) when every job fits max_runtime, else the extra jobs it needs plus those 2."""
+    profile's 2) when every job fits max_runtime, else the extra jobs it needs plus those 2.
+    """
     extra = max([attempts_needed(m) - 1 for m in minutes] or [0])
     return extra + 2 if extra else None
 
 
-TRAIN_RETRIES = _retries(estimated_minutes(_Keys(student=r.student, dataset=r.dataset, variant=r.variant))
-                         for r in STUDY.runs())
-PRETRAIN_RETRIES = _retries(estimated_minutes(_Keys(teacher=t)) for t in teachers_from("pretrain"))
+TRAIN_RETRIES = _retries(
+    estimated_minutes(_Keys(student=r.student, dataset=r.dataset, variant=r.variant))
+    for r in STUDY.runs()
+)
+PRETRAIN_RETRIES = _retries(
+    estimated_minutes(_Keys(teacher=t)) for t in teachers_from("pretrain")
+)
+
+
+# The memory of one GPU (GB) that per-device batches are planned for (weightselect.training.memory)
+GPU_MEM_GB = float(
+    config.get("gpu_mem_gb") or os.environ.get("SLURM_GPU_MEM_GB", "").strip() or 40
+)
+
+
+def _job_recipe(wildcards):
+    """(model, resolved recipe) of a training or pretraining job, as the trainer resolves them."""
+    if hasattr(wildcards, "teacher"):
+        teacher = STUDY.teachers[wildcards.teacher]
+        pre = teacher["pretrain"]
+        return teacher["model"], resolve_recipe(
+            teacher["model"]["name"], pre["dataset"], pre.get("recipe", {})
+        )
+    run = _run(wildcards)
+    params = STUDY.train_params(run)
+    mode = "probe" if params["mode"] == "probe" else "finetune"
+    return params["model"], resolve_recipe(
+        params["model"]["name"],
+        STUDY.source_dataset(run.dataset),
+        params["recipe"],
+        mode=mode,
+    )
+
+
+def batch_plan(wildcards):
+    """The per-device batch and accumulation of a GPU job (None for a CPU job): the recipe's total
+    batch kept, the per-device batch capped to fit GPU_MEM_GB (weightselect.training.memory).
+    """
+    from weightselect.training.memory import plan_batch
+
+    if not train_gpus(wildcards):
+        return None
+    model, recipe = _job_recipe(wildcards)
+    return plan_batch(
+        model,
+        recipe.batch_size,
+        train_processes(wildcards),
+        GPU_MEM_GB,
+        recipe.img_size,
+        recipe.mode,
+    )
 
 
 def train_mem_mb(wildcards):
+    """Host memory of a job: the dataset's (or study's) mem_mb, raised on GPU jobs to hold the data
+    loaders' prefetched batches (workers x prefetch x per-device batch per process) and the processes.
+    """
+    from weightselect.training.memory import job_mem_mb
+
     spec = STUDY.datasets.get(_job_dataset(wildcards), {})
-    return int(spec.get("mem_mb", RESOURCES.get("mem_mb", 4000)))
+    declared = int(spec.get("mem_mb", RESOURCES.get("mem_mb", 4000)))
+    plan = batch_plan(wildcards)
+    if plan is None:
+        return declared
+    processes = train_processes(wildcards)
+    workers = max(train_threads(wildcards) // processes - 1, 0)
+    return job_mem_mb(
+        declared, plan, workers, processes, _job_recipe(wildcards)[1].img_size
+    )
 
 
 def train_tasks_per_gpu(wildcards):
@@ -285,7 +384,11 @@ WATERMARK = STUDY.figure_mark() if REHEARSAL else None
 
 def curve_spec(wildcards):
     spec = STUDY.figures[wildcards.figure]
-    return dict(spec, paper_model=STUDY.students[wildcards.student].get("paper_model"), watermark=WATERMARK)
+    return dict(
+        spec,
+        paper_model=STUDY.students[wildcards.student].get("paper_model"),
+        watermark=WATERMARK,
+    )
 
 
 def figure_inputs(wildcards):
@@ -301,12 +404,17 @@ def figure_inputs(wildcards):
     inputs = {"finals": [r.final for r in STUDY.figure_runs(wildcards.figure)]}
     if spec["kind"] == "pretraining":  # their manifests give the pretraining set's size
         teachers = {STUDY.init_teacher(spec["student"], v) for v in spec["sweep"]}
-        inputs["teachers"] = [STUDY.teacher_file(t).replace(".safetensors", ".json") for t in sorted(teachers)]
+        inputs["teachers"] = [
+            STUDY.teacher_file(t).replace(".safetensors", ".json")
+            for t in sorted(teachers)
+        ]
     return inputs
 
 
 def figure_spec(wildcards):
-    spec = dict(STUDY.figures[wildcards.figure], name=wildcards.figure, watermark=WATERMARK)
+    spec = dict(
+        STUDY.figures[wildcards.figure], name=wildcards.figure, watermark=WATERMARK
+    )
     if spec["kind"] == "attention":
         student = spec["student"]
         teacher = STUDY.init_teacher(student, spec["variant"])

@@ -62,11 +62,11 @@ rule pretrain_teacher:
     wildcard_constraints:
         teacher=alternatives(teachers_from("pretrain")),
     priority: 10  # every weight-selection run waits for the teacher: start it first
+    # sized like a training job on the pretraining set (GPUs, memory, time cap and continuation)
+    retries: PRETRAIN_RETRIES
     conda:
         "../envs/weightselect.yaml"
     threads: train_threads
-    # sized like a training job on the pretraining set (GPUs, memory, time cap and continuation)
-    retries: PRETRAIN_RETRIES
     resources:
         gpu=train_gpu_resource,
         gpu_model=train_gpu_model,

@@ -34,11 +34,11 @@ rule train:
         "results/logs/runs/{student}/{dataset}/{variant}/seed{seed}.log",
     benchmark:
         "results/benchmarks/runs/{student}/{dataset}/{variant}/seed{seed}.tsv"
+    # a run longer than max_runtime continues over successive jobs (checkpoint on SIGUSR1, resume)
+    retries: TRAIN_RETRIES
     conda:
         "../envs/weightselect.yaml"
     threads: train_threads
-    # a run longer than max_runtime continues over successive jobs (checkpoint on SIGUSR1, resume)
-    retries: TRAIN_RETRIES
     resources:
         gpu=train_gpu_resource,
         gpu_model=train_gpu_model,

@@ -269,7 +269,7 @@ def _run_meta(ctx: _Context, spec, ds_name, ds_options, run_init, teacher_spec) 
         "distill": {"kind": r.distill, "alpha": r.distill_alpha, "tau": r.distill_tau} if r.distill else None,
         "teacher": {**teacher_spec.to_dict(), "input_norm": p.teacher.norm} if teacher_spec else None,
         "probe_head": {"classifier": p.head.classifier_name, "layers": [repr(m) for m in p.head]} if p.head else None,
-        "lr": r.scaled_lr, "batch_per_device": d.per_device, "world_size": ctx.dist.world,
+        "lr": r.scaled_lr, "batch_per_device": d.per_device, "update_freq": r.update_freq, "world_size": ctx.dist.world,
         "updates_per_epoch": d.updates_per_epoch, "device": str(ctx.device),
         "amp": str(p.amp_dtype).replace("torch.", "") if p.amp_dtype else None,
         "channels_last": p.channels_last, "compile": r.compile, "sample_transforms": d.sample_transforms,
