@@ -147,6 +147,23 @@ def train_inputs(wildcards):
     return inputs
 
 
+def _root_of(source):
+    """The data root of a source dataset: the `data_root` of a study dataset reading it, else the study's."""
+    roots = [
+        spec["data_root"]
+        for name, spec in STUDY.datasets.items()
+        if STUDY.source_dataset(name) == source and "data_root" in spec
+    ]
+    return roots[0] if roots else DATA_ROOT
+
+
+def dataset_root(wildcards):
+    """Where a job's dataset lives (prepare_dataset: {source}; train: {dataset}; pretrain: its set)."""
+    if hasattr(wildcards, "source"):
+        return _root_of(wildcards.source)
+    return _root_of(STUDY.source_dataset(_job_dataset(wildcards)))
+
+
 def dataset_options(wildcards):
     """The library's dataset options of a source dataset (those of the study datasets reading it)."""
     found = [

@@ -83,7 +83,7 @@ rule pretrain_teacher:
         processes=train_processes,
         pretrain=teacher_pretrain,
         run_dir="results/pretrain/{teacher}",
-        data_root=DATA_ROOT,
+        data_root=dataset_root,
         download=DOWNLOAD,
     script:
         "../workflow_scripts/teacher_pretrain.py"

@@ -17,7 +17,7 @@ rule prepare_dataset:
         mem_mb=8000,
         runtime=240,
     params:
-        data_root=DATA_ROOT,
+        data_root=dataset_root,
         options=dataset_options,
     script:
         "../workflow_scripts/prepare_dataset.py"
@@ -53,6 +53,6 @@ rule train:
         spec=train_spec,
         gpus=train_gpus,
         processes=train_processes,
-        data_root=DATA_ROOT,
+        data_root=dataset_root,
     script:
         "../workflow_scripts/train.py"

@@ -60,6 +60,7 @@ class RehearsalStudy(Study):
         self.spec = dict(self.spec, data_root=DATA_ROOT, download=True, resources={"threads": 1, "mem_mb": 4000})
         for dataset, spec in self.datasets.items():
             spec = dict(spec)
+            spec.pop("data_root", None)  # every toy set under the rehearsal's data root
             if int(spec.get("gpus", 0)) > 1:
                 spec["processes"] = PROCESSES
             spec["gpus"] = 0
