@@ -70,3 +70,21 @@ def test_two_cpu_processes_through_the_launcher(tmp_path, tiny_vit, monkeypatch)
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["world_size"] == 2 and meta["batch_per_device"] == 50 and meta["device"] == "cpu"
     assert json.loads((tmp_path / "run" / "final.json").read_text())["epochs"] == 1
+
+
+def test_a_signal_before_the_time_limit_ends_the_job_non_zero_with_one_line(monkeypatch, tmp_path, caplog):
+    """Slurm's --signal=USR1@300: the trainer checkpoints and raises TrainingInterrupted; the job
+    ends with 128 + SIGUSR1 so that Snakemake submits it again, and the next job resumes."""
+    import signal
+
+    import weightselect.training as training
+    from weightselect.training.loop import TrainingInterrupted
+
+    def stopped(*args, **kwargs):
+        raise TrainingInterrupted("stopped at epoch 3 (SIGUSR1); checkpoint written", signal.SIGUSR1)
+
+    monkeypatch.setattr(training, "train", stopped)
+    with pytest.raises(SystemExit) as done:
+        run_job({"model": {"name": "vit_tiny_patch16_224"}, "dataset": "digits"}, str(tmp_path), seed=0)
+    assert done.value.code == 128 + signal.SIGUSR1
+    assert "checkpoint written" in caplog.text

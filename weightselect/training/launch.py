@@ -97,7 +97,8 @@ def run_job(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: Any = Non
     recipe, mode, distill, teacher); ``gpus``: GPUs the job asked for (checked first);
     ``processes``: training processes (default max(gpus, 1)); ``threads``: CPU threads of the job.
     Returns final.json's dict (in process) or None (torchrun: the run folder holds it). Raises
-    GPUUnavailable, and SystemExit with torchrun's status when it fails.
+    GPUUnavailable; SystemExit with torchrun's status when it fails, and with 128 + the signal's
+    number (one log line: checkpoint written, rerun resumes) when a signal stopped the training.
     """
     check_gpus(gpus)
     processes = int(processes or max(gpus, 1))
@@ -109,9 +110,12 @@ def run_job(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: Any = Non
         if code:
             raise SystemExit(code)
         return None
+    import signal
+
     import torch
 
     from weightselect.training import train
+    from weightselect.training.loop import TrainingInterrupted
 
     torch.set_num_threads(max(int(threads), 1))
     extra: Dict[str, Any] = {}
@@ -119,6 +123,10 @@ def run_job(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: Any = Non
         extra["mode"] = "probe"
     if spec.get("distill"):
         extra.update(distill=spec["distill"], teacher=spec["teacher"])
-    return train(spec["model"], spec["dataset"], run_dir, init=init, seed=seed, recipe=spec.get("recipe", {}),
-                 data_root=data_root, download=download, force=force, device="cuda" if gpus else None,
-                 num_workers=max(threads - 1, 0) if gpus else 0, **extra)
+    try:
+        return train(spec["model"], spec["dataset"], run_dir, init=init, seed=seed, recipe=spec.get("recipe", {}),
+                     data_root=data_root, download=download, force=force, device="cuda" if gpus else None,
+                     num_workers=max(threads - 1, 0) if gpus else 0, **extra)
+    except TrainingInterrupted as exc:  # a signal before the time limit: checkpointed, the next job resumes
+        log.error("%s", exc)
+        raise SystemExit(128 + (exc.signum or signal.SIGTERM)) from None
