@@ -114,4 +114,25 @@ def test_the_trainer_path_loads_the_same_weights_and_names_the_same_fix(init_fil
     select(vit_small, {"name": "vit_tiny_patch16_224", "kwargs": SMALL_VIT}).save(head_selected)
     model = timm.create_model("vit_tiny_patch16_224", **SMALL_VIT, num_classes=7)
     with pytest.raises(InitMismatchError, match=r"head.weight: file \(1000, 192\) vs model \(7, 192\).*num_classes"):
-        read_init(str(head_selected)).apply(model, seed=0)
+        apply_init(model, head_selected, seed=0)  # the library stays strict
+
+
+def test_the_trainer_starts_a_new_classifier_when_the_dataset_has_other_classes(tmp_path, vit_small):
+    """A teacher's 1,000-class head selected into a 1,000-class student (Figure 4b: a ViT-T pretrained
+    on ImageNet-1K), then fine-tuned on a 7-class set: the trainer keeps every other tensor of the
+    file and gives the classifier the model's seeded default init, and says so."""
+    from weightselect.selection import apply_baseline
+    from weightselect.training.weights import read_init
+
+    path = tmp_path / "head_selected.safetensors"
+    result = select(vit_small, {"name": "vit_tiny_patch16_224", "kwargs": SMALL_VIT})
+    result.save(path)
+    model = timm.create_model("vit_tiny_patch16_224", **SMALL_VIT, num_classes=7)
+    info = read_init(str(path)).apply(model, seed=4)
+    default = timm.create_model("vit_tiny_patch16_224", **SMALL_VIT, num_classes=7)
+    apply_baseline(default, "random", 4)
+    for key, value in model.state_dict().items():
+        expected = default.state_dict()[key] if key.startswith("head.") else result.state_dict[key]
+        assert torch.equal(value, expected), key
+    assert info["reinitialized"] == ["head.weight", "head.bias"]
+    assert info["head"].startswith("reinitialized") and "(1000 classes)" in info["head"] and "(7)" in info["head"]

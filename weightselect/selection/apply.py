@@ -25,7 +25,7 @@ class InitMismatchError(WeightsMismatchError):
 
 
 def load_init_tensors(model: nn.Module, state_dict: Mapping[str, torch.Tensor], manifest: Mapping[str, Any],
-                      seed: int, source: str) -> Dict[str, Any]:
+                      seed: int, source: str, new_classifier: bool = False) -> Dict[str, Any]:
     """An init file's tensors into ``model``, in place: the one way an init file enters a model.
 
     The model first gets its seeded default init (timm's, ``apply_baseline(model, "random", seed)``),
@@ -33,11 +33,23 @@ def load_init_tensors(model: nn.Module, state_dict: Mapping[str, torch.Tensor], 
     reproducible; then every tensor of ``state_dict`` is loaded. Any other missing name, any
     unexpected name or shape mismatch raises InitMismatchError naming ``source``, the student the
     file was made for and the fix (when only the classifier differs: select again with the
-    student's ``num_classes``). Returns method, layers, teacher, head (from the manifest),
-    reinitialized (names left at the default init) and seed.
+    student's ``num_classes``). ``new_classifier=True`` (the trainer: the model's classes are its
+    dataset's) leaves a classifier whose class count differs from the file's at the default init
+    instead, as the paper fine-tunes a new head, and says so in ``head``. Returns method, layers,
+    teacher, head (from the manifest), reinitialized (names left at the default init) and seed.
     """
     info = apply_baseline(model, "random", seed)
     student = (manifest.get("student") or {}).get("name", "unknown")
+    head = manifest.get("head")
+    if new_classifier:
+        own = model.state_dict()
+        differ = [k for k in classifier_keys(model) if k in state_dict and k in own
+                  and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+        if differ:
+            head = (f"reinitialized: the file's classifier ({state_dict[differ[0]].shape[0]} classes) does "
+                    f"not fit the model's ({own[differ[0]].shape[0]})")
+            state_dict = {k: v for k, v in state_dict.items() if k not in differ}
+            manifest = dict(manifest, reinitialized=list(manifest.get("reinitialized") or []) + differ)
     try:
         loaded = load_weights(model, state_dict, source=f"{source} (made for student '{student}')",
                               allow_missing=manifest.get("reinitialized") or (), error=InitMismatchError)
@@ -46,7 +58,7 @@ def load_init_tensors(model: nn.Module, state_dict: Mapping[str, torch.Tensor], 
         hint = _CLASSIFIER_HINT if only_head and set(exc.mismatched) <= set(classifier_keys(model)) else _HINT
         raise InitMismatchError(f"{exc}. {hint}", exc.mismatched, exc.unexpected, exc.missing) from None
     return {"method": manifest.get("method"), "layers": manifest.get("layers"), "teacher": manifest.get("teacher"),
-            "head": manifest.get("head"), "reinitialized": loaded["missing"], "seed": info["seed"]}
+            "head": head, "reinitialized": loaded["missing"], "seed": info["seed"]}
 
 
 def apply_init(model: nn.Module, init: str | os.PathLike, seed: int) -> Dict[str, Any]:

@@ -44,7 +44,9 @@ class RunInit:
             state_dict = load_bytes(self._data)
         except Exception as exc:
             raise wio.WeightsFileError(f"{self.name}: not a valid safetensors file ({exc})") from None
-        info = load_init_tensors(model, state_dict, self.manifest, seed, source=f"init file {self.name}")
+        # the model's classes are its dataset's: a classifier of another class count starts anew
+        info = load_init_tensors(model, state_dict, self.manifest, seed, source=f"init file {self.name}",
+                                 new_classifier=True)
         self._data = None  # read once, used once
         return {"init": self.name, "kind": "file", "sha256": self.sha256, **info}
 
