@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+import timm
 import torch
 
 from weightselect.io import save_state_dict
@@ -175,3 +176,16 @@ def test_a_workflow_pretrained_teacher_gets_its_classes_from_its_manifest(tmp_pa
     assert model.num_classes == 26 and not model.training
     for key, value in trained.state_dict().items():
         assert torch.equal(model.state_dict()[key], value)
+
+
+def test_a_hub_teacher_gets_its_classes_from_its_tag(tmp_path):
+    """Table 4's CIFAR-100 rows distil features from the IN-21K ViT-S: its weights (the hub teacher
+    file) carry the tag's 21,843-class head, which timm's pretrained config of the tag gives."""
+    name = "vit_small_patch16_224.augreg_in21k"
+    kwargs = {"img_size": 32}
+    trained = timm.create_model(name, pretrained=False, **kwargs)  # the tag's config: 21,843 classes
+    path = tmp_path / "vit_s_in21k.safetensors"
+    save_state_dict(trained.state_dict(), path)
+    model = load_teacher({"name": name, "kwargs": kwargs, "weights": str(path)})
+    assert model.num_classes == 21843 == timm.models.get_pretrained_cfg(name).num_classes
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.state_dict().items())

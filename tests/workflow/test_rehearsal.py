@@ -108,12 +108,19 @@ def test_a_hub_teacher_in_the_cache_is_read_by_the_real_fetch_offline(tmp_path):
 
 
 # Every rule and kind of job of the paper grid, once (seed 0): hub teachers of every architecture
-# (IN-21K ViT-S, ViT-B, ViT-L, ConvNeXt-T, DeiT-S, CLIP, MAE, DINO, ViT-T), baselines (random, xavier,
-# kaiming, mimetic), logit and feature distillation, the probe, the long recipe, layer maps, a
-# 2-process torchrun job (ImageNet), Figure 4b's pretraining, each kind of table and figure.
-SAMPLE = ["results/tables/table4.csv", "results/tables/table5.csv", "results/tables/table8.csv",
-          "results/tables/table9.csv", "results/tables/table16.csv", "results/tables/table17.csv",
-          "results/figures/fig4b.png", "results/figures/fig5.png", "results/figures/fig3_vit_t_cifar100.png"]
+# (IN-21K ViT-S, ViT-L, ViT-T, ConvNeXt-T, DeiT-S, CLIP, MAE, DINO), weight selection, baselines
+# (random, xavier, kaiming, mimetic), logit distillation in a 2-process torchrun job (ImageNet) and
+# feature distillation, the probe, the long recipe, layer maps, Figure 4b's pretraining, the table,
+# curves, epoch-sweep and attention figures.
+SAMPLE = ["results/tables/table4.csv", "results/tables/table9.csv", "results/tables/table16.csv",
+          "results/runs/vit_t/cifar10/ws_vit_b_clip/seed0/final.json",
+          "results/inits/vit_t/ws_vit_b_mae.safetensors", "results/inits/vit_t/ws_vit_b_dino.safetensors",
+          "results/runs/vit_s/cifar100/ws_uniform_layers_mid/seed0/final.json",
+          "results/runs/vit_t/cifar100/xavier/seed0/final.json", "results/runs/vit_t/cifar100/kaiming/seed0/final.json",
+          "results/runs/vit_t/cifar10/mimetic/seed0/final.json",
+          "results/runs/convnext_f/imagenet/ws_uniform_long/seed0/final.json",
+          "results/runs/vit_t/cifar100/pretrained_imagenet_ep10/seed0/final.json",
+          "results/figures/fig3_vit_t_cifar100.png", "results/figures/fig4a.png", "results/figures/fig5.png"]
 
 
 @pytest.mark.slow
@@ -121,16 +128,16 @@ def test_rehearsal_sample_runs_every_kind_of_job(tmp_path):
     done = snakemake(*SAMPLE, "--cores", "2", "--config", "study=paper", "rehearsal=true", "rehearsal_seeds=0",
                      cwd=tmp_path, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    root = tmp_path / "rehearsal"
+    root = tmp_path / "rehearsal" / "results"
     assert not (tmp_path / "results").exists()  # never beside a study's results
-    table = pd.read_csv(root / "results" / "tables" / "table4.csv")
-    assert table["rehearsal"].all() and MARK in (root / "results" / "tables" / "table4.md").read_text()
-    assert (table.filter(like="_n").filter(regex="_n$") == 1).all().all()  # every cell has its seed-0 run
-    imagenet = json.loads((root / "results/runs/vit_t/imagenet/distill_ws_uniform/seed0/run.json").read_text())
+    table = pd.read_csv(root / "tables" / "table4.csv")
+    assert table["rehearsal"].all() and MARK in (root / "tables" / "table4.md").read_text()
+    assert (table.filter(regex="_n$") == 1).all().all()  # every cell has its seed-0 run
+    imagenet = json.loads((root / "runs/vit_t/imagenet/distill_ws_uniform/seed0/run.json").read_text())
     assert imagenet["world_size"] == PROCESSES and imagenet["distill"]["kind"] == "logit"
-    clip = json.loads((root / "results/inits/vit_t/ws_vit_b_clip.json").read_text())
-    assert clip["student"]["kwargs"]["pre_norm"] is True
-    deit = json.loads((root / "results/inits/vit_t/ws_uniform_deit.json").read_text())
-    assert "deit_small_patch16_224" in json.dumps(deit["teacher"])
-    summary = json.loads((root / "results" / "figures" / "fig4b.json").read_text())
-    assert summary["pretrain_images"] == 1000 and summary["paper"]["compute_ratio"] == 6.12
+    assert "deit_small_patch16_224" in json.dumps(imagenet["init"])  # Table 4: DeiT-S selects on ImageNet
+    clip = json.loads((root / "inits/vit_t/ws_vit_b_clip.json").read_text())
+    assert clip["student"]["kwargs"]["pre_norm"] is True and clip["reinitialized"] == ["head.weight", "head.bias"]
+    pretrained = json.loads((root / "runs/vit_t/cifar100/pretrained_imagenet_ep10/seed0/run.json").read_text())
+    assert pretrained["init"]["head"].startswith("reinitialized")  # ImageNet's 1,000 classes, CIFAR-100's 100
+    assert json.loads((root / "teachers/vit_t_imagenet_ep10.json").read_text())["train_images"] == SIZES["train_samples"]

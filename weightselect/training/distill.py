@@ -206,6 +206,17 @@ def _trained_on(t: "TeacherSpec") -> Dict[str, Any]:
     return {k: v for k, v in (("num_classes", info.num_classes), ("in_chans", info.in_chans)) if k not in t.spec.kwargs}
 
 
+def _tag_config(t: "TeacherSpec") -> Dict[str, Any]:
+    """num_classes of a tagged timm name (``vit_small_patch16_224.augreg_in21k``: 21,843) from the
+    tag's pretrained config, where the spec leaves it out: the weights of a hub teacher have it."""
+    import timm
+
+    if t.spec.name == t.spec.architecture or "num_classes" in t.spec.kwargs:
+        return {}
+    cfg = timm.models.get_pretrained_cfg(t.spec.name)
+    return {"num_classes": cfg.num_classes} if cfg is not None and cfg.num_classes is not None else {}
+
+
 def load_teacher(teacher: Any, device: torch.device | str = "cpu") -> nn.Module:
     """Build the teacher, load its weights (safetensors or weights_only), freeze it, eval mode.
 
@@ -216,7 +227,7 @@ def load_teacher(teacher: Any, device: torch.device | str = "cpu") -> nn.Module:
 
     t = TeacherSpec.from_any(teacher)
     if t.weights:
-        model = create_model(t.spec, **_trained_on(t))
+        model = create_model(t.spec, **{**_tag_config(t), **_trained_on(t)})
         load_weights(model, load_state_dict(t.weights), source=f"teacher weights {t.weights} ({t.spec.name} {t.spec.kwargs})",
                      hint="Give the teacher the kwargs it was trained with (num_classes, in_chans, img_size, ...).")
     else:
