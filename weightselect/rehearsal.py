@@ -85,18 +85,6 @@ class RehearsalStudy(Study):
         """The mark every figure of the rehearsal carries."""
         return MARK
 
-    def hub_teachers(self) -> Dict[str, str]:
-        """{teacher: timm name with tag} of the study's hub teachers."""
-        return {t: spec["model"]["name"] for t, spec in self.teachers.items() if spec["source"] == "hub"}
-
-    def toy_datasets(self):
-        """The source datasets the rehearsal writes (those of the paper's catalog it can write)."""
-        from weightselect.training.toy_data import TOY_DATASETS
-
-        names = {self.source_dataset(d) for d in self.datasets}
-        names |= {t["pretrain"]["dataset"] for t in self.teachers.values() if t["source"] == "pretrain"}
-        return sorted(n for n in names if n in TOY_DATASETS)
-
 
 # ------------------------------------------------------------------------------ hub teachers
 def hub_repo_folder(cache: str | os.PathLike, repo_id: str) -> Path:

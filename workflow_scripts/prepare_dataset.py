@@ -3,14 +3,18 @@ import logging
 import sys
 
 from weightselect.io import write_json
-from weightselect.training.data import build_dataset
+from weightselect.training.data import DatasetNotFoundError, build_dataset
 
 sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
 
 name, root = snakemake.wildcards.source, snakemake.params.data_root
 options = dict(snakemake.params.get("options") or {})
-sizes = {split: len(build_dataset(name, root, train=split == "train", download=True, **options))
-         for split in ("train", "test")}
+try:
+    sizes = {split: len(build_dataset(name, root, train=split == "train", download=True, **options))
+             for split in ("train", "test")}
+except DatasetNotFoundError as exc:  # ImageNet cannot be downloaded: one line with the layout and the key
+    logging.error("%s (docs/slurm.md, 'Data and downloads'; a dataset's own data_root in config.yaml)", exc)
+    sys.exit(1)
 write_json(snakemake.output[0], {"dataset": name, "data_root": root, "images": sizes})
 logging.info("%s under %s: %s", name, root, sizes)
