@@ -2,6 +2,7 @@
 
 import math
 import os
+from types import SimpleNamespace
 
 from snakemake.utils import validate
 
@@ -289,13 +290,8 @@ def attempts_needed(minutes):
     return int(math.ceil(minutes / usable))
 
 
-class _Keys:  # the wildcards of a job, for the parse-time retry counts below
-    def __init__(self, **keys):
-        self.__dict__.update(keys)
-
-
 def _retries(minutes):
-    """Retries of a rule whose longest job takes ``minutes``: None (Snakemake's --retries, the
+    """Retries for the jobs of a rule, the longest taking ``minutes``: None (Snakemake's --retries, the
     profile's 2) when every job fits max_runtime, else the extra jobs it needs plus those 2.
     """
     extra = max([attempts_needed(m) - 1 for m in minutes] or [0])
@@ -303,11 +299,13 @@ def _retries(minutes):
 
 
 TRAIN_RETRIES = _retries(
-    estimated_minutes(_Keys(student=r.student, dataset=r.dataset, variant=r.variant))
+    estimated_minutes(
+        SimpleNamespace(student=r.student, dataset=r.dataset, variant=r.variant)
+    )
     for r in STUDY.runs()
 )
 PRETRAIN_RETRIES = _retries(
-    estimated_minutes(_Keys(teacher=t)) for t in teachers_from("pretrain")
+    estimated_minutes(SimpleNamespace(teacher=t)) for t in teachers_from("pretrain")
 )
 
 

@@ -32,6 +32,6 @@ rule rehearsal_dataset:
     conda:
         "../envs/weightselect.yaml"
     params:
-        data_root=DATA_ROOT,
+        data_root=lambda wildcards, output: os.path.dirname(output[0]),
     script:
         "../workflow_scripts/rehearsal_inputs.py"

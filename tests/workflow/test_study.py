@@ -61,7 +61,15 @@ def test_paper_study_runs_share_init_files_and_key_folders_by_variant():
     study = Study(config(), "paper")
     runs = study.runs()
     assert len(runs) == len(set(runs)) and len({r.path for r in runs}) == len(runs)
-    assert study.init_file("vit_t", "distill_ws_uniform") == study.init_file("vit_t", "ws_uniform")
+    # Table 4's ImageNet rows: DeiT-S for both distillation and selection (paper section 4.4)
+    assert study.init_file("vit_t", "distill_ws_uniform") == study.init_file("vit_t", "ws_uniform_deit")
+    assert study.init_teacher("vit_t", "distill_ws_uniform") == study.distill_teacher("distill_ws_uniform") \
+        == "deit_vit_s_in1k"
+    assert study.cell_variants("table4", "imagenet", "ws_uniform") == ["ws_uniform_deit"]
+    assert study.init_teacher("vit_t", "ws_uniform") == "vit_s_in21k"  # Tables 2 and 3 keep the IN-21K ViT-S
+    assert study.student_model("vit_t", "ws_vit_b_clip")["kwargs"] == {"pre_norm": True}  # Table 5's CLIP row
+    assert study.train_params(Run("vit_t", "cifar10", "ws_vit_b_clip", 0))["model"]["kwargs"] == {"pre_norm": True}
+    assert sorted(study.figures["fig4b"]["sweep"].values()) == [10, 30, 60, 100, 300]
     assert study.init_file("vit_t", "ws_uniform_long") == "results/inits/vit_t/ws_uniform.safetensors"
     assert study.init_file("vit_t", "ws_uniform_ep50") == "results/inits/vit_t/ws_uniform.safetensors"
     assert study.init_teacher("vit_t", "ws_vit_b_clip") == "vit_b_clip"

@@ -91,7 +91,8 @@ def test_paper_dry_run_schedules_each_run_once_with_the_paper_grid(paper_dry_run
     # (300 epochs is CIFAR-100's own budget: that point is Table 2's runs, not a run of its own)
     assert {r[2] for r in runs if r[2].startswith("ws_uniform_ep")} == {f"ws_uniform_ep{e}" for e in (50, 100, 200)}
     assert {("vit_t", "cifar100", v, "0") for v in ("random", "ws_uniform")} <= set(runs)
-    assert {r[2] for r in runs if r[2].startswith("pretrained_imagenet_ep")} == {f"pretrained_imagenet_ep{e}" for e in (10, 30, 100, 300)}
+    assert {r[2] for r in runs if r[2].startswith("pretrained_imagenet_ep")} == \
+        {f"pretrained_imagenet_ep{e}" for e in (10, 30, 60, 100, 300)}
 
 
 def test_paper_dry_run_fetches_the_paper_teachers(paper_dry_run):
@@ -101,7 +102,7 @@ def test_paper_dry_run_fetches_the_paper_teachers(paper_dry_run):
                         "vit_b_mae", "vit_b_dino", "vit_l_in21k", "vit_t_pretrained"}
     pretrained = {re.search(r"output: results/teachers/(\w+)\.safetensors", b).group(1)
                   for b in job_blocks(paper_dry_run, "pretrain_teacher")}
-    assert pretrained == {f"vit_t_imagenet_ep{e}" for e in (10, 30, 100, 300)}
+    assert pretrained == {f"vit_t_imagenet_ep{e}" for e in (10, 30, 60, 100, 300)}
 
 
 def test_paper_training_jobs_ask_for_gpus_one_node_one_task(paper_dry_run):

@@ -7,7 +7,8 @@ estimated training memory fits the GPU, making up the rest with gradient accumul
   memory(b) = fixed + b x per_sample x HEADROOM, with
   fixed = params x 16 bytes (fp32 weights, grads, AdamW's two moments) + 1 GiB (CUDA context, workspace),
   per_sample = the activation bytes autograd saves per sample at 224 px under AMP
-  (memory_table.yaml, measured by benchmarks/bench_memory.py), scaled by (img_size / 224)^2.
+  (memory_table.yaml, measured by benchmarks/bench_memory.py), scaled by (img_size / 224)^2,
+  plus the float32 input image on the device.
 
 A linear probe (Table 9) trains only its head: fixed = params x 4 bytes + 1 GiB, and a sample costs
 its forward activations only (no graph kept: PROBE_FRACTION of the training figure, a bound).
@@ -83,6 +84,7 @@ def plan_batch(model: Mapping[str, Any], total_batch: int, devices: int, gpu_mem
         fixed, per_sample = mem["params"] * 4 + CONTEXT_GIB * 2**30, per_sample * PROBE_FRACTION
     else:
         fixed = mem["params"] * 16 + CONTEXT_GIB * 2**30
+    per_sample += 3 * img_size**2 * 4  # the float32 input batch on the device
     fits = int((gpu_mem_gb * 1e9 - fixed) // per_sample)
     if fits < 1:
         raise ValueError(f"{model['name']} does not fit {gpu_mem_gb} GB by the estimate; declare a larger gpu_mem_gb")
