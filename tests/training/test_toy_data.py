@@ -98,3 +98,16 @@ def test_eval_samples_evaluates_a_fixed_subset(tmp_path, tiny_convnext):
         knob = "eval_samples" if bad != -5 else "train_samples"
         with pytest.raises((RecipeError, ValueError)):
             train(tiny_convnext, "digits", tmp_path / f"bad{bad}", recipe={**recipe, knob: bad}, progress=False)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKSUMMED))
+def test_download_true_finds_the_toy_files_without_a_network(toy_root, name):
+    """prepare_dataset asks with download=True: the unchecked classes see the files are there
+    (torchvision's SVHN downloads without looking first), so no network is touched."""
+    train = build_dataset(name, toy_root, train=True, download=True, checksums=False)
+    assert len(train) > 0
+
+
+def test_unchecked_sets_still_need_their_files(tmp_path):
+    with pytest.raises(DatasetNotFoundError):
+        build_dataset("svhn", tmp_path, train=True, checksums=False)
