@@ -135,7 +135,7 @@ def test_rehearsal_sample_runs_every_kind_of_job(tmp_path):
     assert (table.filter(regex="_n$") == 1).all().all()  # every cell has its seed-0 run
     imagenet = json.loads((root / "runs/vit_t/imagenet/distill_ws_uniform/seed0/run.json").read_text())
     assert imagenet["world_size"] == PROCESSES and imagenet["distill"]["kind"] == "logit"
-    assert "deit_small_patch16_224" in json.dumps(imagenet["init"])  # Table 4: DeiT-S selects on ImageNet
+    assert "deit_vit_s_in1k" in json.dumps(imagenet["init"])  # Table 4: DeiT-S selects on ImageNet
     clip = json.loads((root / "inits/vit_t/ws_vit_b_clip.json").read_text())
     assert clip["student"]["kwargs"]["pre_norm"] is True and clip["reinitialized"] == ["head.weight", "head.bias"]
     pretrained = json.loads((root / "runs/vit_t/cifar100/pretrained_imagenet_ep10/seed0/run.json").read_text())
