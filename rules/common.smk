@@ -162,7 +162,11 @@ def dataset_root(wildcards):
     """Where a job's dataset lives (prepare_dataset: {source}; train: {dataset}; pretrain: its set)."""
     if hasattr(wildcards, "source"):
         return _root_of(wildcards.source)
-    return _root_of(STUDY.source_dataset(_job_dataset(wildcards)))
+    if hasattr(
+        wildcards, "teacher"
+    ):  # a pretraining set is named as the library names it
+        return _root_of(_job_dataset(wildcards))
+    return _root_of(STUDY.source_dataset(wildcards.dataset))
 
 
 def dataset_options(wildcards):
@@ -195,9 +199,15 @@ GPU_REQUEST = (
 GPU_MODEL = str(
     config.get("gpu_model") or os.environ.get("SLURM_GPU_MODEL", "")
 ).strip()
-MAX_RUNTIME = int(
-    config.get("max_runtime") or os.environ.get("SLURM_MAX_RUNTIME", "").strip() or 2880
+_CAP = (
+    str(config.get("max_runtime") or os.environ.get("SLURM_MAX_RUNTIME", "")).strip()
+    or "2880"
 )
+if not _CAP.isdigit() or int(_CAP) < 30:
+    raise StudyConfigError(
+        f"max_runtime (SLURM_MAX_RUNTIME) is '{_CAP}'; give the most minutes a job may ask for, at least 30"
+    )
+MAX_RUNTIME = int(_CAP)
 SIGNAL_LEAD = 300  # seconds before the time limit that Slurm sends SIGUSR1 (the trainer checkpoints)
 if GPU_REQUEST not in ("gpus", "gres"):
     raise StudyConfigError(
