@@ -61,6 +61,7 @@ class RehearsalStudy(Study):
         for dataset, spec in self.datasets.items():
             spec = dict(spec)
             spec.pop("data_root", None)  # every toy set under the rehearsal's data root
+            spec.pop("mem_mb", None)  # a cluster node's memory (ImageNet: 128 GB), not a toy job's
             if int(spec.get("gpus", 0)) > 1:
                 spec["processes"] = PROCESSES
             spec["gpus"] = 0
@@ -71,6 +72,17 @@ class RehearsalStudy(Study):
             if teacher["source"] == "pretrain":
                 pre = teacher["pretrain"]
                 teacher["pretrain"] = dict(pre, recipe=dict(pre.get("recipe", {}), **self.sizes))
+
+    def epochs(self, student: str, dataset: str, variant: str) -> int:
+        """The run's epochs as it trains: the rehearsal's ``sizes["epochs"]`` once the study is
+        built, so that runtime estimates and retry counts (rules/common.smk) are the rehearsal's,
+        not the paper's (a failing job would otherwise be retried as a multi-day run is). While
+        ``Study.__init__`` resolves the figure sweeps it is the paper's value, so Figure 4a's
+        sweep keeps its variants and names.
+        """
+        if getattr(self, "sizes", None) and "epochs" in self.sizes:
+            return int(self.sizes["epochs"])
+        return super().epochs(student, dataset, variant)
 
     def train_params(self, run: Run) -> dict:
         params = super().train_params(run)

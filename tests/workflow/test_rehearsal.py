@@ -54,8 +54,12 @@ def test_the_rehearsal_keeps_every_run_and_changes_only_sizes(config):
         assert ours["recipe"] == {**theirs["recipe"], **SIZES}
         assert {k: v for k, v in ours.items() if k not in ("recipe", "dataset")} == \
                {k: v for k, v in theirs.items() if k not in ("recipe", "dataset")}  # same models, inits, teachers
+        # the epochs the job trains, which its runtime and retries are estimated from (rules/common.smk)
+        assert rehearsal.epochs(run.student, run.dataset, run.variant) == SIZES["epochs"]
+    assert paper.epochs("convnext_f", "imagenet", "ws_uniform_long") == 600  # the paper's, unchanged
+    assert rehearsal.figures == paper.figures  # Figure 4a's sweep keeps the paper's epochs and names
     for name, spec in rehearsal.datasets.items():
-        assert spec["gpus"] == 0
+        assert spec["gpus"] == 0 and "mem_mb" not in spec
         assert spec.get("processes", 1) == (PROCESSES if paper.datasets[name].get("gpus", 0) > 1 else 1)
         assert spec.get("options", {}).get("checksums", True) is (name not in CHECKSUMMED)
     for name, teacher in rehearsal.teachers.items():
