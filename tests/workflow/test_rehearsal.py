@@ -143,5 +143,5 @@ def test_rehearsal_sample_runs_every_kind_of_job(tmp_path):
     clip = json.loads((root / "inits/vit_t/ws_vit_b_clip.json").read_text())
     assert clip["student"]["kwargs"]["pre_norm"] is True and clip["reinitialized"] == ["head.weight", "head.bias"]
     pretrained = json.loads((root / "runs/vit_t/cifar100/pretrained_imagenet_ep10/seed0/run.json").read_text())
-    assert pretrained["init"]["head"].startswith("reinitialized")  # ImageNet's 1,000 classes, CIFAR-100's 100
+    assert pretrained["init"]["result"]["head"].startswith("reinitialized")  # ImageNet's 1,000 classes, CIFAR-100's 100
     assert json.loads((root / "teachers/vit_t_imagenet_ep10.json").read_text())["train_images"] == SIZES["train_samples"]
