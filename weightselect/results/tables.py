@@ -397,5 +397,5 @@ def paper_gap(df: pd.DataFrame) -> str:
     diffs.sort()
     median = diffs[len(diffs) // 2][0] if len(diffs) % 2 else (diffs[len(diffs) // 2 - 1][0] + diffs[len(diffs) // 2][0]) / 2
     _, worst, where = diffs[-1]
-    return (f"Against the paper ({len(diffs)} cells with a published number): median |ours - paper| "
+    return (f"Against the paper ({len(diffs)} cells with a published number): median absolute difference "
             f"{median:.1f} points; largest {worst:+.1f} points at {where}.")
