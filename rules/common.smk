@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
-from weightselect.study import Run, Study, StudyConfigError, model_shape, recipe_rows
+from weightselect.study import Run, Study, StudyConfigError, recipe_epochs
 from weightselect.training.recipe import RecipeError, resolve_recipe
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -224,14 +224,9 @@ def _job_dataset(wildcards):
 
 def _job_epochs(wildcards):
     if hasattr(wildcards, "teacher"):
-        pre = STUDY.teachers[wildcards.teacher]["pretrain"]
-        family = model_shape(STUDY.teachers[wildcards.teacher]["model"])[0]
-        rows = recipe_rows(family, pre["dataset"])
-        return int(
-            pre.get("recipe", {}).get(
-                "epochs", rows["dataset"].get("epochs", rows["base"]["epochs"])
-            )
-        )
+        teacher = STUDY.teachers[wildcards.teacher]
+        pre = teacher["pretrain"]
+        return recipe_epochs(teacher["model"], pre["dataset"], pre.get("recipe", {}))
     return STUDY.epochs(wildcards.student, wildcards.dataset, wildcards.variant)
 
 
@@ -395,16 +390,12 @@ def table_spec(wildcards):
     return STUDY.table_params(wildcards.table)
 
 
-def table_caption(wildcards):
-    return STUDY.table_params(wildcards.table)["title"]
-
-
 def curve_inputs(wildcards):
     runs = STUDY.curve_runs(wildcards.figure, wildcards.student, wildcards.dataset)
     return [r.metrics for r in runs]
 
 
-WATERMARK = STUDY.figure_mark() if REHEARSAL else None
+WATERMARK = _rehearsal.MARK if REHEARSAL else None  # on every figure of a rehearsal
 
 
 def curve_spec(wildcards):

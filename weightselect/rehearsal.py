@@ -93,10 +93,6 @@ class RehearsalStudy(Study):
         params = super().table_params(table)
         return dict(params, title=f"{MARK} - {params['title']}", rehearsal=True)
 
-    def figure_mark(self) -> str:
-        """The mark every figure of the rehearsal carries."""
-        return MARK
-
 
 # ------------------------------------------------------------------------------ hub teachers
 def hub_repo_folder(cache: str | os.PathLike, repo_id: str) -> Path:

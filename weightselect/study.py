@@ -30,7 +30,7 @@ from weightselect.rundir import FINAL, METRIC_NAMES, METRICS, run_path
 
 __all__ = [
     "Run", "Study", "StudyConfigError", "load_study", "AXES", "MODES", "model_shape", "RUNS_ROOT",
-    "SELECTION_METHODS", "LAYER_METHODS", "BASELINES",
+    "SELECTION_METHODS", "LAYER_METHODS", "BASELINES", "recipe_epochs",
 ]
 
 RUNS_ROOT = "results/runs"
@@ -122,6 +122,15 @@ def recipe_rows(family: Optional[str], dataset: str) -> Dict[str, Any]:
     extra = tables.get("extra_datasets", {}).get(dataset)
     row = rows.get(dataset) or (rows.get(extra) if isinstance(extra, str) else extra) or rows.get("imagenet", {})
     return {"base": tables["base"], "family": {k: v for k, v in fam.items() if k != "datasets"}, "dataset": row}
+
+
+def recipe_epochs(model: Mapping[str, Any], dataset: str, overrides: Mapping[str, Any]) -> int:
+    """Epochs of a run or a pretraining of ``model`` on ``dataset`` (a library dataset name): the
+    overrides' ``epochs``, else the recipes.yaml row's (read as data, no torch)."""
+    if "epochs" in overrides:
+        return int(overrides["epochs"])
+    rows = recipe_rows(model_shape(model)[0], dataset)
+    return int(rows["dataset"].get("epochs", rows["base"]["epochs"]))
 
 
 def _digest(data: Any) -> str:
@@ -244,12 +253,8 @@ class Study:
 
     def epochs(self, student: str, dataset: str, variant: str) -> int:
         """The run's epochs: its overrides, else the recipes.yaml row (read as data, no torch)."""
-        overrides = self.recipe(student, dataset, variant)
-        if "epochs" in overrides:
-            return int(overrides["epochs"])
-        family = model_shape(self.students[student]["model"])[0]
-        rows = recipe_rows(family, self.source_dataset(dataset))
-        return int(rows["dataset"].get("epochs", rows["base"]["epochs"]))
+        return recipe_epochs(self.students[student]["model"], self.source_dataset(dataset),
+                             self.recipe(student, dataset, variant))
 
     # -------------------------------------------------------------------------- tables
     def _table_spec(self, name: str, table: Mapping[str, Any]) -> dict:
