@@ -28,8 +28,10 @@ rule train:
     input:
         unpack(train_inputs),
     output:
+        # final.json only: the trainer writes it last. A run's other files (metrics.jsonl, checkpoint)
+        # are not outputs, which Snakemake deletes when a second workflow reruns an incomplete job
+        # while the first still trains it (after --unlock); the trainer's lock then refuses the job.
         final="results/runs/{student}/{dataset}/{variant}/seed{seed}/final.json",
-        metrics="results/runs/{student}/{dataset}/{variant}/seed{seed}/metrics.jsonl",
     log:
         "results/logs/runs/{student}/{dataset}/{variant}/seed{seed}.log",
     benchmark:

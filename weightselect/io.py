@@ -72,12 +72,12 @@ def exclusive_lock(target: str | os.PathLike, what: str = "output") -> Iterator[
 
     The lock is ``target/.lock`` for a folder, ``.{name}.lock`` beside a file; it is an advisory
     ``flock``, so the kernel releases it when its holder exits in any way (a crash or SIGKILL leaves
-    no stale lock: the next writer simply takes it). The file records the holder (pid, host, time,
+    no stale lock: the next writer simply takes it); the holder deletes the file when it is done.
+    The file records the holder (pid, host, time,
     command) for the message a second writer gets.
 
     Raises LockedError at once, naming the holder, when another process holds it.
     """
-    import fcntl
     import socket
     import sys
     import time
@@ -85,21 +85,42 @@ def exclusive_lock(target: str | os.PathLike, what: str = "output") -> Iterator[
     target = Path(target)
     path = _lock_file(target)  # a folder must exist already to be locked from the inside
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _take_lock(path, target, what)
     try:
+        info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} ({' '.join(sys.argv)[:200]})"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode("utf-8", "backslashreplace"), 0)  # argv may hold undecodable bytes
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # still held: a waiter that opened this file sees it gone and takes a new one
+        os.close(fd)  # releases the flock
+
+
+def _take_lock(path: Path, target: Path, what: str) -> int:
+    """An open descriptor of ``path`` holding its flock; LockedError naming the holder if taken.
+
+    A holder deletes the file before it releases the lock, so a lock taken on a file no longer at
+    ``path`` (same inode check) is dropped and taken again on the new file.
+    """
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
             raise LockedError(
                 f"{target} is being written by {holder}; wait for that {what} to end or stop it"
             ) from None
-        info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} ({' '.join(sys.argv)[:200]})"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info.encode(), 0)
-        yield path
-    finally:
-        os.close(fd)  # releases the flock
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def _host() -> str:

@@ -1,11 +1,10 @@
 """One figure of a study: an epoch sweep (Figure 4a), a pretraining sweep (4b) or attention maps (5)."""
 import logging
-import sys
 
+from weightselect import rulelog
 from weightselect.results import figures
 
-sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 spec, out = snakemake.params.spec, snakemake.output[0]
 figures.WATERMARK = spec.get("watermark")  # a rehearsal's figures are marked as such

@@ -1,11 +1,10 @@
 """Training curves of one student on one dataset: test accuracy per epoch, a band over seeds."""
 import logging
-import sys
 
+from weightselect import rulelog
 from weightselect.results import figures, plot_curves, read_curves
 
-sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 spec = snakemake.params.spec
 figures.WATERMARK = spec.get("watermark")  # a rehearsal's figures are marked as such

@@ -1,14 +1,13 @@
 """LM study: train one student on the held-out text; its curve and validation perplexity."""
 import logging
-import sys
 from pathlib import Path
 
 import torch
 
+from weightselect import rulelog
 from weightselect.hf.lm_study import LMStudyConfig, load_corpus, train_student
 
-sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 cfg = LMStudyConfig(**snakemake.params.study, threads=snakemake.threads)
 torch.set_num_threads(cfg.threads)

@@ -2,11 +2,11 @@
 import logging
 import sys
 
+from weightselect import rulelog
 from weightselect.io import write_json
 from weightselect.training.data import DatasetNotFoundError, build_dataset
 
-sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 name, root = snakemake.wildcards.source, snakemake.params.data_root
 options = dict(snakemake.params.get("options") or {})

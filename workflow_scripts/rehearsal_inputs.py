@@ -1,11 +1,10 @@
 """A rehearsal's input: a random-weight hub teacher in its hub cache, or a toy dataset (weightselect.rehearsal)."""
 import logging
-import sys
 
+from weightselect import rulelog
 from weightselect.io import write_json
 
-sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 if snakemake.rule == "rehearsal_hub_teacher":
     from weightselect.rehearsal import write_hub_teacher

@@ -1,11 +1,10 @@
 """Weight selection: the student's init file for one variant, from its teacher file."""
 import logging
-import sys
 
+from weightselect import rulelog
 from weightselect.selection import select
 
-sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 init = snakemake.params.init
 result = select(

@@ -1,12 +1,11 @@
 """Any table of a study, from exactly its declared runs (weightselect.results.build_table)."""
 import logging
-import sys
 
+from weightselect import rulelog
 from weightselect.io import write_text
 from weightselect.results import build_table, paper_gap, write_table
 
-sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 spec = snakemake.params.spec
 table = build_table(spec, list(snakemake.input))

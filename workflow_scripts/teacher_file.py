@@ -1,11 +1,10 @@
 """Convert a local weights file into the teacher file (safetensors + manifest)."""
 import logging
-import sys
 
+from weightselect import rulelog
 from weightselect.io import load_state_dict, save_state_dict, sha256_file, write_json
 
-sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 path = snakemake.input[0]
 tensors = load_state_dict(path)

@@ -1,12 +1,11 @@
 """Write a pretrained timm model's weights (hub or its cache) as the teacher file."""
 import logging
-import sys
 
+from weightselect import rulelog
 from weightselect.io import save_state_dict, sha256_file, write_json
 from weightselect.selection.sources import open_teacher
 
-sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 model = snakemake.params.model
 source = open_teacher(model["name"], model.get("kwargs") or None)

@@ -1,14 +1,13 @@
 """Pretrain the teacher on its pretraining set (the same launcher as training), then copy its final
 weights to the teacher file."""
 import logging
-import sys
 from pathlib import Path
 
+from weightselect import rulelog
 from weightselect.io import load_state_dict, read_json, save_state_dict, sha256_file, write_json
 from weightselect.training.launch import run_job
 
-sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 p = snakemake.params
 pre = p.pretrain

@@ -4,13 +4,12 @@ A job that asked for GPUs stops at once when it does not see them; with more tha
 (one per GPU, or `processes` on the CPU) the run is launched with torchrun inside this job.
 """
 import logging
-import sys
 from pathlib import Path
 
+from weightselect import rulelog
 from weightselect.training.launch import run_job
 
-sys.stderr = open(snakemake.log[0], "w")  # messages and any traceback go to the rule's log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, force=True)
+rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 spec = snakemake.params.spec
 final = run_job(spec, str(Path(snakemake.output.final).parent), seed=int(snakemake.wildcards.seed),

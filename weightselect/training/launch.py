@@ -90,6 +90,16 @@ def torchrun_command(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: 
     return command
 
 
+def _run_relayed(command: List[str]) -> int:
+    """Run ``command``, its stdout and stderr copied line by line to this process's stderr (the
+    rule's log, which :mod:`weightselect.rulelog` reopens if a second workflow deleted it)."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace", bufsize=1) as proc:
+        for line in proc.stdout:
+            sys.stderr.write(line)
+        return proc.wait()
+
+
 def run_job(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: Any = None, data_root: Optional[str] = None,
             gpus: int = 0, processes: Optional[int] = None, threads: int = 1, download: bool = False,
             force: bool = False) -> Optional[Dict[str, Any]]:
@@ -106,7 +116,7 @@ def run_job(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: Any = Non
         command = torchrun_command(spec, run_dir, seed=seed, init=init, data_root=data_root, processes=processes,
                                    workers=max(threads // processes - 1, 0), download=download, force=force)
         log.info("%s", " ".join(command))
-        code = subprocess.run(command, stdout=sys.stderr, stderr=subprocess.STDOUT).returncode
+        code = _run_relayed(command)
         if code:
             raise SystemExit(code)
         return None

@@ -324,7 +324,7 @@ def _finish(ctx: _Context, progress: Progress, spec: ModelSpec, ds_name: str) ->
         "train_seconds": progress.train_seconds, "images_per_s": progress.images / max(progress.train_seconds, 1e-9),
     }
     assert all(k in final for k in names.FINAL_KEYS)
-    ctx.run.finish(ctx.parts.eval_model.state_dict(), final=final, metadata={
+    ctx.run.finish(ctx.parts.eval_model.state_dict(), final=final, history=history, metadata={
         "producer": "weightselect.train", "model": json.dumps(spec.to_dict()), "mode": ctx.recipe.mode})
     ctx.dist.barrier()
     return final

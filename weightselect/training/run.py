@@ -123,16 +123,23 @@ class RunDirectory:
         if self.is_main:
             wio.write_text(self.path / names.RECIPE, recipe_yaml)
             wio.write_json(self.path / names.RUN_META, meta)
-            wio.write_text(self.path / names.METRICS, "".join(json.dumps(h) + "\n" for h in history))
+            self._write_metrics(history)
+
+    def _write_metrics(self, history: List[Mapping[str, Any]]) -> None:
+        wio.write_text(self.path / names.METRICS, "".join(json.dumps(h) + "\n" for h in history))
 
     def append_metrics(self, record: Mapping[str, Any]) -> None:
         if self.is_main:
             with open(self.path / names.METRICS, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
-    def finish(self, state_dict: Mapping[str, Any], metadata: Mapping[str, str], final: Mapping[str, Any]) -> None:
-        """The final weights, then final.json (its presence marks the run finished)."""
+    def finish(self, state_dict: Mapping[str, Any], metadata: Mapping[str, str], final: Mapping[str, Any],
+               history: List[Mapping[str, Any]]) -> None:
+        """metrics.jsonl rewritten whole from ``history`` (a file another process deleted while the
+        run was live held only the epochs after it), the final weights, then final.json (its
+        presence marks the run finished)."""
         if self.is_main:
+            self._write_metrics(history)
             wio.save_state_dict(state_dict, self.path / names.WEIGHTS, metadata=dict(metadata))
             wio.write_json(self.final, final)
 
