@@ -224,6 +224,17 @@ class Study:
         owner, init = self.init_of(variant)
         return f"results/inits/{student}/{owner}.safetensors" if "method" in init else None
 
+    def init_expected(self, student: str, variant: str) -> Optional[Dict[str, Any]]:
+        """What a run's init file must have been made from (None for a baseline): the owning
+        variant, method, layers, seed, teacher file and student spec, as the select rule passes
+        them (weightselect.selection.provenance.check_expected compares them with its manifest)."""
+        owner, init = self.init_of(variant)
+        if "method" not in init:
+            return None
+        return {"variant": owner, "method": init["method"], "layers": init.get("layers", "first"),
+                "seed": init.get("seed", 0), "teacher": self.teacher_file(self.init_teacher(student, variant)),
+                "student": self.student_model(student, variant)}
+
     def mode(self, variant: str) -> str:
         return self.variant(variant).get("mode", "finetune")
 
@@ -467,6 +478,9 @@ class Study:
             teacher=None,
             recipe_source=self.recipe_source(run.student, run.dataset),
         )
+        expected = self.init_expected(run.student, run.variant)
+        if expected:
+            params["expect_init"] = expected
         if params["mode"] == "distill":
             d = dict(variant["distill"])
             teacher = d.pop("teacher")

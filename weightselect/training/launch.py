@@ -104,12 +104,17 @@ def run_job(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: Any = Non
             gpus: int = 0, processes: Optional[int] = None, threads: int = 1, download: bool = False,
             force: bool = False) -> Optional[Dict[str, Any]]:
     """Train one job: ``spec`` as :meth:`weightselect.study.Study.train_params` (model, dataset,
-    recipe, mode, distill, teacher); ``gpus``: GPUs the job asked for (checked first);
+    recipe, mode, distill, teacher, and ``expect_init``: what the init file must have been made from,
+    checked first, InitProvenanceError otherwise); ``gpus``: GPUs the job asked for;
     ``processes``: training processes (default max(gpus, 1)); ``threads``: CPU threads of the job.
     Returns final.json's dict (in process) or None (torchrun: the run folder holds it). Raises
     GPUUnavailable; SystemExit with torchrun's status when it fails, and with 128 + the signal's
     number (one log line: checkpoint written, rerun resumes) when a signal stopped the training.
     """
+    if spec.get("expect_init") and init is not None:  # the variant's own init file, not another's
+        from weightselect.selection.provenance import check_init_provenance
+
+        check_init_provenance(init, spec["expect_init"])
     check_gpus(gpus)
     processes = int(processes or max(gpus, 1))
     if processes > 1:

@@ -54,9 +54,12 @@ class RunInit:
 def read_init(init: Optional[str]) -> RunInit:
     """``None`` or a baseline name, or an init file read and hashed in one pass (its manifest beside it).
 
-    Raises FileNotFoundError for a name that is neither a baseline nor a file.
+    Raises FileNotFoundError for a name that is neither a baseline nor a file; InitFileError when
+    the pair does not hold together, InitProvenanceError when the manifest's index sets are not
+    its method's (weightselect.selection.provenance).
     """
     from weightselect.selection import BASELINES
+    from weightselect.selection.provenance import check_indices
 
     name = "random" if init is None else str(init)
     path = Path(name)
@@ -70,4 +73,5 @@ def read_init(init: Optional[str]) -> RunInit:
     if path.suffix != ".safetensors":
         raise wio.WeightsFileError(f"init file {path}: an init file is a .safetensors file (weightselect select)")
     data, manifest, digest = wio.read_init_file(path)  # the pair checked as one unit, hashed once
+    check_indices(manifest, path)  # a manifest edited after selection
     return RunInit(name, "file", digest, manifest, data)
