@@ -10,6 +10,8 @@
 
 import os
 
+from weightselect.io import read_yaml
+
 from snakemake.utils import min_version
 
 # Under --sdm conda, each rule environment installs this package from the workflow's own source
@@ -17,6 +19,10 @@ from snakemake.utils import min_version
 os.environ.setdefault("WEIGHTSELECT_SOURCE", workflow.basedir)
 
 min_version("9.0")
+
+
+# a syntax error, or a key given twice, named with its file and line (Snakemake's loader says neither)
+read_yaml(os.path.join(workflow.basedir, "config.yaml"))
 
 
 # beside this file, so that `--directory DIR` runs the study into another folder

@@ -6,9 +6,13 @@ from types import SimpleNamespace
 
 from snakemake.utils import validate
 
+from weightselect.io import read_yaml
 from weightselect.study import Run, Study, StudyConfigError, recipe_epochs
 from weightselect.training.recipe import RecipeError, resolve_recipe
 
+# YAML keeps the last of a key given twice (a variant or a study defined twice loses one silently)
+for _configfile in workflow.configfiles:
+    read_yaml(_configfile)  # DuplicateKeyError names the file, the key and both lines
 validate(config, schema="../schemas/config.schema.yaml")
 
 REHEARSAL = config.get("rehearsal", False) in (
@@ -391,8 +395,9 @@ def table_spec(wildcards):
 
 
 def curve_inputs(wildcards):
+    """The runs' final.json (the train rule's one output); the figure reads each run's metrics.jsonl."""
     runs = STUDY.curve_runs(wildcards.figure, wildcards.student, wildcards.dataset)
-    return [r.metrics for r in runs]
+    return [r.final for r in runs]
 
 
 WATERMARK = _rehearsal.MARK if REHEARSAL else None  # on every figure of a rehearsal

@@ -26,6 +26,7 @@ STUDENT_KW = {"img_size": 16, "patch_size": 4, "depth": 2, "embed_dim": 32, "num
 VIT = "vit_tiny_patch16_224"
 S_KW = json.dumps(STUDENT_KW)
 T_KW = json.dumps(TEACHER_KW)
+T10_KW = json.dumps({**TEACHER_KW, "num_classes": 10, "in_chans": 1})
 SELECT = ["select", "--teacher", "{teacher}", "--student", VIT, "--student-kwargs", S_KW, "-o", "{tmp}/i.safetensors"]
 BASELINE = ["baseline", "--student", VIT, "--student-kwargs", S_KW, "--name", "xavier", "-o", "{tmp}/b.safetensors"]
 RECIPE = ["recipe", "--model", "vit_t", "--dataset", "cifar100"]
@@ -165,6 +166,79 @@ def _metrics_line(line: str):
         path = r / "vit_t/digits/random/seed0/metrics.jsonl"
         lines = path.read_text().splitlines()
         path.write_text("\n".join([lines[0], line] + lines[1:]) + "\n")
+    return _runs_copy(edit)
+
+
+# -- kinds of the third wave: files valid in form but wrong in content, and ranges --------------------
+def _teacher_of_dtype(dtype, teacher="teacher"):
+    """Setup: ``{tmp}/t.safetensors``, a shared teacher's tensors cast to ``dtype``."""
+    def setup(ctx):
+        from safetensors.torch import load_file, save_file
+
+        sd = load_file(str(ctx[teacher]))
+        save_file({k: (v * 100).to(dtype) for k, v in sd.items()}, str(ctx["tmp"] / "t.safetensors"))
+    return setup
+
+
+def _edited_safetensors(edit: Callable):
+    """Setup: ``{tmp}/t.safetensors``, the shared teacher with its header edited by ``edit(header)``;
+    the data section is kept as it is."""
+    def setup(ctx):
+        data = ctx["teacher"].read_bytes()
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + n])
+        edit(header)
+        raw = json.dumps(header).encode()
+        (ctx["tmp"] / "t.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+    return setup
+
+
+def _overlap(header):
+    """The second tensor (in file order) starts inside the first; sizes keep matching their shapes."""
+    entries = sorted((v["data_offsets"][0], k) for k, v in header.items() if k != "__metadata__")
+    first, second = header[entries[0][1]], header[entries[1][1]]
+    size = first["data_offsets"][1] - first["data_offsets"][0]
+    second["data_offsets"] = [first["data_offsets"][0], first["data_offsets"][0] + size]
+    second["shape"], second["dtype"] = first["shape"], first["dtype"]
+
+
+def _negative_dim(header):
+    key = next(k for k, v in header.items() if k != "__metadata__" and len(v["shape"]) == 2)
+    header[key]["shape"] = [-header[key]["shape"][0], header[key]["shape"][1]]
+
+
+def _safetensors_named_pth(ctx):
+    (ctx["tmp"] / "t.pth").write_bytes(ctx["teacher"].read_bytes())
+
+
+def _symlink_loop(name):
+    def setup(ctx):
+        (ctx["tmp"] / name).symlink_to(ctx["tmp"] / name)
+    return setup
+
+
+def _edited_init_manifest(ctx):
+    """An init file made by `select` whose manifest's first axis indices were reversed afterwards."""
+    dst = ctx["tmp"] / "sel.safetensors"
+    dst.write_bytes(ctx["selected"].read_bytes())
+    manifest = json.loads(io.manifest_path(ctx["selected"]).read_text())
+    axis = next(a for a, e in manifest["axes"].items() if e["indices"] and len(e["indices"]) > 1)
+    manifest["axes"][axis]["indices"].reverse()
+    io.manifest_path(dst).write_text(json.dumps(manifest))
+
+
+def _old_checkpoint(ctx):
+    """A checkpoint of an older version of the trainer: its identity has a key the run's lacks."""
+    (ctx["tmp"] / "run").mkdir()
+    torch.save({"identity": {"schema": 1}, "epoch": 1}, ctx["tmp"] / "run" / "checkpoint.pt")
+
+
+def _final_key(key, value, variant="random"):
+    def edit(r):
+        path = r / "vit_t/digits" / variant / "seed0/final.json"
+        final = json.loads(path.read_text())
+        final[key] = value
+        path.write_text(json.dumps(final))
     return _runs_copy(edit)
 
 
@@ -351,6 +425,85 @@ ROWS = [
       _final('{"final_top1": [80]}', variant="ws_uniform")),
     R("summary-metrics-bad-line", SUMMARY, r"metrics\.jsonl, line 2: not valid JSON", _metrics_line("not json")),
     R("summary-runs-empty", _opt(SUMMARY, "--runs", "{tmp}/empty"), r"no runs under .*empty", _folder("empty")),
+    # third wave: silent wrong results and unclear lines (integer weights, offsets, ranges, names) --
+    R("select-teacher-integer-tensors", _opt(SELECT, "--teacher", "{tmp}/t.safetensors"),
+      r"t\.safetensors: .*int64.*floating-point", _teacher_of_dtype(torch.int64)),
+    R("select-teacher-bool-tensors", _opt(SELECT, "--teacher", "{tmp}/t.safetensors"),
+      r"t\.safetensors: .*bool.*floating-point", _teacher_of_dtype(torch.bool)),
+    R("select-teacher-overlapping-offsets", _opt(SELECT, "--teacher", "{tmp}/t.safetensors"),
+      r"t\.safetensors: not a valid safetensors file \(entry .* overlaps", _edited_safetensors(_overlap)),
+    R("select-teacher-negative-dimension", _opt(SELECT, "--teacher", "{tmp}/t.safetensors"),
+      r"t\.safetensors: not a valid safetensors file \(entry .* negative dimension", _edited_safetensors(_negative_dim)),
+    R("select-teacher-safetensors-named-pth", _opt(SELECT, "--teacher", "{tmp}/t.pth"),
+      r"t\.pth is a safetensors file: rename it t\.safetensors", _safetensors_named_pth),
+    R("select-teacher-url", _opt(SELECT, "--teacher", "https://example.org/vit_small.safetensors"),
+      r"https://example\.org/vit_small\.safetensors: .*URL.*download it first"),
+    R("select-teacher-hf-hub-prefix", _opt(SELECT, "--teacher", "hf-hub:timm/vit_smal_patch16_224.augreg_in21k"),
+      r"unknown timm model 'vit_smal_patch16_224'"),
+    R("select-teacher-symlink-loop", _opt(SELECT, "--teacher", "{tmp}/t.safetensors"),
+      r"t\.safetensors: .*symbolic link(s)? loop", _symlink_loop("t.safetensors")),
+    R("select-seed-huge", SELECT + ["--seed", str(2 ** 70)], r"--seed: 1180591620717411303424 is not a seed: .*0 to 2\*\*63"),
+    R("select-seed-negative", SELECT + ["--seed", "-1"], r"--seed: -1 is not a seed: .*0 to 2\*\*63"),
+    R("select-student-heads-not-dividing", _opt(SELECT, "--student-kwargs", json.dumps({**STUDENT_KW, "num_heads": 3})),
+      r"vit_tiny_patch16_224 cannot be built with the model kwargs .*num_heads.*--student-kwargs"),
+    R("select-student-negative-img-size", _opt(SELECT, "--student-kwargs", json.dumps({**STUDENT_KW, "img_size": -16})),
+      r"cannot be built with the model kwargs .*img_size.*--student-kwargs"),
+    R("select-output-symlink-loop", _opt(SELECT, "-o", "{tmp}/i.safetensors"), r"i\.safetensors: .*symbolic link(s)? loop",
+      _symlink_loop("i.safetensors")),
+    R("baseline-student-heads-not-dividing", _opt(BASELINE, "--student-kwargs", json.dumps({**STUDENT_KW, "num_heads": 5})),
+      r"cannot be built with the model kwargs .*num_heads.*--student-kwargs"),
+    R("baseline-seed-huge", BASELINE + ["--seed", str(2 ** 64)], r"--seed: 18446744073709551616 is not a seed"),
+    R("recipe-set-lr-nan", RECIPE + ["--set", "lr=.nan"], r"recipe lr=nan: .*finite"),
+    R("recipe-set-lr-inf", RECIPE + ["--set", "lr=.inf"], r"recipe lr=inf: .*finite"),
+    R("recipe-set-weight-decay-nan", RECIPE + ["--set", "weight_decay=.nan"], r"recipe weight_decay=nan: .*finite"),
+    R("recipe-set-lr-negative", RECIPE + ["--set", "lr=-1e-3"], r"recipe lr=-0\.001"),
+    R("recipe-set-train-samples-negative", RECIPE + ["--set", "train_samples=-5"], r"recipe train_samples=-5: .*minimum"),
+    R("recipe-set-eval-samples-zero", RECIPE + ["--set", "eval_samples=0"], r"recipe eval_samples=0: .*minimum"),
+    R("recipe-set-batch-size-zero", RECIPE + ["--set", "batch_size=0"], r"recipe batch_size=0"),
+    R("recipe-set-img-size-negative", RECIPE + ["--set", "img_size=-32"], r"recipe img_size=-32"),
+    R("recipe-set-epochs-fraction", RECIPE + ["--set", "epochs=1.5"], r"recipe epochs=1\.5"),
+    R("recipe-set-epochs-bool", RECIPE + ["--set", "epochs=true"], r"recipe epochs=True"),
+    R("recipe-set-reprob-above-one", RECIPE + ["--set", "reprob=1.5"], r"recipe reprob=1\.5: .*maximum"),
+    R("recipe-set-smoothing-negative", RECIPE + ["--set", "smoothing=-0.1"], r"recipe smoothing=-0\.1"),
+    R("recipe-set-drop-path-above-one", RECIPE + ["--set", "drop_path=1.5"], r"recipe drop_path=1\.5"),
+    R("recipe-set-mixup-negative", RECIPE + ["--set", "mixup=-0.8"], r"recipe mixup=-0\.8"),
+    R("recipe-file-is-a-folder", RECIPE + ["--recipe", "{tmp}/r"], r"--recipe .*r is a folder", _folder("r")),
+    R("recipe-file-duplicate-key", RECIPE + ["--recipe", "{tmp}/r.yaml"], r"r\.yaml: key 'lr' .*twice .*lines 1 and 3",
+      _put("r.yaml", lambda p: p.write_text("lr: 0.001\nepochs: 3\nlr: 0.002\n"))),
+    R("train-seed-huge", TRAIN + ["--seed", str(2 ** 70)], r"--seed: 1180591620717411303424 is not a seed: .*0 to 2\*\*63"),
+    R("train-set-lr-nan", TRAIN + ["--set", "lr=.nan"], r"recipe lr=nan: .*finite"),
+    R("train-set-train-samples-negative", TRAIN + ["--set", "train_samples=-5"], r"recipe train_samples=-5"),
+    R("train-model-heads-not-dividing", _opt(TRAIN, "--model-kwargs", json.dumps({**STUDENT_KW, "num_heads": 3})),
+      r"cannot be built with the model kwargs .*num_heads.*--model-kwargs"),
+    R("train-model-negative-img-size", _opt(TRAIN, "--model-kwargs", json.dumps({**STUDENT_KW, "img_size": -16})),
+      r"cannot be built with the model kwargs .*img_size.*--model-kwargs"),
+    R("train-recipe-is-a-folder", TRAIN + ["--recipe", "{tmp}/r"], r"--recipe .*r is a folder", _folder("r")),
+    R("train-recipe-duplicate-key", TRAIN + ["--recipe", "{tmp}/r.yaml"], r"r\.yaml: key 'epochs' .*twice",
+      _put("r.yaml", lambda p: p.write_text("epochs: 1\nepochs: 2\n"))),
+    R("train-init-edited-manifest", _opt(TRAIN, "--model-kwargs", json.dumps({**STUDENT_KW, "num_classes": 10, "in_chans": 1}))
+      + ["--init", "{tmp}/sel.safetensors"], r"sel\.safetensors: the manifest's indices of axis", _edited_init_manifest),
+    R("train-teacher-weights-integer",
+      TRAIN + ["--distill", "logit", "--teacher", VIT, "--teacher-kwargs", T10_KW, "--teacher-weights", "{tmp}/t.safetensors"],
+      r"t\.safetensors.*integers where the model has floating-point weights.*int64", _teacher_of_dtype(torch.int64, "teacher10")),
+    R("train-checkpoint-of-older-version", TRAIN, r"checkpoint\.pt belongs to a run with different .*schema.*--force", _old_checkpoint),
+    R("train-out-symlink-loop", _opt(TRAIN, "--out", "{tmp}/loop"), r"loop: .*symbolic link(s)? loop", _symlink_loop("loop")),
+    R("train-download-offline", _opt(TRAIN, "--dataset", "cifar10") + ["--download", "--data-root", "{tmp}/data"],
+      r"dataset 'cifar10': the download failed .*network.*--data-root", "offline"),
+    R("table-final-top1-above-100", TABLE, r"seed0/final\.json: 'final_top1' must be a top-1 in \[0, 100\], got 150",
+      _final('{"final_top1": 150}')),
+    R("table-final-top1-negative", TABLE, r"final\.json: 'final_top1' must be a top-1 in \[0, 100\], got -5",
+      _final('{"final_top1": -5}')),
+    R("table-best-top1-nan", TABLE + ["--metric", "best_top1"], r"final\.json: 'best_top1' must be a finite number, got nan",
+      _final_key("best_top1", float("nan"))),
+    R("table-final-top5-above-100", TABLE, r"final\.json: 'final_top5' must be a top-5 in \[0, 100\], got 150\.5",
+      _final_key("final_top5", 150.5)),
+    R("table-metrics-top1-above-100", ["figures", "--runs", "{runs}", "--student", "vit_t", "--dataset", "digits", "-o",
+      "{tmp}/f.png"], r"metrics\.jsonl, line 2: 'test_top1' must be a top-1 in \[0, 100\]",
+      _metrics_line('{"epoch": 2, "test_top1": 180.0}')),
+    R("summary-final-top1-above-100", SUMMARY, r"final\.json: 'final_top1' must be a top-1 in \[0, 100\], got 101",
+      _final('{"final_top1": 101}', variant="ws_uniform")),
+    R("figures-summary-final-negative", FIGURES + ["--kind", "summary"], r"'final_top1' must be a top-1 in \[0, 100\]",
+      _final('{"final_top1": -0.5}')),
 ]
 
 
@@ -367,6 +520,10 @@ def shared(tmp_path_factory):
     init = root / "init.safetensors"
     kw = json.dumps({**STUDENT_KW, "num_classes": 10, "in_chans": 1})
     assert main(["baseline", "--student", VIT, "--student-kwargs", kw, "--name", "xavier", "-o", str(init)]) == 0
+    selected = root / "selected.safetensors"  # the TRAIN student on digits, selected from a 10-class teacher
+    teacher10 = root / "teacher10.safetensors"
+    io.save_state_dict(timm.create_model(VIT, **TEACHER_KW, num_classes=10, in_chans=1).state_dict(), teacher10)
+    assert main(["select", "--teacher", str(teacher10), "--student", VIT, "--student-kwargs", kw, "-o", str(selected)]) == 0
     runs = root / "runs"
     for variant, top1 in (("random", 40.0), ("ws_uniform", 60.0)):
         run = runs / "vit_t" / "digits" / variant / "seed0"
@@ -376,15 +533,27 @@ def shared(tmp_path_factory):
         (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
         (run / "final.json").write_text(json.dumps({"final_top1": top1, "best_top1": top1, "final_top5": 90.0,
                                                     "best_epoch": 3, "epochs": 3, "seed": 0}))
-    return {"teacher": teacher, "init": init, "runs": runs}
+    return {"teacher": teacher, "init": init, "runs": runs, "selected": selected, "teacher10": teacher10}
 
 
-def run_row(row: Row, tmp_path, shared, capsys) -> Tuple[int, str]:
+def _offline(monkeypatch):
+    """No host name resolves (a machine without network), whatever this one has."""
+    import socket
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+
+
+def run_row(row: Row, tmp_path, shared, capsys, monkeypatch) -> Tuple[int, str]:
     """Run one row; returns (exit code, stderr)."""
     ctx = {**shared, "tmp": tmp_path}
     cleanup = None
     if row.setup == "truncated":
         _truncated_copy(shared["teacher"])(tmp_path / "t.safetensors")
+    elif row.setup == "offline":
+        _offline(monkeypatch)
     elif row.setup == "truncated-checkpoint":
         _checkpoint(_truncated_copy(_real_checkpoint(tmp_path)))(ctx)
     elif row.setup is not None:
@@ -424,7 +593,7 @@ def _real_checkpoint(tmp_path):
 def test_bad_input_ends_with_one_clear_line(row, tmp_path, shared, capsys, monkeypatch):
     monkeypatch.setenv("WEIGHTSELECT_DEBUG", "0")
     torch.set_num_threads(1)
-    rc, err = run_row(row, tmp_path, shared, capsys)
+    rc, err = run_row(row, tmp_path, shared, capsys, monkeypatch)
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err
     assert rc == row.rc, err

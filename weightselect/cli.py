@@ -167,6 +167,10 @@ def _os_error(exc: OSError, args: argparse.Namespace) -> str:
             return (f"cannot write {target} ({reason}); make {folder} writable or choose another folder "
                     f"with {option}")
         return f"cannot read or write {target} ({reason}); check its permissions and those of {folder}"
+    looped = next((p for p in [Path(target), *Path(target).parents] if p.is_symlink() and not p.exists()), None)
+    if exc.errno == errno.ELOOP or looped is not None:
+        return (f"{looped or target}: a symbolic link loop or a link to nothing; remove the link or choose another "
+                f"path ({option})")
     if exc.errno == errno.ENOENT:
         return f"{target}: no such file or folder; check the path"
     if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):

@@ -46,6 +46,8 @@ __all__ = [
     "read_init_file",
     "check_init_pair",
     "LockedError",
+    "DuplicateKeyError",
+    "read_yaml",
     "exclusive_lock",
 ]
 
@@ -233,6 +235,48 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class DuplicateKeyError(ValueError):
+    """A YAML mapping gives one key twice (YAML's loaders silently keep the last)."""
+
+
+def _strict_yaml_loader():
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: Dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise DuplicateKeyError(
+                        f"{key_node.start_mark.name}: key '{key}' is given twice (lines {seen[key]} and {line}); "
+                        "YAML would keep the last silently: keep one"
+                    )
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file's content (safe types only), refusing a mapping that gives a key twice.
+
+    Raises DuplicateKeyError naming the file, the key and both lines; ValueError naming the file,
+    line and column for invalid YAML; IsADirectoryError for a folder; OSError when it cannot be read.
+    """
+    import yaml
+
+    with open(path) as fh:
+        try:
+            return yaml.load(fh, Loader=_strict_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(
+                f"{path} is not valid YAML ({exc.problem or exc.context}{where}); fix the file") from None
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -446,11 +490,35 @@ def _unwrap_checkpoint(obj: Any, path: Path) -> Dict[str, torch.Tensor]:
     raise WeightsFileError(f"{path}: no tensors found (expected a state dict)")
 
 
+def not_a_file(path: Path, what: str = "weights file") -> WeightsFileError:
+    """The error for a ``path`` that is not a readable file: absent, a folder, or a symbolic link
+    that leads nowhere (a loop, or a link to a missing file)."""
+    if path.is_symlink() and not path.exists():
+        return WeightsFileError(f"{what} {path}: a symbolic link loop or a link to nothing; point it at the file")
+    if path.is_dir():
+        return WeightsFileError(f"{what} {path} is a folder, not a file")
+    return WeightsFileError(f"{what} not found: {path}")
+
+
+def _check_not_safetensors(path: Path) -> None:
+    """A safetensors file under another name would be unpickled as a PyTorch file: say to rename it."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    size = path.stat().st_size
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8:
+        raise WeightsFileError(f"{path} is a safetensors file: rename it {path.with_suffix('.safetensors').name} "
+                               "(a file not named .safetensors is read as a PyTorch file)")
+
+
 def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> Dict[str, torch.Tensor]:
-    """Load a whole weights file: ``.safetensors`` or a PyTorch file with ``weights_only=True``."""
+    """Load a whole weights file: ``.safetensors`` or a PyTorch file with ``weights_only=True``.
+
+    Raises WeightsFileError for a missing or unreadable file, and for a safetensors file under
+    another suffix (rename it).
+    """
     path = Path(path)
     if not path.is_file():
-        raise WeightsFileError(f"weights file not found: {path}")
+        raise not_a_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -458,6 +526,7 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> Dict[str, t
             return load_file(str(path), device=device)
         except Exception as exc:  # safetensors raises its own error types
             raise WeightsFileError(f"{path}: not a valid safetensors file ({exc})") from exc
+    _check_not_safetensors(path)
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
@@ -581,13 +650,31 @@ def _read_safetensors_header(fh, path: Path) -> Tuple[Dict[str, Any], int]:
             dtype = _SAFETENSORS_DTYPES[info["dtype"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise WeightsFileError(f"{path}: not a valid safetensors file (entry '{key}': {exc})") from exc
+        if any(d < 0 for d in shape):
+            raise WeightsFileError(f"{path}: not a valid safetensors file (entry '{key}' has a negative dimension {shape})")
         numel = 1
         for d in shape:
             numel *= d
         if dtype is None or not 0 <= start <= end <= data_size or end - start != numel * dtype.itemsize:
             raise WeightsFileError(f"{path}: not a valid safetensors file (entry '{key}' is out of range)")
         info["_parsed"] = (start, end, shape, dtype)
+    _check_offsets(header, data_size, path)
     return header, 8 + n
+
+
+def _check_offsets(header: Mapping[str, Any], data_size: int, path: Path) -> None:
+    """The tensors tile the data section, as the format requires and its reference reader checks
+    (``safetensors`` ``validate``): in offset order each starts where the previous one ends, and the
+    last ends at the end of the file. Overlapping or gapped entries raise WeightsFileError."""
+    end_before, before = 0, None
+    for start, end, key in sorted((info["_parsed"][0], info["_parsed"][1], key) for key, info in header.items()):
+        if start != end_before:
+            where = f"overlaps '{before}'" if start < end_before else f"leaves a gap after '{before or 'the header'}'"
+            raise WeightsFileError(f"{path}: not a valid safetensors file (entry '{key}' {where}: invalid data offsets)")
+        end_before, before = end, key
+    if end_before != data_size:
+        raise WeightsFileError(f"{path}: not a valid safetensors file (the data section holds "
+                               f"{data_size - end_before} bytes no entry covers)")
 
 
 READ_BUFFER_BYTES = 16 << 20  # the reused read buffer of a sequential pass (grown to the largest tensor)
@@ -677,7 +764,7 @@ def open_tensor_source(path: str | os.PathLike) -> TensorSource:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsFileError(f"weights file not found: {path}")
+        raise not_a_file(path)
     if path.suffix == ".safetensors":
         fh = open(path, "rb")
         try:

@@ -109,6 +109,22 @@ def unknown_model_message(arch: str) -> str:
     return f"unknown timm model '{arch}'.{hint} See timm.list_models()."
 
 
+MAX_SEED = 2 ** 63 - 1  # torch.manual_seed's range for a non-negative seed
+
+
+def seed_arg(text: str) -> int:
+    """argparse ``type`` of ``--seed``: an integer from 0 to 2**63 - 1 (ArgumentTypeError otherwise)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is not a seed: give an integer from 0 to 2**63 - 1")
+    return value
+
+
 def create_model(spec: "ModelSpec | str | Mapping[str, Any]", pretrained: bool = False, **overrides: Any) -> "nn.Module":
     """Build a timm model from a spec; ``overrides`` win over the spec's kwargs.
 
@@ -123,6 +139,14 @@ def create_model(spec: "ModelSpec | str | Mapping[str, Any]", pretrained: bool =
     name = spec.name if pretrained else spec.architecture
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (AssertionError, ValueError) as exc:  # a constructor's own check (num_heads, img_size, ...)
+        if isinstance(exc, ModelKwargsError) or not kwargs:
+            raise
+        text = str(exc) or "a check in its constructor failed"
+        keyword = next((k for k in kwargs if k in text), next(iter(kwargs)))
+        raise ModelKwargsError(
+            f"{spec.architecture} cannot be built with the model kwargs {kwargs} ({text}); fix them in the "
+            "model's kwargs", keyword=keyword) from None
     except TypeError as exc:
         bad = _unexpected_keyword(exc)
         if bad is None:
@@ -179,6 +203,12 @@ def load_weights(
     missing = [k for k in own if k not in state_dict]
     allowed = set(allow_missing)
     not_allowed = [k for k in missing if k not in allowed]
+    integer = [k for k, v in state_dict.items() if k in own and own[k].is_floating_point() and not v.is_floating_point()]
+    if integer:
+        shown = ", ".join(f"{k} ({str(state_dict[k].dtype).replace('torch.', '')})" for k in integer[:5])
+        raise error(f"{source}: {len(integer)} tensor(s) hold integers where the model has floating-point weights: "
+                    f"{shown}; an integer or quantized checkpoint: dequantize it, or use the float checkpoint",
+                    [], [], [])
     if unexpected or mismatched or not_allowed:
         parts = []
         if mismatched:

@@ -63,8 +63,20 @@ def read_final(path: str | Path, required=("final_top1",)) -> Dict[str, Any]:
         raise RunFileError(f"{path}: not a readable final.json ({exc}); delete the run folder and rerun it") from None
     if not isinstance(final, dict):
         raise RunFileError(f"{path}: final.json must hold a JSON object")
-    for key in required:
-        value = final.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise RunFileError(f"{path}: '{key}' must be a finite number, got {value!r}; delete the run folder and rerun it")
+    present = [k for k in TOP_KEYS if k not in required and final.get(k) is not None]
+    for key in list(required) + present:
+        check_accuracy(final.get(key), key, str(path))
     return final
+
+
+TOP_KEYS = ("final_top1", "best_top1", "final_top5", "best_top5", "test_top1", "test_top5")
+
+
+def check_accuracy(value: Any, key: str, where: str) -> None:
+    """Raise RunFileError unless ``value`` is a finite number, and, for an accuracy key (top-1 or
+    top-5, in percent), one in [0, 100]. ``where``: the file (and line) it was read from."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RunFileError(f"{where}: '{key}' must be a finite number, got {value!r}; delete the run folder and rerun it")
+    if key in TOP_KEYS and not 0 <= value <= 100:
+        raise RunFileError(f"{where}: '{key}' must be a {'top-1' if 'top1' in key else 'top-5'} in [0, 100], got "
+                           f"{value!r}; the file is not a run's own: delete the run folder and rerun it")

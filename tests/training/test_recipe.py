@@ -135,3 +135,35 @@ def test_unknown_dataset():
 def test_offline_sets_have_augmentation_off():
     r = resolve_recipe("vit_t", "digits")
     assert r.img_size == 16 and r.randaugment is None and r.mixup == 0 and r.reprob == 0 and r.train_crop is None
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("5E-2", 5e-2), (".5", 0.5), ("2.5e-4", 2.5e-4), ("1e+0", 1.0)])
+def test_numbers_in_every_notation_users_type(text, value):
+    """PyYAML (YAML 1.1) reads 1e-3 and 5E-2 as text; the recipe reads them as the numbers they are,
+    from --set, a recipe file and the config alike."""
+    from weightselect.training.recipe import parse_set_options, resolve_recipe
+
+    recipe = resolve_recipe("vit_t", "cifar100", parse_set_options([f"lr={text}", "epochs=1e1"]))
+    assert recipe.lr == value and recipe.epochs == 10 and isinstance(recipe.epochs, int)
+
+
+def test_a_number_in_text_is_not_made_of_a_text_field():
+    from weightselect.training.recipe import resolve_recipe
+
+    recipe = resolve_recipe("vit_t", "cifar100", {"randaugment": "rand-m9-mstd0.5-inc1"})
+    assert recipe.randaugment == "rand-m9-mstd0.5-inc1"
+
+
+def test_train_with_lr_in_exponent_notation(tmp_path):
+    """The docs' own example, `--set lr=1e-3`, trains (it was refused as text)."""
+    import json
+
+    from weightselect.cli import main
+
+    kw = json.dumps({"img_size": 16, "patch_size": 4, "depth": 1, "embed_dim": 16, "num_heads": 1})
+    argv = ["train", "--model", "vit_tiny_patch16_224", "--model-kwargs", kw, "--dataset", "digits", "--out",
+            str(tmp_path / "run"), "--set", "lr=1e-3", "--set", "epochs=1", "--set", "train_samples=64",
+            "--set", "batch_size=32", "--set", "warmup_epochs=0"]
+    assert main(argv) == 0
+    recipe = (tmp_path / "run" / "recipe.yaml").read_text()
+    assert "lr: 0.001\n" in recipe

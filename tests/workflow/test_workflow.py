@@ -213,7 +213,7 @@ def test_hub_teacher_offline_and_not_cached_fails_with_the_fix_in_its_log(tmp_pa
     assert done.returncode != 0
     log = (tmp_path / "results" / "logs" / "teachers" / "vit_s_in21k.log").read_text()
     assert "HF_HUB_OFFLINE is set and it is not cached" in log
-    assert "huggingface-cli download" in log
+    assert "hf download" in log
     assert not (tmp_path / target).exists()
 
 

@@ -16,6 +16,8 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
+from weightselect.rundir import check_accuracy
+
 __all__ = [
     "RUN_KEYS",
     "RUN_COLUMNS",
@@ -90,6 +92,9 @@ def _read_metrics(path: Path) -> List[dict]:
             raise ValueError(f"{path}, line {number}: not valid JSON ({exc}); fix or delete the line") from exc
         if "epoch" not in record:
             raise ValueError(f"{path}, line {number}: no 'epoch' key (the metrics.jsonl contract)")
+        for key in ("test_top1", "test_top5"):
+            if record.get(key) is not None:
+                check_accuracy(record[key], key, f"{path}, line {number}")
         by_epoch[int(record["epoch"])] = record
     return [by_epoch[e] for e in sorted(by_epoch)]
 
@@ -272,10 +277,13 @@ def summarize(runs_df: pd.DataFrame, expected: Expected = None, metric: str = "f
 
 def read_curves(paths: Sequence) -> pd.DataFrame:
     """Like :func:`collect_curves`, from exactly these ``.../{student}/{dataset}/{variant}/seed{seed}/metrics.jsonl``
-    files (a workflow rule's declared inputs): nothing else under the runs folder is read."""
+    files, or the runs' ``final.json`` beside them (a workflow rule's declared inputs): nothing else
+    under the runs folder is read."""
     rows = []
     for path in paths:
         path = Path(path)
+        if path.name == "final.json":
+            path = path.with_name("metrics.jsonl")
         match = _SEED_DIR.match(path.parent.name)
         if not match:
             raise ValueError(f"{path}: not a run file (expected .../<student>/<dataset>/<variant>/seed<N>/metrics.jsonl)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+
+from weightselect.models import seed_arg
 from pathlib import Path
 
 __all__ = ["register", "run_select", "run_baseline"]
@@ -26,6 +28,8 @@ def _check_output(path: Path, force: bool) -> None:
         raise ValueError(f"-o {path}: the output is a safetensors file: name it '{path.with_suffix('.safetensors')}'")
     if path.is_dir():
         raise ValueError(f"-o {path} is a folder; give a file name ending in .safetensors")
+    if path.is_symlink() and not path.exists():
+        raise ValueError(f"-o {path}: a symbolic link loop or a link to nothing; remove the link or choose another name")
     if force:
         return
     mpath = manifest_path(path)
@@ -122,7 +126,7 @@ def register(subparsers) -> None:
     p.add_argument("--teacher-kwargs", type=_json_dict, default=None, help="JSON kwargs for the teacher")
     p.add_argument("--method", choices=METHODS, default="uniform", help="element selection (default uniform)")
     p.add_argument("--layers", choices=LAYER_METHODS, default="first", help="layer selection (default first)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--exclude", nargs="*", default=[], metavar="COMPONENT",
                    help="components left at default init (e.g. patch_embed pos_embed attention norm mlp)")
     p.add_argument("--skip-head-keys", action="store_true",
@@ -145,7 +149,7 @@ def register(subparsers) -> None:
     b.add_argument("--student", required=True, help="timm model name")
     b.add_argument("--student-kwargs", type=_json_dict, default=None)
     b.add_argument("--name", choices=BASELINES, required=True)
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=seed_arg, default=0)
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--force", action="store_true")
     b.add_argument("-v", "--verbose", action="store_true")

@@ -460,6 +460,12 @@ def _read_and_select(source, entries, method, seed, family, axis_indices) -> Dic
     hasher = source.hasher()
     for t_key, t_tensor in source.tensors.iter_tensors(list(by_key), hasher):
         for entry in by_key[t_key]:
+            if entry.dtype.is_floating_point and not t_tensor.is_floating_point():
+                raise ValueError(
+                    f"{source.description['source']}: tensor '{t_key}' is {str(t_tensor.dtype).replace('torch.', '')} "
+                    "where the student has floating-point weights: weight selection takes floating-point weights "
+                    "(an integer or quantized checkpoint); dequantize it, or use the float checkpoint"
+                )
             out[entry.key], finite = _select_entry(entry, t_tensor, method, seed, family, axis_indices)
             if not finite:
                 non_finite.add(t_key)  # NaN/inf among the selected values (a sum keeps them)

@@ -26,6 +26,7 @@ from weightselect.io import (
     cached_sha256,
     header_identity,
     hub_cache_only,
+    not_a_file,
     open_tensor_source,
     remember_sha256,
     sha256_file,
@@ -175,10 +176,23 @@ def open_teacher(
         )
     if isinstance(teacher, (str, os.PathLike)):
         value = os.fspath(teacher)
+        if isinstance(value, str) and re.match(r"^[a-z][a-z0-9+.-]*://", value, re.IGNORECASE):
+            raise WeightsFileError(
+                f"{value}: a URL; weightselect reads a local file or a timm name (hub weights), it does not "
+                "fetch URLs: download it first (e.g. curl -LO URL) and pass the file"
+            )
+        if isinstance(value, str) and value.startswith("hf-hub:"):  # timm's spelling of a hub repo
+            repo = value[len("hf-hub:"):]
+            if not repo.startswith("timm/"):
+                raise WeightsFileError(
+                    f"{value}: only timm's own hub repos (hf-hub:timm/NAME) are read by name; download the "
+                    "repo's model.safetensors and pass the file"
+                )
+            return _open_pretrained(ModelSpec(repo[len("timm/"):], dict(teacher_kwargs or {})), identity)
         if isinstance(teacher, os.PathLike) or _looks_like_path(value):
             path = Path(value)
             if not path.is_file():
-                raise WeightsFileError(f"teacher weights file not found: {path}")
+                raise not_a_file(path, "teacher weights file")
             tensors = open_tensor_source(path)
             try:
                 description, hash_path = file_identity(path, str(value), identity)
@@ -252,7 +266,7 @@ def _hub_safetensors(repo_id: str, name: str) -> Optional[Path]:
     except LocalEntryNotFoundError as exc:
         raise HubWeightsUnavailable(
             f"the weights of '{name}' (hub repo {repo_id}, file model.safetensors) are unavailable: {why}. "
-            f"Download them where there is internet (huggingface-cli download {repo_id} model.safetensors) "
+            f"Download them where there is internet (hf download {repo_id} model.safetensors) "
             f"into the Hugging Face cache (HF_HOME){', unset HF_HUB_OFFLINE' * offline}, or pass a local "
             f".safetensors/.pth file as the teacher."
         ) from exc

@@ -6,6 +6,8 @@ import json
 import signal
 import sys
 
+from weightselect.models import seed_arg
+
 __all__ = ["register"]
 
 
@@ -48,7 +50,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="folder holding the dataset files")
     p.add_argument("--download", action="store_true", help="download a torchvision dataset into --data-root")
     p.add_argument("--init", default=None, help="init file (.safetensors) or random|xavier|kaiming|mimetic")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--recipe", default=None, help="YAML file of recipe overrides")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (repeatable)")
     p.add_argument("--out", required=True, help="run directory")

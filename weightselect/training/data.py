@@ -386,6 +386,14 @@ def build_dataset(
         return _image_folder(root, train, transform)
     try:
         return _torchvision(name, root, train, download, transform, checksums)
+    except OSError as exc:  # urllib's URLError and socket errors are OSErrors; so are full disks
+        if not download or isinstance(exc, FileNotFoundError) or getattr(exc, "filename", None):
+            raise
+        raise DatasetNotFoundError(
+            f"dataset '{name}': the download failed ({getattr(exc, 'reason', exc)}): this machine may have no "
+            f"network; download it where there is internet and copy the files into --data-root {root} "
+            f"({info.source})"
+        ) from None
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted ..."
         if download:
             raise

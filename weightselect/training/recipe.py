@@ -164,7 +164,7 @@ class Recipe:
 
     def replace(self, overrides: Optional[Mapping[str, Any]]) -> "Recipe":
         """A copy with ``overrides`` applied (checked by the schema, numbers cast to the field type)."""
-        overrides = dict(overrides or {})
+        overrides = _numbers(overrides or {})
         check_keys(overrides, [f.name for f in dataclasses.fields(self)], "recipe")
         _check_schema(overrides, partial=True)
         values = {k: _cast(k, v) for k, v in overrides.items()}
@@ -191,8 +191,11 @@ _CHOICES = {
     "in_chans": [None, 1, 3], "interpolation": ["bicubic", "bilinear"],
 }
 _MINIMUM = {"batch_size": 1, "update_freq": 1, "epochs": 1, "img_size": 1, "warmup_epochs": 0,
-            "recount": 1, "eval_batch_size": 1, "train_samples": 1, "eval_samples": 1}
-_UNIT = ("mixup_prob", "mixup_switch_prob", "reprob", "hflip", "smoothing")
+            "recount": 1, "eval_batch_size": 1, "train_samples": 1, "eval_samples": 1, "weight_decay": 0,
+            "min_lr": 0, "clip_grad": 0, "mixup": 0, "cutmix": 0, "distill_alpha": 0, "opt_eps": 0,
+            "lr_base_batch": 1, "color_jitter": 0}
+_UNIT = ("mixup_prob", "mixup_switch_prob", "reprob", "hflip", "smoothing", "drop_path", "ema_decay",
+         "layer_decay", "crop_pct")
 
 
 def _field_schema(tp: Any) -> Dict[str, Any]:
@@ -222,14 +225,36 @@ def recipe_schema() -> Dict[str, Any]:
             prop["minimum"] = _MINIMUM[name]
         if name in _UNIT:
             prop.update(minimum=0, maximum=1)
-        if name == "lr":
+        if name in ("lr", "distill_tau"):
             prop["exclusiveMinimum"] = 0
         props[name] = prop
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
+def _numbers(values: Mapping[str, Any]) -> Dict[str, Any]:
+    """Text that is a number, for a numeric field, as that number: YAML 1.1 (PyYAML) reads ``1e-3``
+    and ``5E-2`` as text, as users type them in --set, recipe files and config.yaml."""
+    out = dict(values)
+    types = _field_types()
+    for key, value in values.items():
+        tp = str(types.get(key))
+        if isinstance(value, str) and ("float" in tp or "int" in tp) and "str" not in tp:
+            try:
+                number = float(value)
+            except ValueError:
+                continue
+            out[key] = int(number) if "float" not in tp and number.is_integer() else number
+    return out
+
+
 def _check_schema(values: Mapping[str, Any], partial: bool = False) -> None:
+    import math
+
     import jsonschema
+
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"recipe {key}={value!r}: not a finite number; give a number such as 1e-3")
 
     values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
     error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(recipe_schema()).iter_errors(values))
@@ -303,7 +328,7 @@ def resolve_recipe(
     ``recipes.yaml`` over that. An ``epochs`` override without ``warmup_epochs`` keeps the warm-up's
     ratio to the total. Raises RecipeError for an unknown key, value, model or dataset.
     """
-    overrides = dict(overrides or {})
+    overrides = _numbers(overrides or {})
     mode = overrides.pop("mode", None) or mode or "finetune"
     family = overrides.pop("family", None) or model_family(model_key)
     if mode not in MODES:
@@ -347,9 +372,16 @@ def _table_values(family: str, dataset: str) -> Dict[str, Any]:
 
 
 def load_overrides(path: str | Path) -> Dict[str, Any]:
-    """Read a YAML mapping of recipe keys to values."""
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
+    """Read a YAML mapping of recipe keys to values (``--recipe``).
+
+    Raises RecipeError for a folder or a file that is not a mapping; DuplicateKeyError for a key
+    given twice.
+    """
+    from weightselect.io import read_yaml
+
+    if Path(path).is_dir():
+        raise RecipeError(f"--recipe {path} is a folder; give a YAML file of recipe keys (key: value)")
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe file is a YAML mapping of key: value, got {type(data).__name__}")
     return data

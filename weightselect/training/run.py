@@ -103,7 +103,8 @@ class RunDirectory:
                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); delete it to start the run over"
             ) from None
         if saved != identity:
-            diff = sorted(k for k in identity if identity[k] != saved.get(k))
+            saved = saved if isinstance(saved, dict) else {}
+            diff = sorted(k for k in set(identity) | set(saved) if identity.get(k) != saved.get(k))
             raise RunMismatchError(
                 f"{self.checkpoint} belongs to a run with different {', '.join(diff)}; "
                 "use another run directory, or force=True (CLI --force) to start over"
