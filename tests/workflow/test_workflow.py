@@ -172,6 +172,48 @@ def test_schema_requires_a_path_for_a_file_teacher():
     assert "'path' is a required property" in validation_error(cfg)
 
 
+def test_schema_rejects_a_seed_outside_torchs_range():
+    """A seed above 2**63 - 1 ended in Snakemake's PeriodicWildcardError, naming neither the seed nor the fix."""
+    cfg = load_config()
+    cfg["studies"]["demo"]["seeds"] = [10 ** 23]
+    assert "is greater than the maximum of 9223372036854775807" in validation_error(cfg)
+
+
+@pytest.mark.parametrize("where", ["variant", "study"])
+def test_a_key_given_twice_in_a_config_file_is_refused_with_its_lines(tmp_path, where):
+    """YAML keeps the last of two equal keys: a variant or a study defined twice lost one silently."""
+    text = (REPO / "config.yaml").read_text()
+    if where == "variant":
+        old = "  random: {init: {baseline: random}}"
+        text = text.replace(old, old + "\n  random: {init: {baseline: xavier}}", 1)
+    else:
+        old = "studies:\n"
+        text = text.replace(old, old + "  ci:\n    description: a second ci study\n", 1)
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    line = next(n for n, ln in enumerate(text.splitlines(), 1) if ln.startswith("  random: {init: {baseline: xavier}}")
+                or ln == "  ci:")
+    done = snakemake("-n", "--configfile", str(path), cwd=tmp_path)
+    assert done.returncode != 0
+    out = done.stdout + done.stderr
+    key = "random" if where == "variant" else "ci"
+    assert re.search(rf"twice\.yaml: key '{key}' is given twice \(lines \d+ and \d+\)", out), out[-2000:]
+    assert f"and {line})" in out or f"lines {line} and" in out
+
+
+def test_a_yaml_syntax_error_in_config_yaml_names_its_line(tmp_path):
+    """Snakemake's own loader says only "not valid JSON or YAML"; the workflow names file, line and column."""
+    copy = tmp_path / "wf"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".git", ".venv", "results", "rehearsal", ".snakemake",
+                                                               "data", "__pycache__", ".pytest_cache"))
+    with open(copy / "config.yaml", "a") as fh:
+        fh.write("broken: [1\n")
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--snakefile", str(copy / "Snakefile")],
+                          cwd=copy, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert re.search(r"config\.yaml is not valid YAML \(.*line \d+, column \d+\); fix the file", done.stdout + done.stderr)
+
+
 def write_config(tmp_path: Path, cfg: dict) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
