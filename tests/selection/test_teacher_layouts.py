@@ -9,6 +9,7 @@ import re
 import pytest
 import timm
 import torch
+import torch.nn as nn
 from timm.layers import resize_rel_pos_bias_table
 
 from selection_helpers import model
@@ -183,5 +184,9 @@ def test_fused_tensor_of_equal_blocks_is_kept_whole():
     from weightselect.selection.families import Fused, fused_dims
 
     assert fused_dims("a.kv.weight", (9, 4), (9, 2)) == (None, "size4->2")  # nothing selected on the fused rows
-    assert fused_dims("a.qkv.weight", (12, 4), (6, 2)) == (Fused("size4->2", 3), "size4->2")
+    declared = nn.Module()
+    declared.a = nn.MultiheadAttention(4, 1)  # declared [q | k | v] (FUSED_LAYOUTS)
+    assert fused_dims("a.qkv.weight", (12, 4), (6, 2), declared) == (Fused("size4->2", 3), "size4->2")
+    with pytest.raises(ValueError, match=r"'a\.qkv\.weight' fuses 3 projections whose layout in unknown is not declared"):
+        fused_dims("a.qkv.weight", (12, 4), (6, 2))  # no model: the layout is not guessed from the name
     assert fused_dims("a.fc1.weight", (12, 4), (6, 2)) is None

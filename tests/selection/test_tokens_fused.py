@@ -95,13 +95,17 @@ def test_multihead_attention_in_proj_is_selected_block_by_block(method, width):
     student.load_state_dict(out)  # strict
 
 
+class _GPT2Attn(nn.Module):
+    """Stands for transformers' GPT2Attention: c_attn's output split(width) into q, k and v."""
+
+
 class _GPT2Attention(nn.Module):
     """GPT-2's attention parameters: Conv1D weights are (in, out); c_attn packs q, k, v in its columns."""
 
     def __init__(self, width):
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
-        self.attn = nn.Module()
+        self.attn = _GPT2Attn()
         self.attn.c_attn = nn.Module()
         self.attn.c_attn.weight = nn.Parameter(torch.randn(width, 3 * width))
         self.attn.c_attn.bias = nn.Parameter(torch.randn(3 * width))
@@ -115,9 +119,15 @@ class _GPT2(nn.Module):
         self.h = nn.ModuleList(_GPT2Attention(width) for _ in range(layers))
 
 
-def test_gpt2_c_attn_columns_are_selected_block_by_block():
+def test_gpt2_c_attn_columns_are_selected_block_by_block(monkeypatch):
+    """Declared as [q | k | v] blocks (as transformers' GPT-2 splits c_attn: split(width, dim=2))."""
+    from weightselect.selection import families
+
     torch.manual_seed(0)
     teacher, student = _GPT2(64, 3), _GPT2(24, 2)
+    with pytest.raises(ValueError, match=r"h\.0\.attn\.c_attn\.weight' fuses 3 projections whose layout"):
+        select(teacher, student)  # not declared: not guessed from the name
+    monkeypatch.setitem(families.FUSED_LAYOUTS, f"{__name__}._GPT2Attn", lambda module: True)
     result = select(teacher, student, method="random", seed=2)
     idx = torch.tensor(result.manifest["axes"]["size64->24"]["indices"])
     w = teacher.state_dict()["h.1.attn.c_attn.weight"]

@@ -27,6 +27,10 @@ __all__ = [
     "infer_dims",
     "infer_layer_pattern",
     "fused_dims",
+    "fused_layout_known",
+    "packed_roles",
+    "PACKED_ROLES",
+    "FUSED_LAYOUTS",
     "growing_inputs",
 ]
 
@@ -413,12 +417,109 @@ FUSED_SUFFIXES: Tuple[Tuple[str, int, int], ...] = (
 )
 
 
-def fused_dims(key: str, t_shape: Sequence[int], s_shape: Sequence[int]) -> Optional[Dims]:
+# The modules whose fused projection (the suffixes above) is [q | k | v] (or [k | v]) blocks, each
+# block heads x head_dim, read from their forward code (timm 1.0): qkv(x).reshape(B, N, 3, heads,
+# head_dim) and the like. A value is a function of the module telling whether it is laid out so
+# (MaxViT's attention chooses by its head_first attribute: [head][q, k, v][head_dim] when True).
+# Modules not here (LeViT, TinyViT, EfficientFormer: [head][q, k, v] with other sizes) are refused
+# when the fused dimension changes: declare a module here once its layout is read from its forward.
+_BLOCKS = lambda module: True  # noqa: E731
+FUSED_LAYOUTS: Dict[str, Callable[[object], bool]] = {
+    **{f"timm.{name}": _BLOCKS for name in (
+        "layers.attention.Attention", "layers.attention.AttentionRope", "layers.attention_pool.AttentionPoolLatent",
+        "layers.attention_pool2d.AttentionPool2d", "layers.attention_pool2d.RotAttentionPool2d",
+        "models.beit.Attention", "models.cait.TalkingHeadAttn", "models.coat.FactorAttnConvRelPosEnc",
+        "models.convit.MHSA", "models.davit.ChannelAttention", "models.davit.WindowAttention",
+        "models.edgenext.CrossCovarianceAttn", "models.eva.EvaAttention", "models.fastvit.Attention",
+        "models.gcvit.WindowAttentionGlobal", "models.hiera.MaskUnitAttention",
+        "models.hieradet_sam2.MultiScaleAttention", "models.metaformer.Attention",
+        "models.mvitv2.MultiScaleAttention", "models.nest.Attention", "models.pvt_v2.Attention",
+        "models.swin_transformer.WindowAttention", "models.swin_transformer_v2.WindowAttention",
+        "models.swin_transformer_v2_cr.WindowMultiHeadAttention", "models.twins.GlobalSubSampleAttn",
+        "models.twins.LocallyGroupedAttn", "models.visformer.Attention",
+        "models.vision_transformer_relpos.RelPosAttention", "models.vision_transformer_sam.Attention",
+        "models.volo.Attention", "models.volo.ClassAttention", "models.xcit.XCA",
+    )},
+    **{f"timm.{name}": (lambda module: not getattr(module, "head_first", True)) for name in (
+        "layers.attention2d.Attention2d", "models.maxxvit.Attention2d", "models.maxxvit.AttentionCl")},
+    "torch.nn.modules.activation.MultiheadAttention": _BLOCKS,
+}
+
+
+# Modules whose child projection packs several roles with sizes of their own, split in their forward
+# (LeViT/TinyViT/EfficientFormer: per head [q, k, v] with key_dim != head value size; FocalNet's f:
+# q, context and gates; MambaOut's fc1: g, i, c; an LSTM's four gates). Shape inference would take
+# the whole dimension as one axis and mix the roles: a change of that dimension is refused.
+# "" stands for the module's own parameters.
+PACKED_ROLES: Dict[str, Tuple[str, ...]] = {
+    "timm.models.levit.Attention": ("qkv",),
+    "timm.models.levit.AttentionDownsample": ("kv",),
+    "timm.models.tiny_vit.Attention": ("qkv",),
+    "timm.models.efficientformer.Attention": ("qkv",),
+    "timm.models.shvit.SHSA": ("qkv",),
+    "timm.models.efficientvit_mit.LiteMLA": ("qkv",),
+    "timm.models.focalnet.FocalModulation": ("f",),
+    "timm.models.mambaout.GatedConvBlock": ("fc1",),
+    "timm.models.csatv2.SpatialTransformerBlock": ("qkv",),
+    "timm.layers.bottleneck_attn.BottleneckAttn": ("qkv",),
+    "timm.layers.halo_attn.HaloAttn": ("kv",),
+    "timm.layers.lambda_layer.LambdaLayer": ("qkv",),
+    "timm.layers.diff_attention.DiffAttention": ("qkv",),
+    "torch.nn.modules.rnn.LSTM": ("",),
+    "torch.nn.modules.rnn.GRU": ("",),
+}
+
+
+def packed_roles(model: object, key: str) -> Optional[str]:
+    """The class (and child) of a module in PACKED_ROLES whose packed projection holds ``key``,
+    else None."""
+    parts = key.split(".")[:-1]
+    for depth, child in ((len(parts), ""), (len(parts) - 1, parts[-1] if parts else ""),
+                         (len(parts) - 2, ".".join(parts[-2:]) if len(parts) > 1 else "")):
+        if depth < 0 or model is None:
+            continue
+        try:
+            module = model.get_submodule(".".join(parts[:depth]))
+        except AttributeError:
+            continue
+        roles = PACKED_ROLES.get(_qualname(module), ())
+        if child in roles or child.split(".")[0] in roles and child:
+            return _qualname(module) + (f".{child}" if child else "")
+    return None
+
+
+def _qualname(module: object) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
+
+
+def fused_layout_known(model: object, key: str) -> Tuple[bool, str]:
+    """Whether the module that splits the fused tensor ``key`` (the parameter's module, or its
+    parent: ``attn`` of ``attn.qkv.weight``) is declared in FUSED_LAYOUTS with [q | k | v] blocks;
+    and that module's class name, for messages."""
+    parts = key.split(".")[:-1]
+    names = []
+    for depth in (len(parts), len(parts) - 1):
+        if depth < 0 or model is None:
+            continue
+        try:
+            module = model.get_submodule(".".join(parts[:depth]))
+        except AttributeError:
+            continue
+        name = _qualname(module)
+        names.append(name)
+        if name in FUSED_LAYOUTS:
+            return bool(FUSED_LAYOUTS[name](module)), name
+    return False, names[-1] if names else "unknown"
+
+
+def fused_dims(key: str, t_shape: Sequence[int], s_shape: Sequence[int], model: object = None) -> Optional[Dims]:
     """Axes of a fused projection known by name (``FUSED_SUFFIXES``), for families without a rule:
     the fused dimension is ``blocks`` copies of one axis, selected block by block, and the axis is
     named by its per-block sizes so that it is shared with the other tensors of that width
     (``out_proj``, the residual stream). None when ``key`` is not such a tensor. Raises
-    ``ValueError`` naming the tensor when its fused dimension is not ``blocks`` equal blocks."""
+    ``ValueError`` naming the tensor when its fused dimension is not ``blocks`` equal blocks, or when
+    it changes and the student ``model``'s module that splits it is not declared to split it into
+    blocks (FUSED_LAYOUTS): its layout is then not guessed from the name."""
     leaf = key.rsplit(".", 2)
     for suffix, dim, blocks in FUSED_SUFFIXES:
         if not (key == suffix or key.endswith("." + suffix)) or dim >= len(t_shape):
@@ -430,6 +531,14 @@ def fused_dims(key: str, t_shape: Sequence[int], s_shape: Sequence[int]) -> Opti
             raise ValueError(
                 f"'{key}' looks like a fused projection of {blocks} blocks, but its dimension {dim} ({t} -> {s}) "
                 f"is not {blocks} equal blocks; exclude it (--exclude {'.'.join(leaf[:-1]) or key})"
+            )
+        known, owner = fused_layout_known(model, key)
+        if not known:
+            raise ValueError(
+                f"'{key}' fuses {blocks} projections whose layout in {owner} is not declared as {blocks} blocks "
+                f"(it may interleave them per head), and its width changes ({t} -> {s}): keep the attention "
+                "width (heads x head size) equal, or declare the module in FUSED_LAYOUTS "
+                "(weightselect/selection/families.py) after reading its forward"
             )
         dims = list(infer_dims(t_shape, s_shape))
         t, s = t // blocks, s // blocks

@@ -34,6 +34,7 @@ from weightselect.selection.families import (
     detect_family,
     fused_dims,
     growing_inputs,
+    packed_roles,
     infer_dims,
     infer_layer_pattern,
 )
@@ -156,7 +157,15 @@ def _entry_dims(family: Family, key: str, t_shape, s_shape, ctx) -> Tuple[Dims, 
         return dims, False
     rank = min(len(t_shape), len(s_shape))
     t_r, s_r = _at_rank(t_shape, rank, f"teacher '{key}'"), _at_rank(s_shape, rank, f"student '{key}'")
-    dims = fused_dims(key, t_r, s_r) or infer_dims(t_r, s_r)
+    packed = packed_roles(ctx.get("model"), key) if t_r[:1] != s_r[:1] else None  # the output dimension
+    if packed:
+        raise ValueError(
+            f"'{key}' ({t_r} -> {s_r}) is a projection whose output packs several roles with sizes of their own "
+            f"({packed}: e.g. q, k and v of each head, or gates), split in the module's forward: selected as "
+            "one axis it would mix them; keep its sizes equal between teacher and student (the module's "
+            "heads, key and value sizes, or hidden size)"
+        )
+    dims = fused_dims(key, t_r, s_r, ctx.get("model")) or infer_dims(t_r, s_r)
     return dims, family is not GENERIC and any(d is not None for d in dims)
 
 
@@ -263,6 +272,7 @@ def _plan(
     ctx: Dict[str, object] = family.context(s_state.keys())
     ctx["keys"] = frozenset(s_state.keys())
     ctx["shapes"] = {k: tuple(v.shape) for k, v in s_state.items()}
+    ctx["model"] = s_model  # its modules tell how a fused projection is laid out (FUSED_LAYOUTS)
     entries: List[_Entry] = []
     axes: Dict[str, Tuple[int, int, str]] = {}  # axis -> (teacher size, student size, first tensor)
     missing, inferred = [], []

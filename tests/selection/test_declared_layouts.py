@@ -1,0 +1,88 @@
+"""Fused and packed projections are selected only where their layout is declared (FUSED_LAYOUTS,
+read from the module's forward) and refused otherwise, naming the tensor and the module. Right
+values are judged from the module's own forward: the teacher's fused tensor holds its element
+indices, and each student row must come from a teacher row of the same role."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from timm.layers.attention2d import Attention2d
+
+from weightselect.selection import families, select
+
+
+class _Block(nn.Module):
+    def __init__(self, dim, heads, head_first):
+        super().__init__()
+        self.attn = Attention2d(dim, num_heads=heads, head_first=head_first)
+
+
+class _Net(nn.Module):
+    def __init__(self, dim, heads, head_first):
+        super().__init__()
+        self.blocks = nn.ModuleList([_Block(dim, heads, head_first) for _ in range(2)])
+
+
+def _indexed(module: nn.Module) -> dict:
+    """The module's tensors, each filled with its own element indices (row-major)."""
+    return {k: torch.arange(v.numel(), dtype=torch.float32).reshape(v.shape) for k, v in module.state_dict().items()}
+
+
+def _role_of_rows(dim, heads, head_first, rows):
+    """q/k/v of each output row of Attention2d's qkv, as its forward splits it (timm.layers.attention2d)."""
+    dim_head = dim // heads
+    if head_first:  # view(B, heads, dim_head * 3, -1).chunk(3, dim=2)
+        return [("qkv"[(r % (3 * dim_head)) // dim_head]) for r in rows]
+    return [("qkv"[r // dim]) for r in rows]  # reshape(B, 3, heads, dim_head, -1)
+
+
+def test_block_layout_selected_and_each_role_from_its_own_role():
+    teacher, student = _Net(64, 4, head_first=False), _Net(32, 2, head_first=False)
+    result = select(_indexed(teacher), student, method="uniform")
+    w = result.state_dict["blocks.1.attn.qkv.weight"].reshape(96, -1)
+    source_rows = (w[:, 0] // 64).long().tolist()  # teacher row of each student row (64 input channels)
+    assert _role_of_rows(32, 2, False, range(96)) == _role_of_rows(64, 4, False, source_rows)
+
+
+def test_per_head_layout_is_refused_naming_the_module():
+    teacher, student = _Net(64, 4, head_first=True), _Net(32, 2, head_first=True)
+    with pytest.raises(ValueError, match=r"blocks\.0\.attn\.qkv\.weight.*Attention2d is not declared as 3 blocks.*"
+                                         r"keep the attention width"):
+        select(_indexed(teacher), student)
+
+
+def test_per_head_layout_of_equal_width_is_selected_whole():
+    """Depth only: the fused tensor keeps its size, nothing is split; the student is the teacher's first block."""
+    teacher, student = _Net(64, 4, head_first=True), _Net(64, 4, head_first=True)
+    student.blocks = student.blocks[:1]
+    result = select(_indexed(teacher), student)
+    assert torch.equal(result.state_dict["blocks.0.attn.qkv.weight"], _indexed(teacher)["blocks.0.attn.qkv.weight"])
+
+
+@pytest.mark.parametrize("name, kwargs, tensor", [
+    ("levit_128s", dict(num_heads=(2, 3, 4)), r"stages\.0\.blocks\.0\.attn\.qkv\.linear\.weight"),
+    ("mambaout_femto", dict(dims=(32, 64, 128, 224)), r"stages\.0\.blocks\.0\.fc1\.weight"),
+])
+def test_packed_roles_are_refused_when_their_dimension_changes(name, kwargs, tensor):
+    with torch.device("meta"):
+        shapes = timm.create_model(name).state_dict()
+    teacher = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in shapes.items()}
+    with pytest.raises(ValueError, match=tensor + r".*packs several roles"):
+        select(teacher, {"name": name, "kwargs": kwargs})
+
+
+def test_packed_roles_input_dimension_is_an_ordinary_axis():
+    """An LSTM's gates are packed in the output rows; a change of its input width selects columns only."""
+    t, s = nn.LSTM(16, 8), nn.LSTM(12, 8)
+    teacher = _indexed(t)
+    result = select(teacher, s, method="consecutive")
+    assert torch.equal(result.state_dict["weight_ih_l0"], teacher["weight_ih_l0"][:, :12])
+    assert torch.equal(result.state_dict["weight_hh_l0"], teacher["weight_hh_l0"])
+
+
+def test_the_declaration_is_the_module_class_read_from_the_student():
+    assert families.fused_layout_known(_Net(8, 2, False), "blocks.0.attn.qkv.weight") == (
+        True, "timm.layers.attention2d.Attention2d")
+    assert families.fused_layout_known(_Net(8, 2, True), "blocks.0.attn.qkv.weight")[0] is False
