@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "Fused",
@@ -470,46 +470,44 @@ PACKED_ROLES: Dict[str, Tuple[str, ...]] = {
 }
 
 
-def packed_roles(model: object, key: str) -> Optional[str]:
-    """The class (and child) of a module in PACKED_ROLES whose packed projection holds ``key``,
-    else None."""
+def _owners(model: object, key: str, levels: int) -> Iterator[Tuple[object, str]]:
+    """The modules of ``model`` above the parameter ``key`` (its own module first, then up to
+    ``levels`` - 1 parents), each with the path from it down to the parameter's module."""
     parts = key.split(".")[:-1]
-    for depth, child in ((len(parts), ""), (len(parts) - 1, parts[-1] if parts else ""),
-                         (len(parts) - 2, ".".join(parts[-2:]) if len(parts) > 1 else "")):
-        if depth < 0 or model is None:
-            continue
+    for up in range(levels):
+        if model is None or up > len(parts):
+            return
         try:
-            module = model.get_submodule(".".join(parts[:depth]))
+            module = model.get_submodule(".".join(parts[:len(parts) - up]))
         except AttributeError:
             continue
-        roles = PACKED_ROLES.get(_qualname(module), ())
-        if child in roles or child.split(".")[0] in roles and child:
-            return _qualname(module) + (f".{child}" if child else "")
-    return None
+        yield module, ".".join(parts[len(parts) - up:])
 
 
 def _qualname(module: object) -> str:
     return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
+def packed_roles(model: object, key: str) -> Optional[str]:
+    """The class (and child) of a module in PACKED_ROLES whose packed projection holds ``key``,
+    else None."""
+    for module, child in _owners(model, key, 3):
+        roles = PACKED_ROLES.get(_qualname(module), ())
+        if child in roles or (child and child.split(".")[0] in roles):
+            return _qualname(module) + (f".{child}" if child else "")
+    return None
+
+
 def fused_layout_known(model: object, key: str) -> Tuple[bool, str]:
     """Whether the module that splits the fused tensor ``key`` (the parameter's module, or its
     parent: ``attn`` of ``attn.qkv.weight``) is declared in FUSED_LAYOUTS with [q | k | v] blocks;
     and that module's class name, for messages."""
-    parts = key.split(".")[:-1]
-    names = []
-    for depth in (len(parts), len(parts) - 1):
-        if depth < 0 or model is None:
-            continue
-        try:
-            module = model.get_submodule(".".join(parts[:depth]))
-        except AttributeError:
-            continue
+    name = "unknown"
+    for module, _ in _owners(model, key, 2):
         name = _qualname(module)
-        names.append(name)
         if name in FUSED_LAYOUTS:
             return bool(FUSED_LAYOUTS[name](module)), name
-    return False, names[-1] if names else "unknown"
+    return False, name
 
 
 def fused_dims(key: str, t_shape: Sequence[int], s_shape: Sequence[int], model: object = None) -> Optional[Dims]:
