@@ -138,3 +138,20 @@ def test_older_bert_checkpoint_names_are_read(bert_dir, tmp_path):
     a = wh.select(old, "hidden_size=16,num_attention_heads=2").state_dict
     b = wh.select(bert_dir, "hidden_size=16,num_attention_heads=2").state_dict
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["random", "uniform"])
+def test_bert_masked_lm_transform_uses_the_index_set_of_the_tied_embeddings(tmp_path, method):
+    """The MLM transform's output feeds the decoder, whose weight is the word embeddings: its rows
+    must be the teacher rows of the embedding columns the student kept (read from the weights, not
+    the manifest). With `random`, another index set per axis name gave other rows."""
+    teacher_dir = save_teacher("bert_mlm", BERT, tmp_path / "t")
+    out = wh.select(teacher_dir, "hidden_size=16,num_attention_heads=2", method=method, seed=3).save(tmp_path / "s")
+    t = state(load_strict(teacher_dir, "AutoModelForMaskedLM"))
+    s = state(load_strict(out, "AutoModelForMaskedLM"))
+    emb_t, emb_s = t["bert.embeddings.word_embeddings.weight"], s["bert.embeddings.word_embeddings.weight"]
+    idx = [next(j for j in range(emb_t.shape[1]) if torch.equal(emb_t[:, j], emb_s[:, i])) for i in range(emb_s.shape[1])]
+    w_t, w_s = t["cls.predictions.transform.dense.weight"], s["cls.predictions.transform.dense.weight"]
+    assert torch.equal(w_s, w_t[idx][:, idx])
+    for key in ("cls.predictions.transform.dense.bias", "cls.predictions.transform.LayerNorm.weight"):
+        assert torch.equal(s[key], t[key][idx])

@@ -26,6 +26,10 @@ from weightselect.io import WeightsFileError
     (dict(rope_parameters={"rope_theta": 500000.0, "rope_type": "default"}), "rotary settings differ .*rope_theta: 10000.0 -> 500000.0.*allow_rope_change"),
     (dict(tie_word_embeddings=False), "tie_word_embeddings differs"),
     (dict(hiden_size=16), "'hiden_size' is not a field .*did you mean hidden_size"),
+    (dict(num_hidden_layers=0), r"student num_hidden_layers=0: num_hidden_layers is a size; .*at least 1 \(the teacher's is 4\)"),
+    (dict(num_hidden_layers=-1), r"student num_hidden_layers=-1: .*at least 1"),
+    (dict(hidden_size="sixty"), r"student hidden_size='sixty': hidden_size is a size; give a whole number"),
+    (dict(intermediate_size=40.5), r"student intermediate_size=40\.5: .*whole number"),
 ])
 def test_llama_refusals_name_the_fix(llama_dir, student, message):
     with pytest.raises(ValueError, match=message):
@@ -163,3 +167,28 @@ def test_pytorch_bin_teacher_is_read_with_weights_only(llama_dir, tmp_path):
     a = wh.select(folder, "hidden_size=16").state_dict
     b = wh.select(llama_dir, "hidden_size=16").state_dict
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_options_of_timm_teachers_are_refused_for_a_transformers_teacher(llama_dir, tmp_path, capsys):
+    """--skip-head-keys was silently ignored for a transformers teacher."""
+    for extra in (["--skip-head-keys"], ["--teacher-id", "header"]):
+        rc = main(["select", "--teacher", str(llama_dir), "--student", "hidden_size=16", "-o", str(tmp_path / "s"), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "--skip-head-keys and --teacher-id apply to timm teachers" in err[0]
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_folder_without_config_json_is_named_as_such(tmp_path, capsys):
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    rc = main(["select", "--teacher", str(folder), "--student", "vit_tiny_patch16_224", "-o", str(tmp_path / "i.safetensors")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"--teacher {folder} is a folder without config.json" in err[0]
+
+
+def test_a_hidden_size_that_the_heads_do_not_divide_is_named_as_such(tmp_path):
+    """It was reported as "head dimension 7" (30 // 4): the cause is the head count."""
+    gpt2 = save_teacher("gpt2", GPT2, tmp_path / "gpt2")
+    with pytest.raises(ValueError, match=r"hidden_size 30 is not a multiple of its num_attention_heads 4: .*hidden_size = 4 x 8"):
+        wh.select(gpt2, "n_embd=30")

@@ -39,6 +39,9 @@ def run_hf_select(args: argparse.Namespace) -> int:
 
     if getattr(args, "exclude", None) or getattr(args, "teacher_kwargs", None):
         raise ValueError("--exclude and --teacher-kwargs apply to timm models; a transformers student is a config")
+    if getattr(args, "skip_head_keys", False) or getattr(args, "teacher_id", "sha256") != "sha256":
+        raise ValueError("--skip-head-keys and --teacher-id apply to timm teachers; a transformers student's head "
+                         "is its config's (num_labels, tied embeddings) and is selected with the model: remove them")
     out = Path(args.output)
     if out.suffix == ".safetensors":
         raise ValueError(f"for a transformers teacher the output is a folder: name it '{out.with_suffix('')}'")

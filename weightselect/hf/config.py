@@ -13,6 +13,7 @@ import difflib
 import filecmp
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -32,7 +33,6 @@ AXIS_WORDS = {
     "rope_pairs": "rotary pairs (head_dim / 2)",
     "mlp_hidden": "MLP width (intermediate_size / n_inner)",
     "pooler": "pooler width",
-    "mlm_transform": "masked-LM transform width",
 }
 
 
@@ -57,9 +57,22 @@ def parse_overrides(text: str) -> Dict[str, Any]:
     return out
 
 
+_SIZE_FIELD = re.compile(r"^(num_|n_)|(_size|_dim|_layers|_heads|_embd|intermediate.*)$")
+
+
+def _check_size(key: str, value: Any, teacher_value: Any) -> None:
+    """A size field (layers, widths, heads) of the teacher's config is a whole number of at least 1."""
+    if isinstance(teacher_value, bool) or not isinstance(teacher_value, int) or teacher_value < 1:
+        return
+    if _SIZE_FIELD.search(key) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"student {key}={value!r}: {key} is a size; give a whole number of at least 1 "
+                         f"(the teacher's is {teacher_value})")
+
+
 def _apply_overrides(config: Any, overrides: Mapping[str, Any], teacher: Any) -> None:
     known = set(teacher.to_dict()) | set(getattr(teacher, "attribute_map", {}) or {})
     for key, value in overrides.items():
+        _check_size(key, value, getattr(teacher, key, None))
         is_property = hasattr(teacher, key) and not callable(getattr(teacher, key))  # e.g. num_labels
         if key not in known and not is_property:
             close = difflib.get_close_matches(key, sorted(known), n=3)
@@ -132,6 +145,13 @@ def _check_tokenizer(teacher: Any, student: Any, t_folder: Path, s_folder: Optio
 
 
 def _check_heads(fam: HFFamily, teacher: Any, student: Any, select_head_dim: bool) -> None:
+    hidden, heads = getattr(student, "hidden_size", None), getattr(student, "num_attention_heads", None)
+    if getattr(student, "head_dim", None) is None and hidden and heads and hidden % heads:
+        raise ValueError(
+            f"the student's hidden_size {hidden} is not a multiple of its num_attention_heads {heads}: a head "
+            f"would not be whole; choose hidden_size = {heads} x {head_dim_of(teacher)} to keep the teacher's "
+            "head dimension, or another head count"
+        )
     t_hd, s_hd = head_dim_of(teacher), head_dim_of(student)
     if fam.rotary:
         s_heads = int(student.num_attention_heads)

@@ -171,9 +171,10 @@ BERT = Family(
         (r"{L}\.output\.dense\.weight", (H, "{L}.mlp_hidden")),
         (r"(bert\.)?pooler\.dense\.weight", ("pooler", H)),
         (r"(bert\.)?pooler\.dense\.bias", ("pooler",)),
-        (r"cls\.predictions\.transform\.dense\.weight", ("mlm_transform", H)),
-        (r"cls\.predictions\.transform\.(dense\.bias|LayerNorm\.weight|LayerNorm\.bias)", ("mlm_transform",)),
-        (r"cls\.predictions\.decoder\.weight", (None, "mlm_transform")),
+        # the transform's output is what the decoder reads: columns of the word embeddings it is tied to
+        (r"cls\.predictions\.transform\.dense\.weight", (H, H)),
+        (r"cls\.predictions\.transform\.(dense\.bias|LayerNorm\.weight|LayerNorm\.bias)", (H,)),
+        (r"cls\.predictions\.decoder\.weight", (None, H)),
         (r"cls\.predictions\.(decoder\.)?bias", (None,)),
     ],
     components={"attention": r"\.attention\.", "mlp": r"\.(intermediate|output)\.dense", "norm": r"LayerNorm"},
@@ -185,7 +186,7 @@ def _bert_sizes(c: Any) -> Dict[str, int]:
     h = int(c.hidden_size)
     return {
         H: h, "heads": int(c.num_attention_heads), "head_dim": head_dim_of(c),
-        "mlp_hidden": int(c.intermediate_size), "pooler": h, "mlm_transform": h,
+        "mlp_hidden": int(c.intermediate_size), "pooler": h,
     }
 
 

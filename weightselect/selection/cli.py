@@ -48,6 +48,9 @@ def run_select(args: argparse.Namespace) -> int:
 
     if is_hf_teacher(args.teacher):  # a transformers folder or hub id: weightselect.hf
         return run_hf_select(args)
+    if Path(args.teacher).is_dir():
+        raise ValueError(f"--teacher {args.teacher} is a folder without config.json: a transformers teacher is a "
+                         "save_pretrained folder (config.json and its weights), a timm teacher a weights file")
     from weightselect.io import exclusive_lock  # torch and the library load only when a command runs
 
     out = Path(args.output)
