@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -475,18 +475,38 @@ def torch_load_reason(exc: BaseException) -> str:
     return first if "weights_only" not in first else type(exc).__name__
 
 
-def _unwrap_checkpoint(obj: Any, path: Path) -> Dict[str, torch.Tensor]:
-    """Accept a bare state dict or the usual {'model': ..., 'state_dict': ...} wrappers."""
+CHECKPOINT_KEYS = ("model", "state_dict", "model_state", "module")  # preferred in this order
+EMA_KEYS = ("model_ema", "state_dict_ema", "ema", "module_ema")  # timm's and the release's EMA entries
+
+
+def checkpoint_entries(obj: Any) -> List[str]:
+    """The keys of a checkpoint dict whose value is a whole state dict (tensors only)."""
+    if not isinstance(obj, Mapping):
+        return []
+    return [k for k, v in obj.items() if isinstance(k, str) and isinstance(v, Mapping) and v
+            and all(isinstance(t, torch.Tensor) for t in v.values())]
+
+
+def _unwrap_checkpoint(obj: Any, path: Path, key: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
+    """A bare state dict, or the state dict under ``key`` of a {'model': ..., 'model_ema': ...}
+    wrapper (default: the first of CHECKPOINT_KEYS, the non-EMA weights). Returns it and the key
+    used (None for a bare state dict). Raises WeightsFileError naming the entries when ``key`` is
+    not one of them, or when there are no tensors."""
+    entries = checkpoint_entries(obj)
+    if key is not None:
+        if key not in entries:
+            raise WeightsFileError(f"{path}: no state dict under '{key}'; its state dicts: {', '.join(entries) or 'none'} "
+                                   "(--checkpoint-key)")
+        return dict(obj[key]), key
+    for name in CHECKPOINT_KEYS:
+        if name in entries:
+            return dict(obj[name]), name
     if isinstance(obj, Mapping):
-        for key in ("model", "state_dict", "model_state", "module"):
-            inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner and all(
-                isinstance(v, torch.Tensor) for v in inner.values()
-            ):
-                return dict(inner)
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors:
-            return tensors
+            return tensors, None
+        if entries:
+            return dict(obj[entries[0]]), entries[0]
     raise WeightsFileError(f"{path}: no tensors found (expected a state dict)")
 
 
@@ -510,20 +530,32 @@ def _check_not_safetensors(path: Path) -> None:
                                "(a file not named .safetensors is read as a PyTorch file)")
 
 
-def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> Dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike, device: str = "cpu", checkpoint_key: Optional[str] = None
+                    ) -> Dict[str, torch.Tensor]:
     """Load a whole weights file: ``.safetensors`` or a PyTorch file with ``weights_only=True``.
 
-    Raises WeightsFileError for a missing or unreadable file, and for a safetensors file under
-    another suffix (rename it).
+    ``checkpoint_key``: the entry of a PyTorch checkpoint to read (``model``, ``model_ema``, ...;
+    default: :func:`read_checkpoint`'s choice). Raises WeightsFileError for a missing or unreadable
+    file, and for a safetensors file under another suffix (rename it).
     """
+    return read_checkpoint(path, device, checkpoint_key)[0]
+
+
+def read_checkpoint(path: str | os.PathLike, device: str = "cpu", checkpoint_key: Optional[str] = None
+                    ) -> Tuple[Dict[str, torch.Tensor], Optional[str], List[str]]:
+    """:func:`load_state_dict` that also returns the checkpoint entry read (None for a bare state
+    dict or a safetensors file) and the file's state-dict entries (``model``, ``model_ema``...)."""
     path = Path(path)
     if not path.is_file():
         raise not_a_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
+        if checkpoint_key is not None:
+            raise WeightsFileError(f"{path}: a safetensors file holds one state dict; --checkpoint-key applies to "
+                                   "PyTorch checkpoints")
         try:
-            return load_file(str(path), device=device)
+            return load_file(str(path), device=device), None, []
         except Exception as exc:  # safetensors raises its own error types
             raise WeightsFileError(f"{path}: not a valid safetensors file ({exc})") from exc
     _check_not_safetensors(path)
@@ -534,7 +566,8 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> Dict[str, t
             f"{path}: cannot be read as a PyTorch weights file with weights_only=True ({torch_load_reason(exc)}). "
             "Convert it to safetensors, or re-save it as a plain state dict."
         ) from exc
-    return _unwrap_checkpoint(obj, path)
+    state, used = _unwrap_checkpoint(obj, path, checkpoint_key)
+    return state, used, checkpoint_entries(obj)
 
 
 class TensorSource:
@@ -551,6 +584,7 @@ class TensorSource:
         self.description = description
         self._closer = closer
         self._reader = reader
+        self.checkpoint: Optional[Dict[str, Any]] = None  # {"key", "entries"} of a wrapped PyTorch checkpoint
 
     def keys(self):
         return list(self._shapes)
@@ -754,18 +788,20 @@ def _borrowed(buf: bytearray, offset: int, nbytes: int, shape, dtype) -> torch.T
     return torch.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset).reshape(shape)
 
 
-def open_tensor_source(path: str | os.PathLike) -> TensorSource:
+def open_tensor_source(path: str | os.PathLike, checkpoint_key: Optional[str] = None) -> TensorSource:
     """Open a weights file for tensor-by-tensor reads (lazy for safetensors).
 
     A safetensors file is read with plain positioned reads (no memory map), so the process holds
     only the tensors it keeps: ``get`` reads one tensor into a buffer of its own; ``iter_tensors``
     reads many in file order through one reused buffer (16 MiB, or the largest tensor).
+    A PyTorch checkpoint is loaded whole (``checkpoint_key``: its entry, as :func:`read_checkpoint`);
+    the source's ``checkpoint`` attribute says which entry was read and which there were.
     Raises WeightsFileError for a missing, truncated or malformed file.
     """
     path = Path(path)
     if not path.is_file():
         raise not_a_file(path)
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" and checkpoint_key is None:
         fh = open(path, "rb")
         try:
             header, base = _read_safetensors_header(fh, path)
@@ -783,7 +819,10 @@ def open_tensor_source(path: str | os.PathLike) -> TensorSource:
         shapes = {k: v["_parsed"][2] for k, v in header.items()}
         reader = _safetensors_reader(fh.fileno(), header, base, path)
         return TensorSource(shapes, get, str(path), closer=fh.close, reader=reader)
-    return TensorSource.from_state_dict(load_state_dict(path), str(path))
+    state, used, entries = read_checkpoint(path, checkpoint_key=checkpoint_key)
+    source = TensorSource.from_state_dict(state, str(path))
+    source.checkpoint = {"key": used, "entries": entries} if used is not None else None
+    return source
 
 
 def _pread_into(fd: int, buf, offset: int) -> int:

@@ -205,3 +205,35 @@ def test_hub_resolves_reads_the_endpoint_host(monkeypatch):
     assert hub_resolves("https://mirror.example.org") is True
     assert hub_resolves("https://hub.example.org/") is False
     assert asked == [("mirror.example.org", 443), ("hub.example.org", 443)]
+
+
+def test_half_precision_teacher_is_said_and_kept_on_request(vit_small):
+    """The conversion to the student's float32 is recorded; dtype='teacher' keeps the teacher's values as stored."""
+    teacher = {k: v.to(torch.float16) for k, v in vit_small.state_dict().items()}
+    default = select(teacher, TINY)
+    assert default.manifest["dtype"] == {"teacher": ["float16"], "selected": ["float32"], "choice": "student"}
+    kept = select(teacher, TINY, dtype="teacher")
+    w = kept.state_dict["blocks.0.mlp.fc1.weight"]
+    assert w.dtype == torch.float16 and torch.equal(w, teacher["blocks.0.mlp.fc1.weight"][::2, ::2])
+    assert kept.manifest["dtype"]["selected"] == ["float16"] and kept.manifest["dtype"]["choice"] == "teacher"
+    assert select(teacher, TINY, dtype="bfloat16").state_dict["blocks.0.mlp.fc1.weight"].dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype 'half': choose one of student, teacher"):
+        select(teacher, TINY, dtype="half")
+
+
+def test_a_checkpoint_with_ema_weights_reads_the_chosen_state_dict(tmp_path, vit_small):
+    """{'model': ..., 'model_ema': ...} (the release's and timm's checkpoints): the non-EMA weights by
+    default, said in the manifest; checkpoint_key='model_ema' reads the EMA weights."""
+    sd = vit_small.state_dict()
+    ema = {k: v + 1 for k, v in sd.items()}
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": sd, "model_ema": ema, "epoch": 299}, path)
+    default = select(str(path), TINY)
+    assert default.manifest["teacher"]["checkpoint_key"] == "model"
+    assert default.manifest["teacher"]["checkpoint_entries"] == ["model", "model_ema"]
+    assert torch.equal(default.state_dict["blocks.0.mlp.fc1.weight"], sd["blocks.0.mlp.fc1.weight"][::2, ::2])
+    chosen = select(str(path), TINY, checkpoint_key="model_ema")
+    assert chosen.manifest["teacher"]["checkpoint_key"] == "model_ema"
+    assert torch.equal(chosen.state_dict["blocks.0.mlp.fc1.weight"], ema["blocks.0.mlp.fc1.weight"][::2, ::2])
+    with pytest.raises(WeightsFileError, match=r"no state dict under 'state_dict_ema'; its state dicts: model, model_ema"):
+        select(str(path), TINY, checkpoint_key="state_dict_ema")

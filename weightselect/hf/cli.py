@@ -39,9 +39,13 @@ def run_hf_select(args: argparse.Namespace) -> int:
 
     if getattr(args, "exclude", None) or getattr(args, "teacher_kwargs", None):
         raise ValueError("--exclude and --teacher-kwargs apply to timm models; a transformers student is a config")
-    if getattr(args, "skip_head_keys", False) or getattr(args, "teacher_id", "sha256") != "sha256":
-        raise ValueError("--skip-head-keys and --teacher-id apply to timm teachers; a transformers student's head "
-                         "is its config's (num_labels, tied embeddings) and is selected with the model: remove them")
+    timm_only = [o for o, on in (("--skip-head-keys", getattr(args, "skip_head_keys", False)),
+                                 ("--teacher-id", getattr(args, "teacher_id", "sha256") != "sha256"),
+                                 ("--dtype", getattr(args, "dtype", "student") != "student"),
+                                 ("--checkpoint-key", getattr(args, "checkpoint_key", None) is not None)) if on]
+    if timm_only:
+        raise ValueError(f"{' and '.join(timm_only)} apply to timm teachers; a transformers student is written in its "
+                         "config's dtype, with the head its config declares (num_labels, tied embeddings): remove them")
     out = Path(args.output)
     if out.suffix == ".safetensors":
         raise ValueError(f"for a transformers teacher the output is a folder: name it '{out.with_suffix('')}'")

@@ -74,6 +74,8 @@ def _select(args: argparse.Namespace, out: Path) -> int:
         student_kwargs=args.student_kwargs,
         teacher_kwargs=args.teacher_kwargs,
         skip_head_keys=args.skip_head_keys,
+        dtype=args.dtype,
+        checkpoint_key=args.checkpoint_key,
         teacher_identity=args.teacher_id,
     )
     result.save(out)
@@ -132,6 +134,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--exclude", nargs="*", default=[], metavar="COMPONENT",
                    help="components left at default init (e.g. patch_embed pos_embed attention norm mlp)")
+    p.add_argument("--dtype", choices=("student", "teacher", "float32", "float16", "bfloat16"), default="student",
+                   help="dtype of the selected tensors: the student's (default, float32), the teacher's, or a name")
+    p.add_argument("--checkpoint-key", default=None, metavar="KEY",
+                   help="the state dict of a PyTorch checkpoint holding several (e.g. model_ema, state_dict_ema); "
+                        "default: the non-EMA one (model, state_dict)")
     p.add_argument("--skip-head-keys", action="store_true",
                    help="leave every parameter whose name contains 'head' at default init, as the paper's release")
     p.add_argument("--teacher-id", choices=TEACHER_IDENTITIES, default="sha256",

@@ -435,10 +435,26 @@ def _total(tensor: torch.Tensor) -> float:
     return float(tensor.sum(dtype=torch.float32) if tensor.element_size() < 4 else tensor.sum())
 
 
-def _select_entry(entry: "_Entry", t_tensor: torch.Tensor, method, seed, family, axis_indices) -> Tuple[torch.Tensor, bool]:
+DTYPES = ("student", "teacher", "float32", "float16", "bfloat16")
+
+
+def _dtype_note(t_dtypes, selected, dtype: str) -> Dict[str, Any]:
+    """The manifest's ``dtype``: the teacher's floating dtypes read, the selected tensors' and the choice."""
+    name = lambda d: str(d).replace("torch.", "")  # noqa: E731
+    out = sorted({name(v.dtype) for v in selected.values() if v.is_floating_point()})
+    note = {"teacher": sorted(name(d) for d in t_dtypes), "selected": out, "choice": dtype}
+    if note["teacher"] != out and out:
+        log.warning("the teacher's %s weights were converted to %s (dtype='%s'; 'teacher' keeps them)",
+                    "/".join(note["teacher"]), "/".join(out), dtype)
+    return note
+
+
+def _select_entry(entry: "_Entry", t_tensor: torch.Tensor, method, seed, family, axis_indices,
+                  dtype: str = "student") -> Tuple[torch.Tensor, bool]:
     """One student tensor from its (possibly borrowed) teacher tensor, never a view of it, and
     whether the selected values are finite (checked before any dtype change)."""
     borrowed = t_tensor.untyped_storage().data_ptr()
+    t_dtype = t_tensor.dtype
     if entry.resample is not None:
         t_tensor = entry.resample(t_tensor.float(), entry.s_full)
     t_tensor = t_tensor.reshape(entry.t_shape)
@@ -449,26 +465,29 @@ def _select_entry(entry: "_Entry", t_tensor: torch.Tensor, method, seed, family,
         out = out.reshape(entry.s_full)
     finite = not out.is_floating_point() or math.isfinite(_total(out))
     if out.is_floating_point() and entry.dtype.is_floating_point:
-        out = out.to(entry.dtype)
+        out = out.to({"student": entry.dtype, "teacher": t_dtype}.get(dtype) or getattr(torch, dtype))
     out = out.contiguous()
     if out.untyped_storage().data_ptr() == borrowed:
         out = out.clone()  # the read buffer is reused for the next tensors
     return out, finite
 
 
-def _read_and_select(source, entries, method, seed, family, axis_indices) -> Dict[str, torch.Tensor]:
+def _read_and_select(source, entries, method, seed, family, axis_indices, dtype: str = "student"):
     """Read the teacher in one pass in file order (``TensorSource.iter_tensors``; the file's sha256,
     when not known yet, is computed in the same pass) and select. NaN/inf among the selected values
     is an error naming every teacher tensor they come from (after all are read, so that the message
     is complete). The check is the sum of the selected values (float32 at least), through which NaN
-    and inf always propagate."""
+    and inf always propagate. Returns the selected tensors and the teacher's floating dtypes read."""
     by_key: Dict[str, List[_Entry]] = {}
+    t_dtypes = set()
     for entry in entries:
         by_key.setdefault(entry.teacher_key, []).append(entry)
     out: Dict[str, torch.Tensor] = {}
     non_finite = set()
     hasher = source.hasher()
     for t_key, t_tensor in source.tensors.iter_tensors(list(by_key), hasher):
+        if t_tensor.is_floating_point():
+            t_dtypes.add(t_tensor.dtype)
         for entry in by_key[t_key]:
             if entry.dtype.is_floating_point and not t_tensor.is_floating_point():
                 raise ValueError(
@@ -476,7 +495,7 @@ def _read_and_select(source, entries, method, seed, family, axis_indices) -> Dic
                     "where the student has floating-point weights: weight selection takes floating-point weights "
                     "(an integer or quantized checkpoint); dequantize it, or use the float checkpoint"
                 )
-            out[entry.key], finite = _select_entry(entry, t_tensor, method, seed, family, axis_indices)
+            out[entry.key], finite = _select_entry(entry, t_tensor, method, seed, family, axis_indices, dtype)
             if not finite:
                 non_finite.add(t_key)  # NaN/inf among the selected values (a sum keeps them)
     source.finish_identity(hasher)
@@ -487,7 +506,7 @@ def _read_and_select(source, entries, method, seed, family, axis_indices) -> Dic
             f"the teacher ({source.description['source']}) has NaN or inf among the values selected from "
             f"{len(bad)} of its tensors: {shown}; its weights are corrupt or diverged: use another checkpoint"
         )
-    return {entry.key: out[entry.key] for entry in entries}
+    return {entry.key: out[entry.key] for entry in entries}, t_dtypes
 
 
 def _teacher_only(t_shapes, entries, lmap: LayerMap, skip) -> List[str]:
@@ -528,6 +547,8 @@ def select(
     teacher_kwargs: Optional[Mapping[str, Any]] = None,
     skip_head_keys: bool = False,
     teacher_identity: str = "sha256",
+    dtype: str = "student",
+    checkpoint_key: Optional[str] = None,
 ) -> SelectionResult:
     """Initialize ``student`` from ``teacher`` by weight selection.
 
@@ -547,16 +568,24 @@ def select(
     bit; by default the classifier is selected when the class counts match and ConvNeXt's final
     ``head.norm`` (a LayerNorm of the last stage, not part of the classifier) is always inherited.
 
+    ``dtype``: the floating dtype of the selected tensors: ``student`` (default: the student model's,
+    as timm builds it, float32), ``teacher`` (kept as stored), or a name (``float32``, ``float16``,
+    ``bfloat16``). ``checkpoint_key``: the state dict of a PyTorch checkpoint holding several
+    (``model`` or ``model_ema``, ``state_dict`` or ``state_dict_ema``); by default the non-EMA one.
+    Both choices are recorded in the manifest (``dtype``; ``teacher.checkpoint_key``).
+
     Raises ``ValueError`` (one line, naming the tensor or module and the fix) when the pair cannot
     be selected, and ``NonFiniteTeacherError`` when teacher tensors the student needs hold NaN/inf.
     """
     _check_names(method, layers)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype '{dtype}': choose one of {', '.join(DTYPES)}")
     seed = int(seed)
     model, student_dict = _student_model(student, student_kwargs)
     s_state = model.state_dict()
     clf_keys = classifier_keys(model)
 
-    source = strip_wrappers(open_teacher(teacher, teacher_kwargs, teacher_identity), s_state.keys())
+    source = strip_wrappers(open_teacher(teacher, teacher_kwargs, teacher_identity, checkpoint_key), s_state.keys())
     try:
         source = convert_upstream(source, model, s_state.keys())
         t_shapes = source.tensors.shapes
@@ -576,7 +605,7 @@ def select(
 
         log.info("family %s; layer map: %s", family.name, lmap.as_dict() or "identity")
         log.info("%d axes: %s", len(axes), ", ".join(f"{a} {t}->{s}" for a, (t, s, _) in list(axes.items())[:12]))
-        selected = _read_and_select(source, entries, method, seed, family, axis_indices)
+        selected, t_dtypes = _read_and_select(source, entries, method, seed, family, axis_indices, dtype)
     finally:
         source.close()
     teacher_only = _teacher_only(t_shapes, entries, lmap, skip)
@@ -589,7 +618,7 @@ def select(
         "head": head, "reinitialized": reinitialized, "excluded": list(excluded),
         "resampled": [e.key for e in entries if e.resample is not None], "teacher_only": teacher_only,
         "skip_head_keys": bool(skip_head_keys), "stripped_prefixes": source.stripped,
-        "weightselect_version": __version__,
+        "dtype": _dtype_note(t_dtypes, selected, dtype), "weightselect_version": __version__,
     }
     log.info("selected %d tensors; head %s; %d left at default init", len(selected), head, len(reinitialized))
     return SelectionResult(selected, manifest)

@@ -148,7 +148,8 @@ def _looks_like_path(value: str) -> bool:
 
 
 def open_teacher(
-    teacher: Any, teacher_kwargs: Optional[Mapping[str, Any]] = None, identity: str = "sha256"
+    teacher: Any, teacher_kwargs: Optional[Mapping[str, Any]] = None, identity: str = "sha256",
+    checkpoint_key: Optional[str] = None,
 ) -> TeacherSource:
     """Open the teacher for tensor-by-tensor reads; see the module docstring for what it accepts.
 
@@ -157,6 +158,9 @@ def open_teacher(
     its tensors. Raises WeightsFileError for a missing file, ValueError for an unknown identity."""
     if identity not in IDENTITIES:
         raise ValueError(f"unknown teacher identity '{identity}'; choose one of {', '.join(IDENTITIES)}")
+    if checkpoint_key is not None and not (isinstance(teacher, (str, os.PathLike)) and _looks_like_path(os.fspath(teacher))):
+        raise ValueError("checkpoint_key (--checkpoint-key) chooses a state dict of a PyTorch checkpoint file; "
+                         "the teacher here is not one")
     if isinstance(teacher, nn.Module):
         sd = teacher.state_dict()
         cfg = getattr(teacher, "pretrained_cfg", None) or {}
@@ -193,12 +197,19 @@ def open_teacher(
             path = Path(value)
             if not path.is_file():
                 raise not_a_file(path, "teacher weights file")
-            tensors = open_tensor_source(path)
+            tensors = open_tensor_source(path, checkpoint_key)
             try:
                 description, hash_path = file_identity(path, str(value), identity)
             except BaseException:
                 tensors.close()
                 raise
+            checkpoint = getattr(tensors, "checkpoint", None)
+            if checkpoint:  # which state dict of a {'model': ..., 'model_ema': ...} checkpoint was read
+                description["checkpoint_key"] = checkpoint["key"]
+                description["checkpoint_entries"] = checkpoint["entries"]
+                if len(checkpoint["entries"]) > 1:
+                    log.warning("%s holds the state dicts %s; read '%s' (choose with --checkpoint-key)",
+                                path, ", ".join(checkpoint["entries"]), checkpoint["key"])
             return TeacherSource(tensors, description, hash_path=hash_path)
         return _open_pretrained(ModelSpec(value, dict(teacher_kwargs or {})), identity)
     raise TypeError(
