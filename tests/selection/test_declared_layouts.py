@@ -86,3 +86,27 @@ def test_the_declaration_is_the_module_class_read_from_the_student():
     assert families.fused_layout_known(_Net(8, 2, False), "blocks.0.attn.qkv.weight") == (
         True, "timm.layers.attention2d.Attention2d")
     assert families.fused_layout_known(_Net(8, 2, True), "blocks.0.attn.qkv.weight")[0] is False
+
+
+class _Grouped(nn.Module):
+    def __init__(self, width, groups):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 1)
+        self.conv = nn.Conv2d(width, width, 3, padding=1, groups=groups)
+        self.proj = nn.Conv2d(width, 8, 1)
+
+
+def test_a_grouped_convolution_whose_channels_change_is_refused():
+    """RegNet/ResNeXt: a student group would read channels of two teacher groups (with group size
+    16 -> 8 it was accepted); which teacher group a channel belongs to is not tracked, so it is refused."""
+    with pytest.raises(ValueError, match=r"'conv\.weight' \(\(64, 16, 3, 3\) -> \(32, 8, 3, 3\)\) belongs to a grouped "
+                                         r"convolution \(Conv2d with 4 groups\)"):
+        select(_Grouped(64, 4).state_dict(), _Grouped(32, 4))
+
+
+def test_a_depthwise_convolution_is_selected_channel_by_channel():
+    """groups == channels (ConvNeXt, EfficientNet): each channel is its own group; uniform keeps every other."""
+    teacher = _indexed(_Grouped(64, 64))
+    result = select(teacher, _Grouped(32, 32), method="uniform")
+    assert torch.equal(result.state_dict["conv.weight"], teacher["conv.weight"][::2])
+    assert torch.equal(result.state_dict["stem.weight"], teacher["stem.weight"][::2])

@@ -29,6 +29,7 @@ __all__ = [
     "fused_dims",
     "fused_layout_known",
     "packed_roles",
+    "grouped_conv",
     "PACKED_ROLES",
     "FUSED_LAYOUTS",
     "growing_inputs",
@@ -495,6 +496,16 @@ def packed_roles(model: object, key: str) -> Optional[str]:
         roles = PACKED_ROLES.get(_qualname(module), ())
         if child in roles or (child and child.split(".")[0] in roles):
             return _qualname(module) + (f".{child}" if child else "")
+    return None
+
+
+def grouped_conv(model: object, key: str) -> Optional[str]:
+    """The name and groups of the grouped convolution (1 < groups, not depthwise) owning ``key``,
+    else None: its channels are split into groups, each reading only its own group's inputs."""
+    for module, child in _owners(model, key, 1):
+        groups = getattr(module, "groups", 1)
+        if isinstance(groups, int) and groups > 1 and getattr(module, "in_channels", None) not in (None, groups):
+            return f"{type(module).__name__} with {groups} groups"
     return None
 
 

@@ -33,6 +33,7 @@ from weightselect.selection.families import (
     Fused,
     detect_family,
     fused_dims,
+    grouped_conv,
     growing_inputs,
     packed_roles,
     infer_dims,
@@ -153,6 +154,13 @@ def _at_rank(shape: Tuple[int, ...], rank: int, what: str) -> Tuple[int, ...]:
 def _entry_dims(family: Family, key: str, t_shape, s_shape, ctx) -> Tuple[Dims, bool]:
     """The axes of ``key``'s dimensions and whether they were inferred from shapes."""
     dims = family.dims(key, ctx)
+    grouped = grouped_conv(ctx.get("model"), key) if tuple(t_shape[:2]) != tuple(s_shape[:2]) else None
+    if grouped:  # which teacher group a student channel comes from is not tracked: never mix groups
+        raise ValueError(
+            f"'{key}' ({tuple(t_shape)} -> {tuple(s_shape)}) belongs to a grouped convolution ({grouped}): a change "
+            "of its channels would give student groups channels of several teacher groups; keep the widths of "
+            "grouped convolutions (RegNet, ResNeXt: width and group size) equal, or change the depth only"
+        )
     if dims is not None:
         return dims, False
     rank = min(len(t_shape), len(s_shape))
