@@ -110,3 +110,27 @@ def test_a_depthwise_convolution_is_selected_channel_by_channel():
     result = select(teacher, _Grouped(32, 32), method="uniform")
     assert torch.equal(result.state_dict["conv.weight"], teacher["conv.weight"][::2])
     assert torch.equal(result.state_dict["stem.weight"], teacher["stem.weight"][::2])
+
+
+def test_vit_with_a_latent_attention_pool_selects_the_pool_on_the_embedding_axis():
+    """global_pool='map' (timm's AttentionPoolLatent): its kv is [k | v] (reshape(B, N, 2, heads,
+    head_dim)); ViT-S -> ViT-T with uniform selection keeps every other channel of each block."""
+    teacher = timm.create_model("vit_small_patch16_224", global_pool="map", img_size=32)
+    t = _indexed(teacher)
+    result = select(t, {"name": "vit_tiny_patch16_224", "kwargs": {"global_pool": "map", "img_size": 32}})
+    s = result.state_dict
+    rows = torch.cat([torch.arange(0, 384, 2), torch.arange(384, 768, 2)])
+    assert torch.equal(s["attn_pool.kv.weight"], t["attn_pool.kv.weight"][rows][:, ::2])
+    assert torch.equal(s["attn_pool.latent"], t["attn_pool.latent"][..., ::2])
+    assert torch.equal(s["attn_pool.mlp.fc2.weight"], t["attn_pool.mlp.fc2.weight"][::2, ::2])
+
+
+def test_edgenext_is_not_taken_for_a_convnext():
+    """EdgeNeXt shares ConvNeXt's stem/stage/conv_dw names; its split-channel blocks are refused when
+    their chunks change, naming them, not as a ConvNeXt tensor without a rule."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in timm.create_model("edgenext_x_small").state_dict().items()}
+    assert families.detect_family(shapes).name == "generic"
+    teacher = {k: torch.zeros(v) for k, v in shapes.items()}
+    with pytest.raises(ValueError, match=r"convs\.0\.weight.*SplitTransposeBlock"):
+        select(teacher, {"name": "edgenext_x_small", "kwargs": {"dims": (16, 32, 80, 144)}})

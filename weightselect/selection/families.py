@@ -215,6 +215,20 @@ VIT = Family(
         (r"patch_embed\.proj\.bias", (E,)),
         (r"(norm_pre|norm|fc_norm|patch_embed\.norm)\.(weight|bias)", (E,)),
         *_transformer_block("{L}", E),
+        # global_pool='map': timm's AttentionPoolLatent (kv: reshape(B, N, 2, heads, head_dim), [k | v])
+        (r"attn_pool\.latent", (None, None, E)),
+        (r"attn_pool\.q\.weight", ("attn_pool.attn", E)),
+        (r"attn_pool\.q\.bias", ("attn_pool.attn",)),
+        (r"attn_pool\.kv\.weight", (Fused("attn_pool.attn", 2), E)),
+        (r"attn_pool\.kv\.bias", (Fused("attn_pool.attn", 2),)),
+        (r"attn_pool\.[qk]_norm\.(weight|bias)", (None,)),
+        (r"attn_pool\.proj\.weight", (E, "attn_pool.attn")),
+        (r"attn_pool\.proj\.bias", (E,)),
+        (r"attn_pool\.norm\.(weight|bias)", (E,)),
+        (r"attn_pool\.mlp\.fc1\.weight", ("attn_pool.mlp_hidden", E)),
+        (r"attn_pool\.mlp\.fc1\.bias", ("attn_pool.mlp_hidden",)),
+        (r"attn_pool\.mlp\.fc2\.weight", (E, "attn_pool.mlp_hidden")),
+        (r"attn_pool\.mlp\.fc2\.bias", (E,)),
         (r"(head|head_dist)\.weight", (None, E)),
         (r"(head|head_dist)\.bias", (None,)),
     ],
@@ -232,6 +246,12 @@ VIT = Family(
     # pos_embed is resampled from the models' token layouts (``tokens``), not from its shape alone
     resamplers={r"patch_embed\.proj\.weight": _resample_patch_kernel},
 )
+
+def _plain_convnext(shapes: Mapping[str, Tuple[int, ...]]) -> bool:
+    """ConvNeXt blocks only: EdgeNeXt shares its stem, stage and conv_dw names but adds split
+    depthwise convolutions (``convs``), cross-covariance attention (``xca``) and ``pos_embd``."""
+    return not any(re.search(r"\.(convs|xca)\.|pos_embd", k) for k in shapes)
+
 
 # --------------------------------------------------------------------------------------------
 # timm ConvNeXt (V1/V2; hierarchical). femto/atto/nano build the MLP from 1x1 convolutions
@@ -268,6 +288,7 @@ CONVNEXT = Family(
         "layer_scale": r"\.gamma$",
     },
     embedding_axes=r"stages\.\d+\.channels",
+    fits=_plain_convnext,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -462,6 +483,7 @@ PACKED_ROLES: Dict[str, Tuple[str, ...]] = {
     "timm.models.focalnet.FocalModulation": ("f",),
     "timm.models.mambaout.GatedConvBlock": ("fc1",),
     "timm.models.csatv2.SpatialTransformerBlock": ("qkv",),
+    "timm.models.edgenext.SplitTransposeBlock": ("convs",),  # depthwise convs over chunks of the channels
     "timm.layers.bottleneck_attn.BottleneckAttn": ("qkv",),
     "timm.layers.halo_attn.HaloAttn": ("kv",),
     "timm.layers.lambda_layer.LambdaLayer": ("qkv",),

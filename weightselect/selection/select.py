@@ -169,9 +169,9 @@ def _entry_dims(family: Family, key: str, t_shape, s_shape, ctx) -> Tuple[Dims, 
     if packed:
         raise ValueError(
             f"'{key}' ({t_r} -> {s_r}) is a projection whose output packs several roles with sizes of their own "
-            f"({packed}: e.g. q, k and v of each head, or gates), split in the module's forward: selected as "
-            "one axis it would mix them; keep its sizes equal between teacher and student (the module's "
-            "heads, key and value sizes, or hidden size)"
+            f"({packed}: q, k and v of each head, gates, or chunks of the channels), split in the module's "
+            "forward: selected as one axis it would mix them; keep its sizes equal between teacher and student "
+            "(the module's heads, key and value sizes, or hidden size)"
         )
     dims = fused_dims(key, t_r, s_r, ctx.get("model")) or infer_dims(t_r, s_r)
     return dims, family is not GENERIC and any(d is not None for d in dims)
