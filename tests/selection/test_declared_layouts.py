@@ -134,3 +134,27 @@ def test_edgenext_is_not_taken_for_a_convnext():
     teacher = {k: torch.zeros(v) for k, v in shapes.items()}
     with pytest.raises(ValueError, match=r"convs\.0\.weight.*SplitTransposeBlock"):
         select(teacher, {"name": "edgenext_x_small", "kwargs": {"dims": (16, 32, 80, 144)}})
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+def test_hiera_depth_is_mapped_stage_by_stage(as_file):
+    """Hiera numbers its blocks across stages (blocks.0..11 for stages (1, 2, 7, 2)): a student with
+    stages (1, 1, 2, 1) takes, per stage, the first blocks of that stage (0 | 1 | 3, 4 | 10); the
+    student computes exactly the teacher run through those blocks (the model's own forward). From a
+    file, the stages are read from the blocks that open one (their own `proj`)."""
+    import copy
+
+    torch.manual_seed(0)
+    teacher = timm.create_model("hiera_tiny_224").eval()
+    source = dict(teacher.state_dict()) if as_file else teacher
+    result = select(source, {"name": "hiera_tiny_224", "kwargs": {"stages": (1, 1, 2, 1)}})
+    student = timm.create_model("hiera_tiny_224", stages=(1, 1, 2, 1)).eval()
+    student.load_state_dict(result.state_dict)
+    truncated = copy.deepcopy(teacher)
+    truncated.blocks = nn.ModuleList([teacher.blocks[i] for i in (0, 1, 3, 4, 10)])
+    truncated.stage_ends = student.stage_ends
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(student(x), truncated(x))
+    with pytest.raises(ValueError, match="stage 1 of the student has 3 blocks, the teacher's 2"):
+        select(source, {"name": "hiera_tiny_224", "kwargs": {"stages": (1, 3, 2, 1)}})

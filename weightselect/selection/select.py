@@ -39,7 +39,7 @@ from weightselect.selection.families import (
     infer_dims,
     infer_layer_pattern,
 )
-from weightselect.selection.layers import LAYER_METHODS, LayerMap, build_layer_map
+from weightselect.selection.layers import LAYER_METHODS, LayerMap, build_layer_map, layer_indices
 from weightselect.selection.sources import convert_upstream, open_teacher, strip_wrappers
 from weightselect.selection.tokens import file_layout, model_layout, resample_pos_embed
 
@@ -517,6 +517,38 @@ def _read_and_select(source, entries, method, seed, family, axis_indices, dtype:
     return {entry.key: out[entry.key] for entry in entries}, t_dtypes
 
 
+def _stage_ends_from_shapes(t_shapes: Mapping[str, Tuple[int, ...]]) -> Optional[List[int]]:
+    """The last block of each stage of a Hiera-like teacher file: a block with its own ``proj``
+    (the width change that opens a stage) starts a new stage."""
+    blocks = sorted({int(m.group(1)) for k in t_shapes for m in [re.match(r"blocks\.(\d+)\.", k)] if m})
+    if not blocks:
+        return None
+    starts = [b for b in blocks if f"blocks.{b}.proj.weight" in t_shapes and b > 0]
+    return [s - 1 for s in starts] + [blocks[-1]]
+
+
+def _staged_layer_map(lmap: LayerMap, model: nn.Module, source, t_shapes, layers: str) -> LayerMap:
+    """Blocks numbered across stages (Hiera: ``blocks.0..N`` with ``stage_ends``): the layer map is
+    made stage by stage (layer selection within each stage, its first block pinned), never across."""
+    s_ends = getattr(model, "stage_ends", None)
+    if not s_ends or not isinstance(getattr(model, "blocks", None), (nn.ModuleList, nn.Sequential)):
+        return lmap
+    t_ends = list(getattr(source.model, "stage_ends", None) or _stage_ends_from_shapes(t_shapes) or [])
+    if len(t_ends) != len(s_ends):
+        raise ValueError(f"the student has {len(s_ends)} stages of blocks, the teacher {len(t_ends)}: the blocks "
+                         "are numbered across stages, so both need the same number of stages")
+    indices: List[int] = []
+    t_start, s_start = 0, 0
+    for stage, (t_end, s_end) in enumerate(zip(t_ends, s_ends)):
+        t_n, s_n = t_end + 1 - t_start, s_end + 1 - s_start
+        if s_n > t_n:
+            raise ValueError(f"stage {stage} of the student has {s_n} blocks, the teacher's {t_n}: the student "
+                             "must not be deeper in any stage")
+        indices += [t_start + i for i in layer_indices(layers, t_n, s_n, pin_first=True)]
+        t_start, s_start = t_end + 1, s_end + 1
+    return LayerMap(re.compile(r"^(?P<group>blocks)\.(?P<index>\d+)\."), {"blocks": indices})
+
+
 def _teacher_only(t_shapes, entries, lmap: LayerMap, skip) -> List[str]:
     """Teacher tensors no student tensor reads, outside the teacher layers that layer selection
     left out (e.g. a CLIP ViT's ``norm_pre``): skipped as the paper's release does, whose loop
@@ -600,6 +632,7 @@ def select(
         family = _family(source, t_shapes, s_state, student_dict)
         pattern = family.layer_re or _compiled(infer_layer_pattern(t_shapes.keys()))
         lmap = build_layer_map(t_shapes.keys(), s_state.keys(), pattern, layers, family.pin_first)
+        lmap = _staged_layer_map(lmap, model, source, t_shapes, layers)
 
         excluded = _excluded_keys(family, list(s_state), list(exclude))
         excluded_keys = {k for ks in excluded.values() for k in ks}
