@@ -158,3 +158,34 @@ def test_hiera_depth_is_mapped_stage_by_stage(as_file):
         assert torch.equal(student(x), truncated(x))
     with pytest.raises(ValueError, match="stage 1 of the student has 3 blocks, the teacher's 2"):
         select(source, {"name": "hiera_tiny_224", "kwargs": {"stages": (1, 3, 2, 1)}})
+
+
+def _suggested_exclude(message: str) -> str:
+    import re
+
+    return re.search(r"--exclude (\S+?)\)?(,? or|\)|$)", message).group(1)
+
+
+def test_the_suggested_exclude_is_the_whole_fix():
+    """Every tensor without a rule is named at once, and the --exclude the message gives selects: it
+    used to name one tensor, and the error moved to the next one of the same module."""
+    teacher = timm.create_model("vit_small_patch16_224", img_size=32)
+    t = dict(teacher.state_dict())
+    student = timm.create_model("vit_tiny_patch16_224", img_size=32)
+    for i in (0, 1):
+        t[f"blocks.{i}.attn.extra"] = torch.randn(100)
+        student.blocks[i].attn.register_parameter("extra", nn.Parameter(torch.zeros(50)))
+    with pytest.raises(ValueError, match=r"1 more tensors alike.*--exclude blocks\.0\.attn\.extra,blocks\.1\.attn\.extra\)") as err:
+        select(t, student)
+    result = select(t, student, exclude=[_suggested_exclude(str(err.value))])
+    assert {"blocks.0.attn.extra", "blocks.1.attn.extra"} <= set(result.manifest["reinitialized"])
+
+
+def test_the_comma_separated_exclude_of_missing_modules_selects():
+    """"--exclude a,b,c", as the missing-module message writes it, is read as three prefixes."""
+    teacher = timm.create_model("vit_small_patch16_224", img_size=32)
+    student = timm.create_model("vit_tiny_patch16_224", img_size=32, qk_norm=True)
+    with pytest.raises(ValueError, match=r"--exclude ") as err:
+        select(teacher, student)
+    result = select(teacher, student, exclude=[_suggested_exclude(str(err.value))])
+    assert "blocks.11.attn.q_norm.weight" in result.manifest["reinitialized"]

@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -126,8 +126,9 @@ def classifier_keys(model: nn.Module) -> List[str]:
 
 
 def _excluded_keys(family: Family, keys: Sequence[str], exclude: Sequence[str]) -> Dict[str, List[str]]:
+    """``{component or prefix: student names}``; an entry may list several, comma-separated."""
     out: Dict[str, List[str]] = {}
-    for comp in exclude:
+    for comp in [part for item in exclude for part in str(item).split(",") if part]:
         if comp in family.components:
             hit = [k for k in keys if comp in family.component_of(k)]
         else:
@@ -235,11 +236,21 @@ def _resolve_inferred(family: Family, lmap: LayerMap, entry: "_Entry", s_r, axes
             which = f"could be any of {', '.join(cands)}" if cands else "matches no axis of the family"
             raise ValueError(
                 f"'{entry.key}' {tuple(entry.s_full)} has no {family.name} rule and its dimension {d} "
-                f"({pair[0]} -> {pair[1]}) {which}: its selection cannot be told from shapes; exclude it "
-                f"(--exclude {entry.key}) or keep that width equal"
+                f"({pair[0]} -> {pair[1]}) {which}: its selection cannot be told from shapes"
             )
         out.append(Fused(cands[0], n) if n > 1 else cands[0])
     return tuple(out)
+
+
+def _exclude_names(keys: Sequence[str], all_keys: Iterable[str]) -> List[str]:
+    """The shortest --exclude for ``keys``: a module where all its parameters are among them, else
+    the parameter names themselves."""
+    keys, all_keys = list(keys), list(all_keys)
+    out: List[str] = []
+    for module in dict.fromkeys(k.rsplit(".", 1)[0] for k in keys if "." in k):
+        own = [k for k in all_keys if k.startswith(module + ".")]
+        out += [module] if set(own) <= set(keys) else [k for k in keys if k.startswith(module + ".")]
+    return list(dict.fromkeys(out + [k for k in keys if "." not in k]))
 
 
 def _missing_error(missing: List[Tuple[str, str]], teacher_only: bool, lmap: Optional[LayerMap] = None) -> ValueError:
@@ -254,12 +265,12 @@ def _missing_error(missing: List[Tuple[str, str]], teacher_only: bool, lmap: Opt
             f"the student's layers {where} hold modules their teacher layers lack ({shown}; {len(missing)} "
             f"parameters, e.g. {missing[0][0]}): the blocks differ "
             "in type or options there (e.g. attention blocks at the end of a stage, qk_norm); choose a student "
-            f"whose blocks have the teacher's modules, or leave these at init (--exclude {','.join(modules[:3])})"
+            f"whose blocks have the teacher's modules, or leave these at init (--exclude {','.join(modules)})"
         )
     return ValueError(
         f"the teacher has no tensor for the student's {shown} ({len(missing)} parameters, e.g. {missing[0][0]}): "
         f"the student has modules the teacher lacks; leave them at the student's init with "
-        f"--exclude {','.join(modules[:3])}, or build the student without them"
+        f"--exclude {','.join(modules)}, or build the student without them"
         + (" (the teacher's names do not look like this family at all)" if teacher_only else "")
     )
 
@@ -319,10 +330,20 @@ def _plan(
                 "as in DenseNet): with no family rule for it, which input channels belong to which layer cannot "
                 "be told, so a student of other widths or depth cannot be selected; keep them equal"
             )
+    failed = []
     for entry, s_r in inferred:  # after the rules: their axes are known
-        entry.dims = _resolve_inferred(family, lmap, entry, s_r, axes)
+        try:
+            entry.dims = _resolve_inferred(family, lmap, entry, s_r, axes)
+        except ValueError as exc:
+            failed.append((entry.key, str(exc)))
+            continue
         _add_axes(family, entry, s_r, axes)
         entries.append(entry)
+    if failed:  # every such tensor at once, so that the --exclude given is the whole fix
+        names = _exclude_names([k for k, _ in failed], s_state.keys())
+        more = f" ({len(failed) - 1} more tensors alike)" if len(failed) > 1 else ""
+        raise ValueError(f"{failed[0][1]}{more}; leave them at the student's init (--exclude {','.join(names)}) "
+                         "or keep that width equal")
     if inferred:
         log.warning("%d tensors have no %s rule; each took the one axis of its sizes: %s",
                     len(inferred), family.name, ", ".join(e.key for e, _ in inferred[:8]))
