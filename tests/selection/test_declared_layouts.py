@@ -189,3 +189,23 @@ def test_the_comma_separated_exclude_of_missing_modules_selects():
         select(teacher, student)
     result = select(teacher, student, exclude=[_suggested_exclude(str(err.value))])
     assert "blocks.11.attn.q_norm.weight" in result.manifest["reinitialized"]
+
+
+def test_resnext_depth_only_is_the_teacher_through_its_first_blocks():
+    """ResNeXt's grouped conv2 takes in_channels / groups inputs: it was refused as "not the same
+    structure". Depth only, the student computes exactly the teacher's first block of each stage."""
+    import copy
+
+    torch.manual_seed(0)
+    teacher = timm.create_model("resnet26", cardinality=32, base_width=4).eval()
+    kwargs = dict(layers=(1, 1, 1, 1), cardinality=32, base_width=4)
+    student = timm.create_model("resnet26", **kwargs).eval()
+    student.load_state_dict(select(teacher, {"name": "resnet26", "kwargs": kwargs}).state_dict)
+    truncated = copy.deepcopy(teacher)
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        setattr(truncated, name, getattr(teacher, name)[:1])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(student(x), truncated(x))
+    with pytest.raises(ValueError, match=r"layer1\.0\.conv2\.weight.*grouped convolution \(Conv2d with 32 groups\)"):
+        select(teacher, {"name": "resnet26", "kwargs": dict(cardinality=32, base_width=2)})

@@ -361,6 +361,10 @@ def _resnet_conv(env) -> Dims:
         "3": f"layer{s}.channels",
     }[conv]
     in_axis = {"1": _resnet_in(env), "2": f"{L}.width1", "3": f"{L}.width2"}[conv]
+    shapes = env.get("shapes") or {}
+    conv1, conv2 = shapes.get(f"{L}.conv1.weight"), shapes.get(f"{L}.conv2.weight")
+    if conv == "2" and conv1 and conv2 and conv2[1] != conv1[0]:  # ResNeXt: grouped, in_channels / groups
+        in_axis = None
     return (out_axis, in_axis, None, None)
 
 
