@@ -209,3 +209,10 @@ def test_resnext_depth_only_is_the_teacher_through_its_first_blocks():
         assert torch.equal(student(x), truncated(x))
     with pytest.raises(ValueError, match=r"layer1\.0\.conv2\.weight.*grouped convolution \(Conv2d with 32 groups\)"):
         select(teacher, {"name": "resnet26", "kwargs": dict(cardinality=32, base_width=2)})
+
+
+def test_other_meanings_of_stage_ends_keep_the_name_layer_map():
+    """GhostNet's stage_ends ([-1, 1, 3, ...], feature stages over nested blocks) is not Hiera's."""
+    teacher = timm.create_model("ghostnet_050")
+    result = select(teacher, {"name": "ghostnet_050"})
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in result.state_dict.items())

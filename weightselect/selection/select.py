@@ -551,8 +551,9 @@ def _stage_ends_from_shapes(t_shapes: Mapping[str, Tuple[int, ...]]) -> Optional
 def _staged_layer_map(lmap: LayerMap, model: nn.Module, source, t_shapes, layers: str) -> LayerMap:
     """Blocks numbered across stages (Hiera: ``blocks.0..N`` with ``stage_ends``): the layer map is
     made stage by stage (layer selection within each stage, its first block pinned), never across."""
-    s_ends = getattr(model, "stage_ends", None)
-    if not s_ends or not isinstance(getattr(model, "blocks", None), (nn.ModuleList, nn.Sequential)):
+    s_ends, blocks = getattr(model, "stage_ends", None), getattr(model, "blocks", None)
+    if (not s_ends or not isinstance(blocks, (nn.ModuleList, nn.Sequential)) or list(s_ends) != sorted(s_ends)
+            or s_ends[0] < 0 or s_ends[-1] != len(blocks) - 1):  # stage_ends as Hiera's: last block per stage
         return lmap
     t_ends = list(getattr(source.model, "stage_ends", None) or _stage_ends_from_shapes(t_shapes) or [])
     if len(t_ends) != len(s_ends):
