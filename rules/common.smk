@@ -10,9 +10,15 @@ from weightselect.io import read_yaml
 from weightselect.study import Run, Study, StudyConfigError, recipe_epochs
 from weightselect.training.recipe import RecipeError, resolve_recipe
 
-# YAML keeps the last of a key given twice (a variant or a study defined twice loses one silently)
+# YAML keeps the last of a key given twice (a variant or a study defined twice loses one silently);
+# the Snakefile read the workflow's own config.yaml already
 for _configfile in workflow.configfiles:
-    read_yaml(_configfile)  # DuplicateKeyError names the file, the key and both lines
+    if os.path.realpath(_configfile) != os.path.realpath(
+        os.path.join(workflow.basedir, "config.yaml")
+    ):
+        read_yaml(
+            _configfile
+        )  # DuplicateKeyError names the file, the key and both lines
 validate(config, schema="../schemas/config.schema.yaml")
 
 REHEARSAL = config.get("rehearsal", False) in (

@@ -476,7 +476,6 @@ def torch_load_reason(exc: BaseException) -> str:
 
 
 CHECKPOINT_KEYS = ("model", "state_dict", "model_state", "module")  # preferred in this order
-EMA_KEYS = ("model_ema", "state_dict_ema", "ema", "module_ema")  # timm's and the release's EMA entries
 
 
 def checkpoint_entries(obj: Any) -> List[str]:

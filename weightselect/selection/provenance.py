@@ -91,9 +91,12 @@ def check_expected(manifest: Mapping[str, Any], path: str | os.PathLike, expecte
         )
 
 
-def check_init_provenance(path: str | os.PathLike, expected: Optional[Mapping[str, Any]] = None) -> None:
-    """Both checks on the init file ``path`` (its manifest beside it; InitFileError if absent)."""
+def check_init_provenance(path: str | os.PathLike, expected: Optional[Mapping[str, Any]] = None,
+                          indices: bool = True) -> None:
+    """Both checks on the init file ``path`` (its manifest beside it; InitFileError if absent);
+    ``indices=False`` leaves the index sets to the trainer, which checks them as it reads the pair."""
     manifest = wio.read_json(wio.check_init_pair(Path(path)))
-    check_indices(manifest, path)
+    if indices:
+        check_indices(manifest, path)
     if expected:
         check_expected(manifest, path, expected)

@@ -589,11 +589,31 @@ def _teacher_only(t_shapes, entries, lmap: LayerMap, skip) -> List[str]:
     return out
 
 
-def _check_names(method: str, layers: str) -> None:
+def _check_names(method: str, layers: str, dtype: str = "student") -> None:
     if method not in elements.METHODS:
         raise ValueError(f"unknown selection method '{method}'; choose one of {', '.join(elements.METHODS)}")
     if layers not in LAYER_METHODS:
         raise ValueError(f"unknown layer selection '{layers}'; choose one of {', '.join(LAYER_METHODS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype '{dtype}': choose one of {', '.join(DTYPES)}")
+
+
+def _layer_map(family: Family, source, model: nn.Module, t_shapes, s_state, layers: str) -> LayerMap:
+    """Student layer -> teacher layer: by the family's layer names (or the repeated names of an
+    unknown family), stage by stage where blocks are numbered across stages."""
+    pattern = family.layer_re or _compiled(infer_layer_pattern(t_shapes.keys()))
+    lmap = build_layer_map(t_shapes.keys(), s_state.keys(), pattern, layers, family.pin_first)
+    return _staged_layer_map(lmap, model, source, t_shapes, layers)
+
+
+def _skipped(family: Family, lmap: LayerMap, t_shapes, s_state, clf_keys, exclude, skip_head_keys: bool):
+    """The excluded components ``{name: keys}``, the head's status and every student name left at
+    its default init (excluded, a classifier of another class count, or ``head`` names)."""
+    excluded = _excluded_keys(family, list(s_state), list(exclude))
+    head = "reinitialized" if skip_head_keys and clf_keys else _head_status(clf_keys, lmap, t_shapes, s_state)
+    skip = {k for ks in excluded.values() for k in ks} | (set(clf_keys) if head == "reinitialized" else set())
+    skip |= {k for k in s_state if "head" in k} if skip_head_keys else set()
+    return excluded, head, skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -639,9 +659,7 @@ def select(
     Raises ``ValueError`` (one line, naming the tensor or module and the fix) when the pair cannot
     be selected, and ``NonFiniteTeacherError`` when teacher tensors the student needs hold NaN/inf.
     """
-    _check_names(method, layers)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype '{dtype}': choose one of {', '.join(DTYPES)}")
+    _check_names(method, layers, dtype)
     seed = int(seed)
     model, student_dict = _student_model(student, student_kwargs)
     s_state = model.state_dict()
@@ -652,15 +670,8 @@ def select(
         source = convert_upstream(source, model, s_state.keys())
         t_shapes = source.tensors.shapes
         family = _family(source, t_shapes, s_state, student_dict)
-        pattern = family.layer_re or _compiled(infer_layer_pattern(t_shapes.keys()))
-        lmap = build_layer_map(t_shapes.keys(), s_state.keys(), pattern, layers, family.pin_first)
-        lmap = _staged_layer_map(lmap, model, source, t_shapes, layers)
-
-        excluded = _excluded_keys(family, list(s_state), list(exclude))
-        excluded_keys = {k for ks in excluded.values() for k in ks}
-        head = "reinitialized" if skip_head_keys and clf_keys else _head_status(clf_keys, lmap, t_shapes, s_state)
-        skip = set(excluded_keys) | (set(clf_keys) if head == "reinitialized" else set())
-        skip |= {k for k in s_state if "head" in k} if skip_head_keys else set()
+        lmap = _layer_map(family, source, model, t_shapes, s_state, layers)
+        excluded, head, skip = _skipped(family, lmap, t_shapes, s_state, clf_keys, exclude, skip_head_keys)
 
         special = _token_resamplers(family, source, model, t_shapes, s_state, skip)
         entries, axes = _plan(family, lmap, t_shapes, model, s_state, skip, special)

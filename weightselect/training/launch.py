@@ -114,7 +114,7 @@ def run_job(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: Any = Non
     if spec.get("expect_init") and init is not None:  # the variant's own init file, not another's
         from weightselect.selection.provenance import check_init_provenance
 
-        check_init_provenance(init, spec["expect_init"])
+        check_init_provenance(init, spec["expect_init"], indices=False)  # read_init checks the index sets
     check_gpus(gpus)
     processes = int(processes or max(gpus, 1))
     if processes > 1:

@@ -235,15 +235,14 @@ def _numbers(values: Mapping[str, Any]) -> Dict[str, Any]:
     """Text that is a number, for a numeric field, as that number: YAML 1.1 (PyYAML) reads ``1e-3``
     and ``5E-2`` as text, as users type them in --set, recipe files and config.yaml."""
     out = dict(values)
-    types = _field_types()
     for key, value in values.items():
-        tp = str(types.get(key))
-        if isinstance(value, str) and ("float" in tp or "int" in tp) and "str" not in tp:
+        tp = _base_type(key)
+        if isinstance(value, str) and tp in (int, float):
             try:
                 number = float(value)
             except ValueError:
                 continue
-            out[key] = int(number) if "float" not in tp and number.is_integer() else number
+            out[key] = int(number) if tp is int and number.is_integer() else number
     return out
 
 
@@ -263,11 +262,18 @@ def _check_schema(values: Mapping[str, Any], partial: bool = False) -> None:
         raise RecipeError(f"recipe {key}={values.get(key)!r}: {error.message}")
 
 
-def _cast(key: str, value: Any) -> Any:
-    """A schema-valid value as the field's Python type (int for 2.0, float for 0, tuple for lists)."""
-    tp = _field_types()[key]
+def _base_type(key: str) -> Any:
+    """A recipe field's type without Optional (int, float, bool, str or a Tuple type); None for an
+    unknown key."""
+    tp = _field_types().get(key)
     if typing.get_origin(tp) is typing.Union:
         tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    return tp
+
+
+def _cast(key: str, value: Any) -> Any:
+    """A schema-valid value as the field's Python type (int for 2.0, float for 0, tuple for lists)."""
+    tp = _base_type(key)
     if value is None or tp in (bool, str):
         return value
     if typing.get_origin(tp) is tuple:
