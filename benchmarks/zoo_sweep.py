@@ -12,7 +12,26 @@ selected from it:
 - ``width``     the widths halved (random selection with consistency, seed 0): the file must load
                 strictly, the student must run and give finite outputs, every tensor must be an
                 index selection of its teacher tensor, and every axis of the manifest must be one
-                index set shared by all tensors that carry it.
+                index set shared by all tensors that carry it; and, where the identity holds, by
+                function (below);
+- ``width34``   the widths at 3/4 (sizes that do not divide the teacher's), ``method="uniform"``
+                (rounded evenly spaced indices): the same checks as ``width``;
+- ``inner``     only the inner widths reduced (``mlp_ratio``, ``mlp_ratios``, ``ffn_ratio``, ...
+                halved; the residual width, heads and depth kept): index selection and function.
+
+The function check does not read the selection's plan. The teacher's tensors are coded with their
+own element indices and selected with the same method and seed as the real ones, so each student
+element names the teacher element it came from; the teacher with every element *not* selected set
+to zero (the masked teacher) must then compute the student's outputs (relative error < 1e-4). That
+identity holds when every operation that touches a reduced axis is linear or per channel with
+f(0) = 0 (linear and convolution layers, BatchNorm in eval, ReLU/GELU/SiLU, gates, pooling,
+attention with its heads unchanged). It does not hold, and the check says ``n/a`` with the module,
+where a LayerNorm/GroupNorm/RMSNorm-like module normalizes over a reduced dimension, or an
+attention's head count or head dimension (its scale) changes (the paper's element selection takes
+channels of the attention width, not whole heads); that decision is made from the two models'
+modules before the outputs are compared. A selection that couples the wrong units (fc1 rows that are not
+fc2's columns, q rows of one head with k rows of another, a channel of one group read as another's)
+makes the masked teacher differ from the student.
 
 Depths and widths are changed through the model arguments the timm entry point passes to its
 constructor (captured from ``build_model_with_cfg``): ``depth``/``depths``/``layers``/...,
@@ -57,7 +76,10 @@ WIDTH_ARGS = (
     "stem_width", "num_init_features", "growth_rate", "channel_multiplier", "width_multiplier",
     "width_mult", "stem_chs", "num_features",
 )
+INNER_ARGS = ("mlp_ratio", "mlp_ratios", "ffn_ratio", "attn_mlp_ratio", "conv_ratio", "bottle_ratio")
 RANK = {"right": 0, "n/a": 0, "refused": 1, "crashed": 2, "wrong": 3}
+CHECKS = ("identity", "depth", "width", "width34", "inner")
+FUNCTION_RTOL = 1e-4  # the masked teacher's outputs against the student's: max |diff| / max |output|
 
 
 class _Captured(Exception):
@@ -82,7 +104,7 @@ def model_args(name: str) -> Dict[str, Any]:
 
         try:  # constructor defaults of the depth and width arguments the entry point leaves out
             params = inspect.signature(cap.cls.__init__).parameters
-            defaults = {k: p.default for k, p in params.items() if k in DEPTH_ARGS + WIDTH_ARGS
+            defaults = {k: p.default for k, p in params.items() if k in DEPTH_ARGS + WIDTH_ARGS + INNER_ARGS
                         and p.default is not inspect.Parameter.empty}
         except (TypeError, ValueError):
             defaults = {}
@@ -135,8 +157,8 @@ def reduced(args: Dict[str, Any], which: Tuple[str, ...], fn) -> Dict[str, Any]:
     return out
 
 
-def _half_width(args: Dict[str, Any]) -> Dict[str, Any]:
-    out = reduced(args, WIDTH_ARGS, lambda v: max(v // 2, 1))
+def _half_width(args: Dict[str, Any], fn=lambda v: max(v // 2, 1)) -> Dict[str, Any]:
+    out = reduced(args, WIDTH_ARGS, fn)
     heads = args.get("num_heads")
     if out and isinstance(heads, int):
         width = out.get("embed_dim", out.get("hidden_size"))
@@ -323,23 +345,10 @@ def _declared(idx: torch.Tensor, t: int, axes: Dict[Tuple[int, int], List[torch.
     return False
 
 
-def check_width(name, t_kwargs, w_kwargs, teacher, x) -> Tuple[str, str]:
-    if not w_kwargs:
-        return "n/a", "no width argument to halve"
-    spec = {"name": name, "kwargs": {**t_kwargs, **w_kwargs}}
-    if why := _buildable(name, spec["kwargs"]):
-        return "n/a", why
-    student = _build(name, spec["kwargs"], seed=2)
-    try:
-        _forward(student, x)
-    except Exception as exc:  # noqa: BLE001
-        return "n/a", f"timm's reduced student does not run ({type(exc).__name__})"
-    real = select(teacher, spec, method="random", seed=0)  # random indices do not depend on values
-    student.load_state_dict(real.state_dict)  # strict
-    if not bool(torch.isfinite(_forward(student, x)).all()):
-        return "wrong", "non-finite outputs"
-    coded = _coded(teacher)
-    result = select(coded, spec, method="random", seed=0)
+def _indexed(result, coded: Dict[str, torch.Tensor], axes_too: bool = True) -> Tuple[Optional[str], int]:
+    """(why the coded selection is wrong, or None; the number of tensors checked): every tensor an
+    index selection of its teacher tensor, and (``axes_too``) each dimension's index set an axis of
+    the manifest."""
     axes: Dict[Tuple[int, int], List[torch.Tensor]] = {}
     for info in result.manifest["axes"].values():
         if info["indices"] is not None:
@@ -353,12 +362,140 @@ def check_width(name, t_kwargs, w_kwargs, teacher, x) -> Tuple[str, str]:
         if value.numel() != 0 and value.dim() == len(t_shape):
             idx = _decode(value, t_shape)
             if idx is None:
-                return "wrong", f"{key} is not an index selection of the teacher's {t_key}"
+                return f"{key} is not an index selection of the teacher's {t_key}", checked
             for d, ix in enumerate(idx):
-                if not _declared(ix, t_shape[d], axes):
-                    return "wrong", f"{key} dimension {d} is selected by no axis of the manifest"
+                if axes_too and not _declared(ix, t_shape[d], axes):
+                    return f"{key} dimension {d} is selected by no axis of the manifest", checked
             checked += 1
-    return "right", f"strict load, finite outputs, {checked} tensors on {len(result.manifest['axes'])} axes"
+    return None, checked
+
+
+def not_separable(teacher: nn.Module, student: nn.Module) -> Optional[str]:
+    """Why the masked-teacher identity does not hold for this pair (None when it does): a
+    normalization other than BatchNorm over a reduced dimension, or an attention whose head count,
+    head dimension or scale changed. Read from the two models' modules, not from the selection."""
+    t_modules = dict(teacher.named_modules())
+    for name, s_mod in student.named_modules():
+        t_mod = t_modules.get(name)
+        if t_mod is None:
+            continue
+        kind = type(s_mod).__name__
+        if "Norm" in kind and "BatchNorm" not in kind and s_mod.extra_repr() != t_mod.extra_repr():
+            return f"{kind} over a reduced dimension ({name})"
+        for attr in ("head_dim", "scale", "dim_head", "key_dim", "num_heads", "heads", "n_heads"):
+            a, b = getattr(s_mod, attr, None), getattr(t_mod, attr, None)
+            if isinstance(a, (int, float)) and not isinstance(a, bool) and a != b:
+                return f"attention {attr} changed ({name})"
+    return None
+
+
+def masked_teacher(teacher: nn.Module, coded_result) -> nn.Module:
+    """The teacher with every element the coded selection did not take set to zero."""
+    masked = copy.deepcopy(teacher)
+    t_sd, lmap = masked.state_dict(), coded_result.manifest["layer_map"]
+    with torch.no_grad():
+        for key, value in coded_result.state_dict.items():
+            target = t_sd[_teacher_key(key, lmap)]
+            if value.is_floating_point() and value.shape != target.shape:
+                keep = torch.zeros(target.numel(), dtype=torch.bool)
+                keep[value.long().flatten()] = True
+                target.mul_(keep.reshape(target.shape).to(target.dtype))
+    return masked
+
+
+def function_check(teacher: nn.Module, student: nn.Module, coded_result, x: torch.Tensor) -> Tuple[str, str]:
+    """('right'|'wrong'|'n/a', detail): the student (loaded with the real selection) against the
+    masked teacher, where :func:`not_separable` says the identity holds."""
+    if why := not_separable(teacher, student):
+        return "n/a", f"function not compared: {why}"
+    if coded_result.manifest["resampled"] or coded_result.manifest.get("reinitialized"):
+        return "n/a", "function not compared: tensors resampled or left at init"
+    expected = _forward(masked_teacher(teacher, coded_result), x)
+    err = float((_forward(student, x) - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
+    if not err < FUNCTION_RTOL:
+        return "wrong", f"outputs differ from the masked teacher's (relative error {err:.2g})"
+    return "right", f"outputs equal the masked teacher's (relative error {err:.1g})"
+
+
+def _reduced_student(name, spec_kwargs, x) -> Tuple[Optional[nn.Module], str]:
+    if why := _buildable(name, spec_kwargs):
+        return None, why
+    student = _build(name, spec_kwargs, seed=2)
+    try:
+        _forward(student, x)
+    except Exception as exc:  # noqa: BLE001
+        return None, f"timm's reduced student does not run ({type(exc).__name__})"
+    return student, ""
+
+
+def _same_names(name: str, kwargs: Dict[str, Any], names: set) -> bool:
+    try:
+        with torch.device("meta"):
+            return set(timm.create_model(name, **kwargs).state_dict()) == names
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _buildable_part(name: str, t_kwargs: Dict[str, Any], r_kwargs: Dict[str, Any], names: set) -> Dict[str, Any]:
+    """``r_kwargs``, or where timm cannot build a student of the teacher's structure (the same
+    tensor names) with all of them, the part that it can with one argument left at the teacher's
+    value (ResNet's BasicBlock takes no ``base_width`` but 64). Otherwise ``r_kwargs``."""
+    for part in [r_kwargs] + [{k: v for k, v in r_kwargs.items() if k != key} for key in r_kwargs]:
+        if part and _same_names(name, {**t_kwargs, **part}, names):
+            return part
+    return r_kwargs
+
+
+def _check_reduced(name, t_kwargs, r_kwargs, teacher, x, axes_too: bool, method: str = "random") -> Tuple[str, str]:
+    """The width and inner checks: strict load, finite outputs, index selection (and axes), function."""
+    part = _buildable_part(name, t_kwargs, r_kwargs, set(teacher.state_dict()))
+    spec = {"name": name, "kwargs": {**t_kwargs, **part}}
+    student, why = _reduced_student(name, spec["kwargs"], x)
+    if student is None:
+        return "n/a", why
+    real = select(teacher, spec, method=method, seed=0)  # the index sets do not depend on values
+    student.load_state_dict(real.state_dict)  # strict
+    if not bool(torch.isfinite(_forward(student, x)).all()):
+        return "wrong", "non-finite outputs"
+    coded = _coded(teacher)
+    result = select(coded, spec, method=method, seed=0)
+    problem, checked = _indexed(result, coded, axes_too)
+    if problem:
+        return "wrong", problem
+    status, detail = function_check(teacher, student, result, x)
+    return status if status == "wrong" else "right", (
+        f"strict load, {checked} tensors index-selected on {len(result.manifest['axes'])} axes; {detail}")
+
+
+def check_width(name, t_kwargs, w_kwargs, teacher, x, method: str = "random") -> Tuple[str, str]:
+    if not w_kwargs:
+        return "n/a", "no width argument to reduce"
+    return _check_reduced(name, t_kwargs, w_kwargs, teacher, x, axes_too=True, method=method)
+
+
+def _halve_ratio(value):
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return value / 2 if value >= 2 else None
+    if isinstance(value, (tuple, list)) and value:
+        halves = [_halve_ratio(v) for v in value]
+        return None if any(h is None for h in halves) else type(value)(halves)
+    return None
+
+
+def inner_args(args: Dict[str, Any]) -> Dict[str, Any]:
+    """The inner-width arguments (MLP/FFN expansion ratios) halved; {} when the family has none."""
+    return {k: h for k in INNER_ARGS if k in args and (h := _halve_ratio(args[k])) is not None}
+
+
+def check_inner(name, t_kwargs, i_kwargs, teacher, x) -> Tuple[str, str]:
+    if not i_kwargs:
+        return "n/a", "no MLP/FFN ratio argument to halve"
+    status, detail = _check_reduced(name, t_kwargs, i_kwargs, teacher, x, axes_too=False)
+    if status == "right" and "function not compared" in detail:
+        return "n/a", detail
+    return status, detail
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +505,7 @@ def _n_params(name: str) -> int:
 
 
 def sweep_family(module: str, max_params: float = 150e6) -> Dict[str, str]:
-    row = {"family": module, "model": "", "identity": "n/a", "depth": "n/a", "width": "n/a", "seconds": "", "detail": ""}
+    row = {"family": module, "model": "", **{c: "n/a" for c in CHECKS}, "seconds": "", "detail": ""}
     start = time.perf_counter()
     names = candidates(module)
     if not names:
@@ -387,6 +524,8 @@ def sweep_family(module: str, max_params: float = 150e6) -> Dict[str, str]:
     t_kwargs = reduced(args, DEPTH_ARGS, lambda v: min(max(v, 2), 3))  # 2-3 blocks per group (or in all)
     s_kwargs = reduced({**args, **t_kwargs}, DEPTH_ARGS, lambda v: 1)
     w_kwargs = _half_width(args)
+    w34_kwargs = _half_width(args, lambda v: max(v * 3 // 4, 1))  # sizes that do not divide the teacher's
+    i_kwargs = inner_args(args)
     try:
         teacher, x, t_kwargs = _teacher(name, t_kwargs)
     except RuntimeError:
@@ -402,6 +541,8 @@ def sweep_family(module: str, max_params: float = 150e6) -> Dict[str, str]:
         ("identity", lambda: check_identity(name, t_kwargs, teacher, x)),
         ("depth", lambda: check_depth(name, t_kwargs, s_kwargs, teacher, x)),
         ("width", lambda: check_width(name, t_kwargs, w_kwargs, teacher, x)),
+        ("width34", lambda: check_width(name, t_kwargs, w34_kwargs, teacher, x, method="uniform")),
+        ("inner", lambda: check_inner(name, t_kwargs, i_kwargs, teacher, x)),
     ):
         row[check], detail = _outcome(fn)
         details.append(f"{check}: {detail}")
@@ -423,20 +564,23 @@ def main(argv=None) -> int:
     rows, start = [], time.perf_counter()
     for module in modules:
         row = sweep_family(module, args.max_params)
-        row["result"] = max((row[c] for c in ("identity", "depth", "width")), key=RANK.__getitem__)
+        row["result"] = max((row[c] for c in CHECKS), key=RANK.__getitem__)
         rows.append(row)
-        print(f"{module:28s} {row['model'][:34]:34s} {row['identity']:8s} {row['depth']:8s} {row['width']:8s} "
+        print(f"{module:28s} {row['model'][:34]:34s} " + " ".join(f"{row[c]:8s}" for c in CHECKS) + " "
               f"{row['seconds']:>5s}s  {row['detail'][:150]}", flush=True)
-    fields = ["family", "model", "result", "identity", "depth", "width", "seconds", "detail"]
+    fields = ["family", "model", "result", *CHECKS, "seconds", "detail"]
     with open(args.out, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
     total = time.perf_counter() - start
     print(f"\n{len(rows)} families in {total:.0f} s (torch threads: {args.threads})")
-    for check in ("result", "identity", "depth", "width"):
+    for check in ("result", *CHECKS):
         counts = {k: sum(r[check] == k for r in rows) for k in ("right", "refused", "wrong", "crashed", "n/a")}
         print(f"{check:9s} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    verified = {c: sum("outputs equal the masked teacher" in r["detail"].split(f"{c}: ")[-1].split(" | ")[0]
+                       for r in rows) for c in ("width", "width34", "inner")}
+    print("verified by function (masked teacher): " + ", ".join(f"{c} {n}" for c, n in verified.items()))
     print(f"table: {Path(args.out).resolve().name}")
     return 0
 

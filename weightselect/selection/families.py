@@ -526,11 +526,17 @@ def packed_roles(model: object, key: str) -> Optional[str]:
 
 
 def grouped_conv(model: object, key: str) -> Optional[str]:
-    """The name and groups of the grouped convolution (1 < groups, not depthwise) owning ``key``,
-    else None: its channels are split into groups, each reading only its own group's inputs."""
+    """The name and groups of the grouped convolution owning ``key`` (1 < groups, and not depthwise
+    with one output per input channel), else None: its channels are split into groups, each output
+    reading only its own group's inputs; a depthwise convolution with a channel multiplier (FastViT's
+    patch embedding: 2 outputs per input channel) is one of them."""
     for module, child in _owners(model, key, 1):
         groups = getattr(module, "groups", 1)
-        if isinstance(groups, int) and groups > 1 and getattr(module, "in_channels", None) not in (None, groups):
+        if not (isinstance(groups, int) and groups > 1) or getattr(module, "in_channels", None) is None:
+            continue
+        if module.in_channels == groups and module.out_channels != groups:
+            return f"{type(module).__name__} with {groups} groups, {module.out_channels // groups} outputs per input channel"
+        if module.in_channels != groups:
             return f"{type(module).__name__} with {groups} groups"
     return None
 

@@ -42,6 +42,7 @@ from weightselect.selection.families import (
 from weightselect.selection.layers import LAYER_METHODS, LayerMap, build_layer_map, layer_indices
 from weightselect.selection.sources import convert_upstream, open_teacher, strip_wrappers
 from weightselect.selection.tokens import file_layout, model_layout, resample_pos_embed
+from weightselect.selection.trace import channel_reads, read_owner
 
 __all__ = ["select", "SelectionResult", "classifier_keys", "INIT_FORMAT", "NonFiniteTeacherError"]
 
@@ -174,8 +175,30 @@ def _entry_dims(family: Family, key: str, t_shape, s_shape, ctx) -> Tuple[Dims, 
             "forward: selected as one axis it would mix them; keep its sizes equal between teacher and student "
             "(the module's heads, key and value sizes, or hidden size)"
         )
+    _check_channel_reads(ctx.get("model"), key, t_r, s_r)
     dims = fused_dims(key, t_r, s_r, ctx.get("model")) or infer_dims(t_r, s_r)
     return dims, family is not GENERIC and any(d is not None for d in dims)
+
+
+def _check_channel_reads(model: Optional[nn.Module], key: str, t_r, s_r) -> None:
+    """Refuse an inferred tensor whose layer reads channels the forward concatenated, sliced or split
+    (:func:`weightselect.selection.trace.channel_reads`) when its input channels change."""
+    if model is None or t_r == s_r:
+        return
+    found = read_owner(key, channel_reads(model))
+    if found is None:
+        return
+    name, why = found
+    module = model.get_submodule(name) if name else model
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        if key.endswith(".bias") or (getattr(module, "groups", 1) == 1 and t_r[1:2] == s_r[1:2]):
+            return  # the output channels only: the inputs are the teacher's
+    raise ValueError(
+        f"'{key}' ({t_r} -> {s_r}): the inputs of {name} {why} in the model's forward, so one size is "
+        "not one axis there and shape inference cannot tell which teacher channels they are; keep these "
+        f"widths equal, leave the layer at init (--exclude {name}), or declare a family rule for it "
+        "(weightselect/selection/families.py)"
+    )
 
 
 def _split(dim) -> Tuple[str, int]:
