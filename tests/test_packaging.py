@@ -27,12 +27,28 @@ def lock_versions() -> dict[str, str]:
     return {canonicalize_name(name): version for name, version in (pin.split("==") for pin in pins)}
 
 
+# Extras that locks/update does not install, so the lock does not pin them (optional add-ons).
+UNLOCKED_EXTRAS = {"tensorboard"}
+
+
+def locked_extras() -> list[str]:
+    """The extras locks/update installs into the environment it freezes: its `-e ".[a,b,c]"`."""
+    found = re.search(r'-e "\.\[([\w,-]+)\]"', (REPO / "locks" / "update").read_text())
+    assert found, "locks/update installs no extras"
+    return found.group(1).split(",")
+
+
 def declared_requirements() -> list[Requirement]:
     project = PYPROJECT["project"]
     declared = list(project["dependencies"])
-    for extra in project["optional-dependencies"].values():
-        declared += extra
+    for extra in locked_extras():
+        declared += project["optional-dependencies"][extra]
     return [Requirement(text) for text in declared]
+
+
+def test_every_extra_is_locked_but_the_optional_add_ons():
+    extras = set(PYPROJECT["project"]["optional-dependencies"])
+    assert extras - set(locked_extras()) == UNLOCKED_EXTRAS
 
 
 # ------------------------------------------------------------------------------ licence
