@@ -110,12 +110,19 @@ def pip_section(env: dict) -> list[str]:
     return sections[0]
 
 
+def rule_env_versions() -> dict[str, str]:
+    _, pins = render.read_lock(render.RULE_LOCK)
+    return {canonicalize_name(name): version for name, version in (pin.split("==") for pin in pins)}
+
+
 def test_rule_environment_names_the_locked_versions_and_installs_the_package():
     env = yaml.safe_load((REPO / "envs" / "weightselect.yaml").read_text())
     python, _ = render.read_lock()
     assert f"python={python}" in env["dependencies"] and "pip" in env["dependencies"]
     pinned = {canonicalize_name(p.split("==")[0]): p.split("==")[1] for p in pip_section(env)}
-    assert pinned == lock_versions()
+    assert pinned == rule_env_versions()
+    locked = lock_versions()
+    assert all(locked.get(name) == version for name, version in pinned.items())  # the lock's versions
     # every rule that declares a conda environment uses this file
     for smk in sorted((REPO / "rules").glob("*.smk")):
         for env_file in re.findall(r"conda:\s*\n\s*\"([^\"]+)\"", smk.read_text()):
@@ -124,6 +131,16 @@ def test_rule_environment_names_the_locked_versions_and_installs_the_package():
     post_deploy = (REPO / "envs" / "weightselect.post-deploy.sh").read_text()
     assert post_deploy.startswith("#!/usr/bin/env bash\n")
     assert 'pip install --quiet --no-deps --no-build-isolation -e "$src"' in post_deploy
+
+
+def test_rule_environment_carries_what_the_jobs_need_and_no_test_tools():
+    import closure  # locks/closure.py
+
+    pinned = set(rule_env_versions())
+    assert pinned == closure.needed_names()  # this environment holds the lock (.ci/check-lock)
+    for name in ("torch", "timm", "snakemake", "transformers", "safetensors", "pip", "setuptools", "packaging"):
+        assert canonicalize_name(name) in pinned, name
+    assert {"pytest", "snakefmt", "selenium", "black", "pluggy", "iniconfig"}.isdisjoint(pinned)
 
 
 def test_post_deploy_refuses_a_folder_that_is_not_the_repository(tmp_path):
@@ -229,7 +246,7 @@ def test_rule_environment_builds_and_runs_a_ci_job(tmp_path):
     assert Path(found.stdout.strip()) == REPO / "weightselect" / "__init__.py"
     freeze = run([str(venv / "bin" / "python"), "-m", "pip", "freeze", "--all", "--exclude-editable"], cwd=outside)
     installed = {canonicalize_name(p.split("==")[0]): p.split("==")[1] for p in freeze.stdout.split()}
-    assert installed == lock_versions()
+    assert installed == rule_env_versions()
 
     done = run([str(venv / "bin" / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(outside),
                 "--cores", "2", "--config", "study=ci", "--until", "select_weights"], cwd=outside)
