@@ -308,6 +308,16 @@ def test_jobs_run_through_slurm(slurm, cluster_env, smoke_workdir):
     print(f"two jobs through Slurm in {time.monotonic() - start:.1f} s")
 
 
+def wait_for_start(cluster: LocalSlurm, proc, log_path: Path, state: Path, deadline: float) -> str:
+    """Wait until the one job Snakemake (``proc``) submitted wrote "start" into ``state``; its Slurm id."""
+    while not (state.exists() and "start" in state.read_text()):
+        assert proc.poll() is None, log_path.read_text()[-4000:]
+        assert time.monotonic() < deadline, "the job never started\n" + cluster.logs()
+        time.sleep(0.5)
+    ((slurm_id, _),) = submitted_jobs(log_path.read_text()).values()
+    return slurm_id
+
+
 @pytest.mark.slurm
 def test_requeued_job_resumes_and_completes(slurm, cluster_env, smoke_workdir):
     """A requeue (what preemption does) kills the running job; Slurm runs it again under the
@@ -323,13 +333,8 @@ def test_requeued_job_resumes_and_completes(slurm, cluster_env, smoke_workdir):
             stderr=subprocess.STDOUT,
         )
     try:
-        state = smoke_workdir / "state/resumable.txt"
         deadline = time.monotonic() + 120
-        while not (state.exists() and "start" in state.read_text()):
-            assert proc.poll() is None, log_path.read_text()[-4000:]
-            assert time.monotonic() < deadline, "the job never started\n" + slurm.logs()
-            time.sleep(0.5)
-        ((slurm_id, _),) = submitted_jobs(log_path.read_text()).values()
+        slurm_id = wait_for_start(slurm, proc, log_path, smoke_workdir / "state/resumable.txt", deadline)
         slurm.run(["scontrol", "requeue", slurm_id])
         # A requeued job waits two minutes before it is eligible again; release it at once.
         while True:
@@ -363,12 +368,7 @@ def test_the_early_signal_reaches_the_job_and_lets_it_checkpoint(slurm, cluster_
                                 stdout=log_file, stderr=subprocess.STDOUT)
     state = smoke_workdir / "state/signalled.txt"
     try:
-        deadline = time.monotonic() + 120
-        while not (state.exists() and "start" in state.read_text()):
-            assert proc.poll() is None, log_path.read_text()[-4000:]
-            assert time.monotonic() < deadline, "the job never started\n" + slurm.logs()
-            time.sleep(0.5)
-        ((slurm_id, _),) = submitted_jobs(log_path.read_text()).values()
+        slurm_id = wait_for_start(slurm, proc, log_path, state, time.monotonic() + 120)
         slurm.run(["scancel", "--signal=USR1", slurm_id])
         assert proc.wait(timeout=240) != 0  # the job failed: Snakemake would submit it again
     finally:
