@@ -3,6 +3,9 @@
     python locks/render.py           # rewrite envs/weightselect.yaml, environment.yml, containers/weightselect.def
     python locks/render.py --check   # exit 1 naming the files that differ from what the lock gives
 
+The rule environment takes the pins of locks/rule-env.txt (the lock less the test tools, written by
+locks/closure.py); the conda environment and the container take the whole lock.
+
 The lock itself comes from pyproject.toml through `bash locks/update`; these three files are
 generated from it so that the rule environment (`snakemake --sdm conda`), the conda environment for
 interactive use on a cluster and the container image (`snakemake --sdm apptainer`) install exactly
@@ -16,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "locks" / "constraints.txt"
+RULE_LOCK = ROOT / "locks" / "rule-env.txt"
 RULE_ENV = ROOT / "envs" / "weightselect.yaml"
 CONDA_ENV = ROOT / "environment.yml"
 CONTAINER = ROOT / "containers" / "weightselect.def"
@@ -56,10 +60,11 @@ def rule_env(python: str, pins: list[str]) -> str:
     """envs/weightselect.yaml: the software of every rule under `snakemake --sdm conda`."""
     lines = _header([
         "Software of every rule under `snakemake --sdm conda`: Python from conda-forge, everything else",
-        "from PyPI at the locked versions. The weightselect package itself is installed from the",
-        "workflow's source tree by weightselect.post-deploy.sh beside this file, which Snakemake runs",
-        "once after creating the environment (a relative path here would be read from the folder",
-        "Snakemake copies this file to, .snakemake/conda/, not from envs/).",
+        "from PyPI at the locked versions of what the jobs need (locks/rule-env.txt: the lock less the",
+        "test tools). The weightselect package itself is installed from the workflow's source tree by",
+        "weightselect.post-deploy.sh beside this file, which Snakemake runs once after creating the",
+        "environment (a relative path here would be read from the folder Snakemake copies this file",
+        "to, .snakemake/conda/, not from envs/).",
     ])
     lines += ["channels:", "  - conda-forge", "  - nodefaults", "dependencies:", f"  - python={python}",
               "  - pip", "  - pip:"]
@@ -132,7 +137,8 @@ def container_def(python: str, pins: list[str]) -> str:
 def expected() -> dict[Path, str]:
     """Every generated file and the text the lock gives it."""
     python, pins = read_lock()
-    return {RULE_ENV: rule_env(python, pins), CONDA_ENV: conda_env(python, pins),
+    _, rule_pins = read_lock(RULE_LOCK)
+    return {RULE_ENV: rule_env(python, rule_pins), CONDA_ENV: conda_env(python, pins),
             CONTAINER: container_def(python, pins)}
 
 

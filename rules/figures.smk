@@ -25,6 +25,8 @@ rule figure_curves:
         ),
     log:
         "results/logs/figures/{figure}_{student}_{dataset}.log",
+    benchmark:
+        "results/benchmarks/figures/{figure}_{student}_{dataset}.tsv"
     wildcard_constraints:
         figure=alternatives(figures_of("curves")),
     conda:
@@ -48,6 +50,8 @@ rule figure:
         ),
     log:
         "results/logs/figures/{figure}.log",
+    benchmark:
+        "results/benchmarks/figures/{figure}.tsv"
     wildcard_constraints:
         figure=alternatives(figures_of("epochs", "pretraining", "attention")),
     conda:

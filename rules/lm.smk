@@ -41,6 +41,8 @@ rule lm_init:
         directory("results/lm/inits/{init}_seed{seed}"),
     log:
         "results/logs/lm/inits/{init}_seed{seed}.log",
+    benchmark:
+        "results/benchmarks/lm/inits/{init}_seed{seed}.tsv"
     wildcard_constraints:
         init="selection|random",
         seed=r"\d+",
@@ -88,6 +90,8 @@ rule lm_report:
         figure=report("results/lm/curves.png", category="LM study"),
     log:
         "results/logs/lm/report.log",
+    benchmark:
+        "results/benchmarks/lm/report.tsv"
     conda:
         "../envs/weightselect.yaml"
     script:

@@ -14,6 +14,8 @@ rule rehearsal_hub_teacher:
         "hf_cache/.written/{teacher}.json",
     log:
         "results/logs/rehearsal/{teacher}.log",
+    benchmark:
+        "results/benchmarks/rehearsal/{teacher}.tsv"
     conda:
         "../envs/weightselect.yaml"
     params:
@@ -29,6 +31,8 @@ rule rehearsal_dataset:
         f"{DATA_ROOT}/{{source}}.weightselect-toy.json",
     log:
         "results/logs/rehearsal/{source}.log",
+    benchmark:
+        "results/benchmarks/rehearsal/{source}.tsv"
     conda:
         "../envs/weightselect.yaml"
     params:

@@ -21,6 +21,8 @@ rule table:
         gap="results/tables/{table}.paper_gap.txt",
     log:
         "results/logs/tables/{table}.log",
+    benchmark:
+        "results/benchmarks/tables/{table}.tsv"
     conda:
         "../envs/weightselect.yaml"
     params:

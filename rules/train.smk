@@ -11,6 +11,8 @@ rule prepare_dataset:
         "results/datasets/{source}.json",
     log:
         "results/logs/datasets/{source}.log",
+    benchmark:
+        "results/benchmarks/datasets/{source}.tsv"
     conda:
         "../envs/weightselect.yaml"
     resources:

@@ -23,7 +23,8 @@ def _imports(*argv):
 
 def test_help_of_every_command_imports_nothing_heavy():
     for argv in (["--help"], ["select", "--help"], ["baseline", "--help"], ["train", "--help"],
-                 ["probe", "--help"], ["recipe", "--help"], ["table", "--help"], ["figures", "--help"]):
+                 ["probe", "--help"], ["recipe", "--help"], ["table", "--help"], ["figures", "--help"],
+                 ["completion", "bash"]):
         got = _imports(*argv)
         assert got["code"] == 0, argv
         assert not any(got[m] for m in HEAVY), (argv, got)

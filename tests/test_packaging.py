@@ -27,12 +27,28 @@ def lock_versions() -> dict[str, str]:
     return {canonicalize_name(name): version for name, version in (pin.split("==") for pin in pins)}
 
 
+# Extras that locks/update does not install, so the lock does not pin them (optional add-ons).
+UNLOCKED_EXTRAS = {"tensorboard"}
+
+
+def locked_extras() -> list[str]:
+    """The extras locks/update installs into the environment it freezes: its `-e ".[a,b,c]"`."""
+    found = re.search(r'-e "\.\[([\w,-]+)\]"', (REPO / "locks" / "update").read_text())
+    assert found, "locks/update installs no extras"
+    return found.group(1).split(",")
+
+
 def declared_requirements() -> list[Requirement]:
     project = PYPROJECT["project"]
     declared = list(project["dependencies"])
-    for extra in project["optional-dependencies"].values():
-        declared += extra
+    for extra in locked_extras():
+        declared += project["optional-dependencies"][extra]
     return [Requirement(text) for text in declared]
+
+
+def test_every_extra_is_locked_but_the_optional_add_ons():
+    extras = set(PYPROJECT["project"]["optional-dependencies"])
+    assert extras - set(locked_extras()) == UNLOCKED_EXTRAS
 
 
 # ------------------------------------------------------------------------------ licence
@@ -94,12 +110,19 @@ def pip_section(env: dict) -> list[str]:
     return sections[0]
 
 
+def rule_env_versions() -> dict[str, str]:
+    _, pins = render.read_lock(render.RULE_LOCK)
+    return {canonicalize_name(name): version for name, version in (pin.split("==") for pin in pins)}
+
+
 def test_rule_environment_names_the_locked_versions_and_installs_the_package():
     env = yaml.safe_load((REPO / "envs" / "weightselect.yaml").read_text())
     python, _ = render.read_lock()
     assert f"python={python}" in env["dependencies"] and "pip" in env["dependencies"]
     pinned = {canonicalize_name(p.split("==")[0]): p.split("==")[1] for p in pip_section(env)}
-    assert pinned == lock_versions()
+    assert pinned == rule_env_versions()
+    locked = lock_versions()
+    assert all(locked.get(name) == version for name, version in pinned.items())  # the lock's versions
     # every rule that declares a conda environment uses this file
     for smk in sorted((REPO / "rules").glob("*.smk")):
         for env_file in re.findall(r"conda:\s*\n\s*\"([^\"]+)\"", smk.read_text()):
@@ -108,6 +131,16 @@ def test_rule_environment_names_the_locked_versions_and_installs_the_package():
     post_deploy = (REPO / "envs" / "weightselect.post-deploy.sh").read_text()
     assert post_deploy.startswith("#!/usr/bin/env bash\n")
     assert 'pip install --quiet --no-deps --no-build-isolation -e "$src"' in post_deploy
+
+
+def test_rule_environment_carries_what_the_jobs_need_and_no_test_tools():
+    import closure  # locks/closure.py
+
+    pinned = set(rule_env_versions())
+    assert pinned == closure.needed_names()  # this environment holds the lock (.ci/check-lock)
+    for name in ("torch", "timm", "snakemake", "transformers", "safetensors", "pip", "setuptools", "packaging"):
+        assert canonicalize_name(name) in pinned, name
+    assert {"pytest", "snakefmt", "selenium", "black", "pluggy", "iniconfig"}.isdisjoint(pinned)
 
 
 def test_post_deploy_refuses_a_folder_that_is_not_the_repository(tmp_path):
@@ -213,7 +246,7 @@ def test_rule_environment_builds_and_runs_a_ci_job(tmp_path):
     assert Path(found.stdout.strip()) == REPO / "weightselect" / "__init__.py"
     freeze = run([str(venv / "bin" / "python"), "-m", "pip", "freeze", "--all", "--exclude-editable"], cwd=outside)
     installed = {canonicalize_name(p.split("==")[0]): p.split("==")[1] for p in freeze.stdout.split()}
-    assert installed == lock_versions()
+    assert installed == rule_env_versions()
 
     done = run([str(venv / "bin" / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(outside),
                 "--cores", "2", "--config", "study=ci", "--until", "select_weights"], cwd=outside)

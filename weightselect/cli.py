@@ -27,6 +27,7 @@ _PARTS = (
     "weightselect.selection.cli",
     "weightselect.training.cli",
     "weightselect.results.cli",
+    "weightselect.completion",
 )
 DEBUG_ENV = "WEIGHTSELECT_DEBUG"
 # The option naming the output of each command, for messages about unwritable outputs.

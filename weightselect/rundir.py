@@ -6,6 +6,8 @@ same names (docs/architecture.md, "Runs and tables are data"). A run folder is
 
 Files of a run folder:
   metrics.jsonl      one JSON object per epoch (keys: EPOCH_KEYS), written as the run goes
+  summary.csv        the same records as a table, one row per epoch (as timm's train.py writes)
+  tensorboard/       TensorBoard event files, only when the run was asked for them
   final.json         written once, when the run finishes (keys: FINAL_KEYS at least)
   checkpoint.pt      the resumable state (torch.load(weights_only=True)), atomically each epoch
   recipe.yaml        the resolved recipe;  run.json: model, dataset, init, teacher, versions
@@ -21,11 +23,13 @@ from pathlib import Path
 from typing import Any, Dict
 
 __all__ = [
-    "METRICS", "FINAL", "CHECKPOINT", "RECIPE", "RUN_META", "WEIGHTS", "LOCK",
+    "METRICS", "SUMMARY", "TENSORBOARD", "FINAL", "CHECKPOINT", "RECIPE", "RUN_META", "WEIGHTS", "LOCK",
     "FINAL_KEYS", "EPOCH_KEYS", "METRIC_NAMES", "run_path", "read_final", "RunFileError",
 ]
 
 METRICS = "metrics.jsonl"
+SUMMARY = "summary.csv"
+TENSORBOARD = "tensorboard"
 FINAL = "final.json"
 CHECKPOINT = "checkpoint.pt"
 RECIPE = "recipe.yaml"

@@ -481,6 +481,8 @@ class Study:
         expected = self.init_expected(run.student, run.variant)
         if expected:
             params["expect_init"] = expected
+        if self.spec.get("tensorboard"):  # only when on: the params of existing runs stay as they were
+            params["tensorboard"] = True
         if params["mode"] == "distill":
             d = dict(variant["distill"])
             teacher = d.pop("teacher")

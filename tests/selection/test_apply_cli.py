@@ -83,6 +83,7 @@ def test_cli_baseline(tmp_path):
     assert main(argv) == 0
     sd, manifest = load_init(out)
     assert manifest["method"] == "xavier" and manifest["teacher"] is None
+    assert manifest["pretrained_cfg"]["input_size"] == [3, 32, 32] and manifest["pretrained_cfg"]["classifier"] == "head"
     model = timm.create_model("vit_tiny_patch16_224", **kwargs)
     apply_init(model, out, seed=9)
     assert torch.equal(model.blocks[0].mlp.fc1.weight, sd["blocks.0.mlp.fc1.weight"])

@@ -213,6 +213,7 @@ def test_manifest_keys(vit_small, vit_tiny_spec):
     assert m["student"] == vit_tiny_spec
     assert len(m["teacher"]["sha256"]) == 64
     assert m["axes"]["embed"]["teacher"] == 384 and m["axes"]["embed"]["student"] == 192
+    assert list(m).index("pretrained_cfg") == list(m).index("student") + 1
 
 
 def test_other_image_and_patch_size_resamples_position_and_patch_embeddings():

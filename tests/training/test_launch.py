@@ -59,6 +59,22 @@ def test_torchrun_command_carries_the_job():
     probe = torchrun_command(dict(spec, mode="probe", distill=None), "out", seed=0, init=None, data_root=None,
                              processes=2, workers=0)
     assert probe[-2:] == ["--mode", "probe"] and "--init" not in probe and "--data-root" not in probe
+    assert "--tensorboard" not in cmd
+    assert "--tensorboard" in torchrun_command(dict(spec, tensorboard=True), "out", seed=0, init=None, data_root=None,
+                                               processes=2, workers=0)
+
+
+def test_run_job_passes_the_tensorboard_option(monkeypatch, tmp_path):
+    import weightselect.training as wtraining
+
+    seen = {}
+    monkeypatch.setattr(wtraining, "train", lambda *args, **kwargs: seen.update(kwargs) or {})
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # run_job sets the job's threads
+    spec = {"model": {"name": "vit_tiny_patch16_224"}, "dataset": "digits"}
+    run_job(spec, str(tmp_path / "run"), seed=0)
+    assert "tensorboard" not in seen  # off: train()'s default
+    run_job(dict(spec, tensorboard=True), str(tmp_path / "run"), seed=0)
+    assert seen["tensorboard"] is True
 
 
 def test_two_cpu_processes_through_the_launcher(tmp_path, tiny_vit, monkeypatch):

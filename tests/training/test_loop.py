@@ -36,7 +36,7 @@ def test_one_run_writes_the_run_directory(tmp_path, tiny_vit, fast_recipe):
     run = tmp_path / "run"
     final = train(tiny_vit, "digits", run, seed=1, recipe=fast_recipe, progress=False)
     assert sorted(os.listdir(run)) == sorted(
-        ["metrics.jsonl", "final.json", "checkpoint.pt", "recipe.yaml", "run.json", "model.safetensors"])
+        ["metrics.jsonl", "summary.csv", "final.json", "checkpoint.pt", "recipe.yaml", "run.json", "model.safetensors"])
     metrics = _metrics(run)
     assert [list(m) for m in metrics] == [METRIC_KEYS] * 2 and [m["epoch"] for m in metrics] == [1, 2]
     assert list(final) == FINAL_KEYS and json.loads((run / "final.json").read_text()) == final

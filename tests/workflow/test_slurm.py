@@ -72,6 +72,32 @@ rule resumable:
         if [ "$(grep -c start {params.state})" -lt 2 ]; then sleep 120; fi
         cp {params.state} {output}
         """
+
+
+rule signalled:
+    output:
+        "out/signalled.txt",
+    resources:
+        runtime=5,
+        mem_mb=500,
+    # Stands for the trainer: on SIGUSR1 it takes a while to write its checkpoint, then exits 138.
+    shell:
+        """
+        mkdir -p state
+        python -c '
+import os, signal, sys, time
+log = open("state/signalled.txt", "a", buffering=1)
+def stop(signum, frame):
+    log.write("signal %d\\n" % signum)
+    time.sleep(5)
+    log.write("checkpoint written\\n")
+    sys.exit(128 + signum)
+signal.signal(signal.SIGUSR1, stop)
+log.write("start\\n")
+time.sleep(120)
+'
+        touch {output}
+        """
 '''
 
 
@@ -282,6 +308,16 @@ def test_jobs_run_through_slurm(slurm, cluster_env, smoke_workdir):
     print(f"two jobs through Slurm in {time.monotonic() - start:.1f} s")
 
 
+def wait_for_start(cluster: LocalSlurm, proc, log_path: Path, state: Path, deadline: float) -> str:
+    """Wait until the one job Snakemake (``proc``) submitted wrote "start" into ``state``; its Slurm id."""
+    while not (state.exists() and "start" in state.read_text()):
+        assert proc.poll() is None, log_path.read_text()[-4000:]
+        assert time.monotonic() < deadline, "the job never started\n" + cluster.logs()
+        time.sleep(0.5)
+    ((slurm_id, _),) = submitted_jobs(log_path.read_text()).values()
+    return slurm_id
+
+
 @pytest.mark.slurm
 def test_requeued_job_resumes_and_completes(slurm, cluster_env, smoke_workdir):
     """A requeue (what preemption does) kills the running job; Slurm runs it again under the
@@ -297,13 +333,8 @@ def test_requeued_job_resumes_and_completes(slurm, cluster_env, smoke_workdir):
             stderr=subprocess.STDOUT,
         )
     try:
-        state = smoke_workdir / "state/resumable.txt"
         deadline = time.monotonic() + 120
-        while not (state.exists() and "start" in state.read_text()):
-            assert proc.poll() is None, log_path.read_text()[-4000:]
-            assert time.monotonic() < deadline, "the job never started\n" + slurm.logs()
-            time.sleep(0.5)
-        ((slurm_id, _),) = submitted_jobs(log_path.read_text()).values()
+        slurm_id = wait_for_start(slurm, proc, log_path, smoke_workdir / "state/resumable.txt", deadline)
         slurm.run(["scontrol", "requeue", slurm_id])
         # A requeued job waits two minutes before it is eligible again; release it at once.
         while True:
@@ -322,6 +353,30 @@ def test_requeued_job_resumes_and_completes(slurm, cluster_env, smoke_workdir):
     lines = (smoke_workdir / "out/resumable.txt").read_text().splitlines()
     assert lines == [f"start job={slurm_id}"] * 2
     assert scontrol_job(slurm, slurm_id)["Restarts"] == "1"
+
+
+@pytest.mark.slurm
+def test_the_early_signal_reaches_the_job_and_lets_it_checkpoint(slurm, cluster_env, smoke_workdir):
+    """The training jobs' `--signal=USR1@300` makes Slurm signal every job step (not the batch
+    shell, which `B:` would pick) five minutes before the limit. The plugin runs the job in an
+    `srun` step, so the job's own process gets SIGUSR1 and has time to write its checkpoint; the
+    job then fails and Snakemake's retry resumes it. `scancel --signal=USR1` delivers it the same way."""
+    log_path = smoke_workdir / "snakemake.log"
+    args = ["--profile", "slurm", "--config", "study=slurm_smoke", *TEST_CLUSTER_ARGS, "--retries", "0"]
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(SNAKEMAKE + args + ["out/signalled.txt"], cwd=smoke_workdir, env=cluster_env,
+                                stdout=log_file, stderr=subprocess.STDOUT)
+    state = smoke_workdir / "state/signalled.txt"
+    try:
+        slurm_id = wait_for_start(slurm, proc, log_path, state, time.monotonic() + 120)
+        slurm.run(["scancel", "--signal=USR1", slurm_id])
+        assert proc.wait(timeout=240) != 0  # the job failed: Snakemake would submit it again
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert state.read_text().splitlines() == ["start", "signal 10", "checkpoint written"]
+    assert not (smoke_workdir / "out/signalled.txt").exists()
 
 
 @pytest.mark.slurm

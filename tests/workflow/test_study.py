@@ -85,6 +85,14 @@ def test_paper_study_runs_share_init_files_and_key_folders_by_variant():
     assert spec["init"] == "random"
 
 
+def test_tensorboard_reaches_the_train_params_only_when_on():
+    cfg = config()
+    run = Run("vit_t", "cifar10", "random", 0)
+    assert "tensorboard" not in Study(cfg, "paper").train_params(run)  # existing runs' params unchanged
+    cfg["studies"]["paper"]["tensorboard"] = True
+    assert Study(cfg, "paper").train_params(run)["tensorboard"] is True
+
+
 def test_table3_cells_hold_three_selection_draws():
     study = Study(config(), "paper")
     cell = next(c for c in study.table_cells("table3") if c["student"] == "vit_t" and c["variant"] == "ws_random")

@@ -122,6 +122,23 @@ def test_tables_and_figures_are_local_rules():
         assert [d.rstrip(",") for d in declared] == rules
 
 
+def test_every_rule_that_runs_a_job_has_a_benchmark_beside_its_log():
+    """Rules with a script, shell or run block (local ones too) write a benchmark TSV under
+    results/benchmarks/, at their log's path; only rules that just gather inputs (all, lm_all) have none."""
+    checked = []
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=rule \w+:)", path.read_text()):
+            name = re.match(r"rule (\w+):", block)
+            if name is None or not re.search(r"^    (script|shell|run|notebook|wrapper):", block, re.M):
+                continue
+            log = re.search(r'^    log:\n\s+"results/logs/([^"]+)\.log"', block, re.M)
+            bench = re.search(r'^    benchmark:\n\s+"results/benchmarks/([^"]+)\.tsv"', block, re.M)
+            assert log and bench, f"{path.name}: rule {name.group(1)} has no benchmark (or log)"
+            assert bench.group(1) == log.group(1), name.group(1)
+            checked.append(name.group(1))
+    assert {"train", "table", "figure", "prepare_dataset", "lm_report", "rehearsal_dataset"} <= set(checked)
+
+
 # ------------------------------------------------------------------------------ config validation
 def validation_error(cfg: dict) -> str:
     from snakemake.exceptions import WorkflowError

@@ -99,7 +99,7 @@ def _baseline(args: argparse.Namespace, out: Path) -> int:
     from weightselect.io import manifest_path, save_init
     from weightselect.models import ModelSpec
     from weightselect.selection import apply_baseline
-    from weightselect.selection.select import INIT_FORMAT
+    from weightselect.selection.select import INIT_FORMAT, student_pretrained_cfg
 
     spec = ModelSpec.from_any(args.student)
     if args.student_kwargs:
@@ -108,7 +108,8 @@ def _baseline(args: argparse.Namespace, out: Path) -> int:
     apply_baseline(model, args.name, args.seed)
     manifest = {
         "format": INIT_FORMAT, "method": args.name, "layers": None, "seed": args.seed, "teacher": None,
-        "student": spec.to_dict(), "layer_map": {}, "axes": {}, "head": "reinitialized",
+        "student": spec.to_dict(), "pretrained_cfg": student_pretrained_cfg(model, spec.kwargs),
+        "layer_map": {}, "axes": {}, "head": "reinitialized",
         "reinitialized": [], "excluded": [],
     }
     save_init(model.state_dict(), manifest, out)

@@ -44,11 +44,17 @@ from weightselect.selection.sources import convert_upstream, open_teacher, strip
 from weightselect.selection.tokens import file_layout, model_layout, resample_pos_embed
 from weightselect.selection.trace import channel_reads, read_owner
 
-__all__ = ["select", "SelectionResult", "classifier_keys", "INIT_FORMAT", "NonFiniteTeacherError"]
+__all__ = ["select", "SelectionResult", "classifier_keys", "student_pretrained_cfg", "INIT_FORMAT",
+           "NonFiniteTeacherError"]
 
 log = logging.getLogger(__name__)
 
 INIT_FORMAT = "weightselect-init/1"
+# The keys of timm's pretrained_cfg a manifest keeps (its "pretrained_cfg"): what timm's data config
+# (resolve_data_config) and its loading read, so that the file loads with timm.create_model(name,
+# pretrained=True, pretrained_cfg_overlay=dict(manifest["pretrained_cfg"], file=path)).
+PRETRAINED_CFG_KEYS = ("architecture", "tag", "input_size", "fixed_input_size", "interpolation", "crop_pct",
+                       "crop_mode", "mean", "std", "num_classes", "first_conv", "classifier")
 
 
 class NonFiniteTeacherError(ValueError):
@@ -65,6 +71,32 @@ class SelectionResult:
     def save(self, path) -> Path:
         """Write ``path`` (safetensors) and its manifest ``path.with_suffix('.json')``."""
         return save_init(self.state_dict, self.manifest, path)
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def student_pretrained_cfg(model: nn.Module, kwargs: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The student's timm ``pretrained_cfg`` as a manifest records it: the PRETRAINED_CFG_KEYS it
+    has (data config: ``input_size`` (C, H, W) in pixels, ``mean``/``std`` per channel on the 0-1
+    scale, ``interpolation``, ``crop_pct``; names: ``classifier``, ``first_conv``), tuples as lists,
+    with ``num_classes`` the built model's and ``input_size`` following the student's ``in_chans`` /
+    ``img_size`` keywords (``kwargs``). An empty dict for a model without a pretrained_cfg."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    out = {k: _plain(cfg[k]) for k in PRETRAINED_CFG_KEYS if cfg.get(k) is not None}
+    if not out:
+        return {}
+    if isinstance(getattr(model, "num_classes", None), int):
+        out["num_classes"] = model.num_classes
+    kwargs = dict(kwargs or {})
+    if isinstance(out.get("input_size"), list) and len(out["input_size"]) == 3:
+        chans, height, width = out["input_size"]
+        size = kwargs.get("img_size")
+        if size is not None:
+            height, width = (size, size) if isinstance(size, int) else tuple(size)
+        out["input_size"] = [int(kwargs.get("in_chans", chans)), int(height), int(width)]
+    return out
 
 
 @dataclass
@@ -711,7 +743,8 @@ def select(
     manifest = {  # the keys and their order are the init file format (docs/selection.md)
         "format": INIT_FORMAT, "method": method, "layers": layers, "seed": seed,
         "teacher": {**source.description, **({"kwargs": dict(teacher_kwargs)} if teacher_kwargs else {})},
-        "student": student_dict, "family": family.name, "layer_map": lmap.as_dict(), "axes": manifest_axes,
+        "student": student_dict, "pretrained_cfg": student_pretrained_cfg(model, student_dict.get("kwargs")),
+        "family": family.name, "layer_map": lmap.as_dict(), "axes": manifest_axes,
         "head": head, "reinitialized": reinitialized, "excluded": list(excluded),
         "resampled": [e.key for e in entries if e.resample is not None], "teacher_only": teacher_only,
         "skip_head_keys": bool(skip_head_keys), "stripped_prefixes": source.stripped,

@@ -60,6 +60,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="data loader worker processes (default: 0 on the CPU, up to 8 with CUDA)")
     p.add_argument("--stop-after-epochs", type=int, default=None,
                    help="end this call after N epochs (checkpointed; rerun to continue)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files into OUT/tensorboard (pip install 'weightselect[tensorboard]')")
 
 
 def _workers(args) -> int:
@@ -93,6 +95,7 @@ def _cmd_train(args) -> int:
             recipe=_overrides(args), data_root=args.data_root, download=args.download, device=args.device,
             force=args.force, distill=distill, teacher=teacher, num_workers=_workers(args),
             mode=getattr(args, "mode", "finetune"), stop_after_epochs=args.stop_after_epochs,
+            tensorboard=args.tensorboard,
         )
     except TrainingInterrupted as exc:  # the one line that says where it stopped
         print(f"weightselect {args.command}: {exc}", file=sys.stderr)

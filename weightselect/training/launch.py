@@ -86,6 +86,8 @@ def torchrun_command(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: 
             command += ["--distill-alpha", str(spec["distill"]["alpha"])]
     if spec.get("mode") == "probe":
         command += ["--mode", "probe"]
+    if spec.get("tensorboard"):
+        command += ["--tensorboard"]
     command += ["--download"] * bool(download) + ["--force"] * bool(force)
     return command
 
@@ -104,8 +106,9 @@ def run_job(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: Any = Non
             gpus: int = 0, processes: Optional[int] = None, threads: int = 1, download: bool = False,
             force: bool = False) -> Optional[Dict[str, Any]]:
     """Train one job: ``spec`` as :meth:`weightselect.study.Study.train_params` (model, dataset,
-    recipe, mode, distill, teacher, and ``expect_init``: what the init file must have been made from,
-    checked first, InitProvenanceError otherwise); ``gpus``: GPUs the job asked for;
+    recipe, mode, distill, teacher, ``tensorboard`` (optional: also write TensorBoard events) and
+    ``expect_init``: what the init file must have been made from, checked first, InitProvenanceError
+    otherwise); ``gpus``: GPUs the job asked for;
     ``processes``: training processes (default max(gpus, 1)); ``threads``: CPU threads of the job.
     Returns final.json's dict (in process) or None (torchrun: the run folder holds it). Raises
     GPUUnavailable; SystemExit with torchrun's status when it fails, and with 128 + the signal's
@@ -136,6 +139,8 @@ def run_job(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: Any = Non
     extra: Dict[str, Any] = {}
     if spec.get("mode") == "probe":
         extra["mode"] = "probe"
+    if spec.get("tensorboard"):
+        extra["tensorboard"] = True
     if spec.get("distill"):
         extra.update(distill=spec["distill"], teacher=spec["teacher"])
     try:

@@ -5,7 +5,8 @@ Read it as timm's or nanoGPT's train script: resolve the arguments, take the run
 build the parts (:mod:`~weightselect.training.builder`), resume, then ``train_one_epoch`` and
 ``evaluate`` (:mod:`~weightselect.training.engine`) per epoch, and write the final files.
 
-The run folder (names in weightselect.rundir): ``metrics.jsonl`` (one line per epoch),
+The run folder (names in weightselect.rundir): ``metrics.jsonl`` (one line per epoch) and
+``summary.csv`` (the same records as a table), TensorBoard events in ``tensorboard/`` when asked,
 ``checkpoint.pt`` (atomically, each epoch and on SIGTERM/SIGUSR1), ``recipe.yaml``, ``run.json``
 (model, dataset, init, teacher, versions) and, at the end only, ``model.safetensors`` and
 ``final.json``. Calling ``train`` again with the same arguments resumes from the checkpoint; on
@@ -129,6 +130,7 @@ class _Context:
     show_bar: bool
     identity: Dict[str, Any]
     init_result: Dict[str, Any]
+    board: Any = None  # tboard.EventLog when the run writes TensorBoard events (rank 0)
 
     def progress_bar(self, total: int, initial: int, epoch: int):
         if not self.show_bar:
@@ -168,7 +170,7 @@ def train(
     recipe: Any = None, data_root: Optional[str | os.PathLike] = None, download: bool = False,
     device: Optional[str] = None, force: bool = False, num_workers: int = 0, progress: Optional[bool] = None,
     mode: str = "finetune", distill: Any = None, teacher: Any = None,
-    stop_after_epochs: Optional[int] = None, stop_at_update: Optional[int] = None,
+    stop_after_epochs: Optional[int] = None, stop_at_update: Optional[int] = None, tensorboard: bool = False,
 ) -> Optional[Dict[str, Any]]:
     """Train ``model`` on ``dataset`` into ``run_dir`` and return the content of final.json.
 
@@ -184,11 +186,14 @@ def train(
     stop_after_epochs / stop_at_update: end this call early (after that many epochs in this call,
       or once that many optimizer updates are done in total) as if preempted: the checkpoint is
       written and None is returned; calling again resumes.
+    tensorboard: also write TensorBoard event files into ``run_dir/tensorboard`` (the optional
+      ``tensorboard`` package; not part of the run's identity, so a resume may switch it).
 
     Raises RunFinishedError if run_dir holds a finished run (unless force=True, which starts over),
     LockedError if another process is writing it, RunMismatchError if its checkpoint belongs to
     other arguments, NonFiniteLossError on a NaN/inf loss (the last good checkpoint is kept),
-    TrainingInterrupted after SIGTERM/SIGUSR1, RecipeError/ValueError for bad arguments.
+    TrainingInterrupted after SIGTERM/SIGUSR1, RecipeError/ValueError for bad arguments,
+    TensorBoardMissing when ``tensorboard`` is on and the package is not installed (before any file is written).
     """
     dist = Dist()
     spec = ModelSpec.from_any(model)
@@ -196,6 +201,10 @@ def train(
     recipe = _recipe_arg(spec, ds_name, recipe, mode, distill)
     teacher_spec = _teacher_arg(recipe, teacher)
     device_t = pick_device(device, dist)
+    if tensorboard:
+        from weightselect.training.tboard import require_tensorboard
+
+        require_tensorboard()
     with torch.device("meta"):  # an unknown name or keyword fails here, before the run folder is made
         create_model(spec)
     run = RunDirectory(run_dir, dist.is_main)
@@ -208,23 +217,34 @@ def train(
         dist.barrier()  # rank 0 has cleared a forced run before any rank looks for a checkpoint
         try:
             ctx, progress = _start(spec, ds_name, ds_options, recipe, teacher_spec, init, seed, data_root, download,
-                                   device_t, dist, run, num_workers, progress, stop_after_epochs, stop_at_update)
-            with ctx.stop.signals():
-                for epoch in range(progress.epoch, recipe.epochs):
-                    stats = train_one_epoch(ctx, progress, epoch)
-                    if stats is None:
-                        return _stopped(ctx, progress, f"stopped at epoch {epoch + 1}, update {progress.num_updates}")
-                    _end_epoch(ctx, progress, epoch, stats)
-                    if ctx.stop.after_epoch(dist, device_t) and epoch + 1 < recipe.epochs:
-                        return _stopped(ctx, progress, f"stopped after epoch {epoch + 1}")
-            return _finish(ctx, progress, spec, ds_name)
+                                   device_t, dist, run, num_workers, progress, stop_after_epochs, stop_at_update,
+                                   tensorboard)
+            return _epochs(ctx, progress, spec, ds_name)
         finally:
             dist.teardown()
 
 
+def _epochs(ctx: _Context, progress: Progress, spec: ModelSpec, ds_name: str) -> Optional[Dict[str, Any]]:
+    """The epochs left, then the final files; None when a stop request ended the call early."""
+    try:
+        with ctx.stop.signals():
+            for epoch in range(progress.epoch, ctx.recipe.epochs):
+                stats = train_one_epoch(ctx, progress, epoch)
+                if stats is None:
+                    return _stopped(ctx, progress, f"stopped at epoch {epoch + 1}, update {progress.num_updates}")
+                _end_epoch(ctx, progress, epoch, stats)
+                if ctx.stop.after_epoch(ctx.dist, ctx.device) and epoch + 1 < ctx.recipe.epochs:
+                    return _stopped(ctx, progress, f"stopped after epoch {epoch + 1}")
+        return _finish(ctx, progress, spec, ds_name)
+    finally:
+        if ctx.board is not None:
+            ctx.board.close()
+
+
 def _start(spec, ds_name, ds_options, recipe, teacher_spec, init, seed, data_root, download, device, dist, run,
-           num_workers, show_progress, stop_after_epochs, stop_at_update) -> Tuple[_Context, Progress]:
-    """Build everything, resume from the checkpoint if there is one, write recipe.yaml/run.json."""
+           num_workers, show_progress, stop_after_epochs, stop_at_update, tensorboard) -> Tuple[_Context, Progress]:
+    """Build everything, resume from the checkpoint if there is one, write recipe.yaml/run.json
+    (and open the TensorBoard log, replaying the checkpoint's epochs)."""
     run_init = read_init(init)  # read and hashed once
     identity = json.loads(json.dumps({
         "model": spec.to_dict(), "dataset": {"name": ds_name, **ds_options}, "init": run_init.name,
@@ -248,6 +268,10 @@ def _start(spec, ds_name, ds_options, recipe, teacher_spec, init, seed, data_roo
                    show_bar, identity, init_result)
     progress = ctx.restore(resume) if resume is not None else Progress()
     run.start(recipe.to_yaml(), _run_meta(ctx, spec, ds_name, ds_options, run_init, teacher_spec), progress.history)
+    if tensorboard and dist.is_main:
+        from weightselect.training.tboard import EventLog
+
+        ctx.board = EventLog(run.tensorboard_dir, progress.history)
     if progress.epoch >= recipe.epochs:
         run.log(f"{run.path}: all {recipe.epochs} epochs were trained; writing the final files")
     elif resume is not None:
@@ -292,7 +316,9 @@ def _end_epoch(ctx: _Context, progress: Progress, epoch: int, stats: Dict[str, f
     progress.epoch, progress.train_seconds = epoch + 1, progress.train_seconds + stats["seconds"]
     progress.images += int(loss_count)
     ctx.save_checkpoint(progress)
-    ctx.run.append_metrics(record)
+    ctx.run.append_metrics(record, progress.history)
+    if ctx.board is not None:
+        ctx.board.add(record)
     left = (ctx.recipe.epochs - epoch - 1) * record["seconds"]
     ctx.run.log(f"epoch {epoch + 1}/{ctx.recipe.epochs}  lr {record['lr']:.2e}  train_loss {record['train_loss']:.4f}  "
                 f"test_loss {record['test_loss']:.4f}  top1 {record['test_top1']:.2f}  top5 {record['test_top5']:.2f}  "

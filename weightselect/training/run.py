@@ -7,7 +7,10 @@ read); writes go through :mod:`weightselect.io` (atomic, and the folder's exclus
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional
@@ -15,7 +18,11 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 from weightselect import io as wio
 from weightselect import rundir as names
 
-__all__ = ["RunDirectory", "RunFinishedError", "RunMismatchError", "CheckpointError"]
+__all__ = ["RunDirectory", "RunFinishedError", "RunMismatchError", "CheckpointError", "summary_csv"]
+
+# summary.csv's first columns, in timm's order (epoch, losses, accuracies, lr, time), when the records
+# have them; any other key of the records follows, in the order first seen.
+SUMMARY_COLUMNS = ("epoch", "train_loss", "test_loss", "test_top1", "test_top5", "lr", "seconds", "images_per_s")
 
 
 class RunFinishedError(RuntimeError):
@@ -33,11 +40,13 @@ class CheckpointError(ValueError):
 class RunDirectory:
     """One run folder. ``is_main`` is False on the ranks > 0 of a distributed run: they read, never write.
 
-    Files (names in weightselect.rundir): metrics.jsonl, final.json, checkpoint.pt, recipe.yaml,
-    run.json, model.safetensors and the lock file .lock held while a process writes the run.
+    Files (names in weightselect.rundir): metrics.jsonl, summary.csv, final.json, checkpoint.pt,
+    recipe.yaml, run.json, model.safetensors, the folder tensorboard/ when asked for, and the lock
+    file .lock held while a process writes the run.
     """
 
-    OUTPUTS = (names.FINAL, names.CHECKPOINT, names.METRICS, names.WEIGHTS, names.RECIPE, names.RUN_META)
+    OUTPUTS = (names.FINAL, names.CHECKPOINT, names.METRICS, names.SUMMARY, names.WEIGHTS, names.RECIPE,
+               names.RUN_META)
 
     def __init__(self, path: str | Path, is_main: bool = True):
         self.path = Path(path)
@@ -79,6 +88,7 @@ class RunDirectory:
             for name in self.OUTPUTS:
                 with contextlib.suppress(FileNotFoundError):
                     (self.path / name).unlink()
+            shutil.rmtree(self.path / names.TENSORBOARD, ignore_errors=True)
         for name in self.OUTPUTS:  # we hold the lock: no live writer owns these
             for stale in self.path.glob(f".{name}.*.tmp"):
                 with contextlib.suppress(FileNotFoundError):
@@ -120,7 +130,7 @@ class RunDirectory:
 
     # ------------------------------------------------------------------ files of a run
     def start(self, recipe_yaml: str, meta: Mapping[str, Any], history: List[Mapping[str, Any]]) -> None:
-        """recipe.yaml, run.json, and metrics.jsonl rewritten from the checkpoint's history."""
+        """recipe.yaml, run.json, and metrics.jsonl and summary.csv rewritten from the checkpoint's history."""
         if self.is_main:
             wio.write_text(self.path / names.RECIPE, recipe_yaml)
             wio.write_json(self.path / names.RUN_META, meta)
@@ -128,11 +138,15 @@ class RunDirectory:
 
     def _write_metrics(self, history: List[Mapping[str, Any]]) -> None:
         wio.write_text(self.path / names.METRICS, "".join(json.dumps(h) + "\n" for h in history))
+        wio.write_text(self.path / names.SUMMARY, summary_csv(history))
 
-    def append_metrics(self, record: Mapping[str, Any]) -> None:
+    def append_metrics(self, record: Mapping[str, Any], history: List[Mapping[str, Any]]) -> None:
+        """One epoch's ``record`` appended to metrics.jsonl; summary.csv rewritten (atomically) from
+        ``history``, the run's records so far (``record`` last), so a resumed run has each epoch once."""
         if self.is_main:
             with open(self.path / names.METRICS, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
+            wio.write_text(self.path / names.SUMMARY, summary_csv(history))
 
     def finish(self, state_dict: Mapping[str, Any], metadata: Mapping[str, str], final: Mapping[str, Any],
                history: List[Mapping[str, Any]]) -> None:
@@ -144,6 +158,28 @@ class RunDirectory:
             wio.save_state_dict(state_dict, self.path / names.WEIGHTS, metadata=dict(metadata))
             wio.write_json(self.final, final)
 
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / names.TENSORBOARD
+
     def log(self, message: str) -> None:
         if self.is_main:
             print(message, file=sys.stderr, flush=True)
+
+
+def summary_csv(history: List[Mapping[str, Any]]) -> str:
+    """The text of summary.csv: a header and one row per record of ``history`` (metrics.jsonl's
+    records, one per epoch). Columns: those of SUMMARY_COLUMNS the records have, in that order, then
+    any other key in the order first seen; a key a record lacks is an empty cell. Floats are written
+    in full (``repr``), so ``float(cell)`` gives the record's value back. No records: an empty text."""
+    keys: Dict[str, None] = {}
+    for record in history:
+        keys.update(dict.fromkeys(record))
+    columns = [k for k in SUMMARY_COLUMNS if k in keys] + [k for k in keys if k not in SUMMARY_COLUMNS]
+    if not columns:
+        return ""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return out.getvalue()
