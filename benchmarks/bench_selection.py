@@ -6,6 +6,7 @@ fresh Python process, which reports its wall time (after imports) and its peak r
 - ``imports``     import torch, timm and weightselect only (the floor of every other row);
 - ``file_read``   one sequential read of the whole file (16 MiB chunks into one reused buffer),
                   run twice in the process and timed the second time (a warm read);
+- ``sha256``      the sha256 of the whole (warm) file, as ``weightselect.io.sha256_file`` computes it;
 - ``read``        read every teacher tensor from the file, one at a time, and drop it;
 - ``two_pass``    the design this replaced: the teacher's sha256 in a pass of its own
                   (``sha256_file`` with an empty cache of its own), then ``select`` + ``save`` reading the tensors;
@@ -19,7 +20,14 @@ fresh Python process, which reports its wall time (after imports) and its peak r
 Printed per pair: seconds, each row's time over the warm ``file_read`` (with and without writing
 the init file, whose ``save`` fsyncs it), peak RSS, RSS above the import floor, and the memory goal's yardstick: the student's size + the largest teacher tensor.
 
-Usage: ``python benchmarks/bench_selection.py [--pairs vit_s_t vit_l_t vit_l_s convnext_b_f] [--threads 2]``.
+Then the goal's own measure, interleaved: ``--rounds`` rounds (default 5) of ``file_read``,
+``sha256``, ``select`` (digest known) and ``select_cold`` (an empty digest cache each round), one
+after the other, so that a change of the machine's load hits every variant alike; printed are the
+medians and the median of each round's ratio: ``select`` over ``file_read`` (the goal: <= 1.5) and
+``select_cold`` over ``sha256 + 1.5 x file_read`` (the goal: <= 1).
+
+Usage: ``python benchmarks/bench_selection.py [--pairs vit_s_t vit_l_t vit_l_s convnext_b_f] [--threads 2]
+[--rounds 5]``.
 """
 from __future__ import annotations
 
@@ -37,7 +45,7 @@ PAIRS = {
     "vit_l_s": ("vit_large_patch16_224", "vit_small_patch16_224"),
     "convnext_b_f": ("convnext_base", "convnext_femto"),
 }
-VARIANTS = ("imports", "file_read", "read", "two_pass", "select_cold", "select", "header_id", "in_memory")
+VARIANTS = ("imports", "file_read", "sha256", "read", "two_pass", "select_cold", "select", "header_id", "in_memory")
 SELECTS = ("two_pass", "select_cold", "select", "header_id")
 
 
@@ -82,6 +90,10 @@ def run_variant(variant: str, teacher: str, teacher_file: str, student: str) -> 
             with open(teacher_file, "rb", buffering=0) as fh:
                 while fh.readinto(buf):
                     n_out += 1
+    elif variant == "sha256":
+        from weightselect.io import sha256_file
+
+        sha256_file(teacher_file, cache=False)
     elif variant == "read":
         with open_tensor_source(teacher_file) as src:
             for key in src.keys():
@@ -159,6 +171,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=list(PAIRS))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds for the ratios (0: none)")
     parser.add_argument("--child", nargs=4, metavar=("VARIANT", "TEACHER", "FILE", "STUDENT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -191,8 +204,29 @@ def main(argv=None) -> int:
                 f"{mem['peak_rss_mib'] / sel['peak_rss_mib']:.1f}x less peak memory "
                 f"({(mem['peak_rss_mib'] - floor) / max(sel['peak_rss_mib'] - floor, 1):.1f}x above the import floor)"
             )
+            if args.rounds:
+                interleaved(teacher, path, student, args.threads, args.rounds, tmp)
             path.unlink()
     return 0
+
+
+def interleaved(teacher: str, path: Path, student: str, threads: int, rounds: int, tmp: str) -> None:
+    """Rounds of file_read, sha256, select (digest known) and select_cold, one after the other."""
+    import statistics
+
+    known = tempfile.mkdtemp(dir=tmp)
+    measure("select_cold", teacher, path, student, threads, known)  # remembers the digest for select
+    times = {v: [] for v in ("file_read", "sha256", "select", "select_cold")}
+    for _ in range(rounds):
+        for v in times:
+            cache = known if v == "select" else tempfile.mkdtemp(dir=tmp)
+            times[v].append(measure(v, teacher, path, student, threads, cache)["seconds"])
+    med = {v: statistics.median(t) for v, t in times.items()}
+    warm = statistics.median(s / r for s, r in zip(times["select"], times["file_read"]))
+    cold = statistics.median(c / (h + 1.5 * r) for c, h, r in zip(times["select_cold"], times["sha256"], times["file_read"]))
+    print(f"  interleaved, {rounds} rounds (medians, s): " + ", ".join(f"{v} {t:.2f}" for v, t in med.items()))
+    print(f"  select / file_read = {warm:.2f} (goal <= 1.5); select_cold / (sha256 + 1.5 x file_read) = {cold:.2f} "
+          "(goal <= 1)")
 
 
 if __name__ == "__main__":

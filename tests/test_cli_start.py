@@ -45,3 +45,16 @@ def test_select_imports_no_pandas_matplotlib_or_transformers(tmp_path):
     assert got["torch"] and got["timm"]
     assert not (got["pandas"] or got["matplotlib"] or got["transformers"]), got
     assert torch.load  # the test itself runs with torch: only the child process is measured
+
+
+def test_table_jobs_import_no_torch():
+    """What a table job imports (workflow_scripts/table.py, the results package, io's JSON and text
+    writers) loads pandas only: torch is imported by the functions that read or write tensors."""
+    probe = ("import json, sys\n"
+             "from weightselect import rulelog\n"
+             "from weightselect.io import write_text, write_json, read_json, atomic_write\n"
+             "from weightselect.results import build_table, paper_gap, write_table\n"
+             "print(json.dumps({m: m in sys.modules for m in %r}))" % (HEAVY,))
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["pandas"] and not any(got[m] for m in HEAVY if m != "pandas"), got

@@ -260,3 +260,52 @@ def test_written_files_get_the_mode_a_plain_open_gives(tmp_path):
     io.save_init({"w": torch.ones(2)}, {"method": "uniform"}, tmp_path / "i.safetensors")
     for name in ("a.txt", "i.safetensors", "i.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == stat.S_IMODE(plain.stat().st_mode), name
+
+
+def _safetensors_bytes(tensors, metadata=None):
+    """What safetensors itself writes, with the header's metadata put in sorted key order."""
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    if metadata:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    return data[:8] + raw + b" " * (n - len(raw)) + data[8 + n:]
+
+
+@pytest.mark.parametrize("metadata", [None, {"producer": "weightselect", "format": "pt", "b": "ü"}])
+def test_streamed_safetensors_are_the_bytes_safetensors_writes(tmp_path, metadata):
+    """Every dtype safetensors stores, names out of order, empty, 0-d and non-contiguous tensors."""
+    import hashlib
+
+    gen = torch.Generator().manual_seed(0)
+    dtypes = [torch.float64, torch.int64, torch.float32, torch.int32, torch.float16, torch.bfloat16, torch.int16,
+              torch.uint8, torch.int8, torch.bool, torch.float8_e4m3fn, torch.float8_e5m2, torch.uint16,
+              torch.uint32, torch.uint64]
+    tensors = {f"t{(7 * i) % len(dtypes)}.w": (torch.randn(3, 5, generator=gen) * 50).to(dt) for i, dt in enumerate(dtypes)}
+    tensors.update({"empty": torch.zeros(0, 4), "scalar": torch.tensor(3.5), "ß": torch.ones(2),
+                    "strided": torch.randn(6, 4, generator=gen).t()})
+    path = tmp_path / "x.safetensors"
+    sha = io.save_state_dict(tensors, path, metadata=metadata)
+    expected = _safetensors_bytes(tensors, metadata)
+    assert path.read_bytes() == expected
+    assert sha == hashlib.sha256(expected).hexdigest()
+
+
+def test_save_init_records_the_sha256_of_the_bytes_written(tmp_path):
+    import hashlib
+
+    path = io.save_init({"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(2, dtype=torch.bfloat16)},
+                        {"method": "uniform"}, tmp_path / "i.safetensors")
+    data = path.read_bytes()
+    assert data == _safetensors_bytes({"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(2, dtype=torch.bfloat16)},
+                                      {"format": "pt", "producer": "weightselect"})
+    assert json.loads(io.manifest_path(path).read_text())["weights_sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_dtype_safetensors_cannot_store_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match="tensor 'c' has dtype torch.complex64, which safetensors cannot store"):
+        io.save_state_dict({"c": torch.zeros(2, dtype=torch.complex64)}, tmp_path / "c.safetensors")
+    assert not (tmp_path / "c.safetensors").exists()

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "WeightsFileError",
@@ -37,6 +40,8 @@ __all__ = [
     "header_identity",
     "hash_cache_dir",
     "save_state_dict",
+    "safetensors_layout",
+    "write_safetensors",
     "load_state_dict",
     "TensorSource",
     "open_tensor_source",
@@ -228,7 +233,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only where torch was imported
+    if torch is not None and isinstance(obj, torch.Tensor):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
@@ -419,42 +425,80 @@ def save_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     path: str | os.PathLike,
     metadata: Mapping[str, str] | None = None,
-) -> None:
-    """Save tensors as safetensors, atomically (contiguous CPU copies).
+) -> str:
+    """Save tensors as safetensors, atomically; returns the file's sha256 (hex).
 
-    The file is serialized in memory (``safetensors.torch.save``) and written with
+    The file is written by :func:`write_safetensors` (the bytes ``safetensors.torch.save`` gives,
+    metadata in sorted key order, written tensor by tensor with no serialized copy in memory) through
     :func:`atomic_write`, so a full disk raises ``OSError`` (ENOSPC) naming ``path`` and leaves no
-    partial file. Raises ValueError for a name that is not ``.safetensors``-compatible tensors.
+    partial file. Raises ValueError for tensors safetensors cannot store.
     """
-    from safetensors.torch import save
-
-    path = Path(path)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    head, body = _sort_safetensors_metadata(save(tensors, metadata=dict(metadata) if metadata else None))
+    tensors = {k: v.detach().to("cpu") for k, v in state_dict.items()}
     with atomic_write(path, "wb") as fh:
-        fh.write(head)
-        fh.write(body)
+        return write_safetensors(fh, tensors, metadata)
 
 
-def _sort_safetensors_metadata(data: bytes) -> Tuple[bytes, memoryview]:
-    """The same file as (head, body) with the header's ``__metadata__`` in sorted key order.
+@functools.lru_cache(maxsize=1)
+def _st_dtypes() -> Dict[Any, Tuple[int, str]]:
+    """``{torch dtype: (rank, safetensors name)}`` in safetensors' Dtype enum order: a file lays out
+    its tensors by dtype, the last first, then by name (each tensor aligned to its element size)."""
+    import torch
+    names = ("BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64",
+             "I64", "U64")
+    dtypes = (torch.bool, torch.uint8, torch.int8, torch.float8_e5m2, torch.float8_e4m3fn, torch.int16, torch.uint16,
+              torch.float16, torch.bfloat16, torch.int32, torch.uint32, torch.float32, torch.float64, torch.int64,
+              torch.uint64)
+    return {dtype: (rank, name) for rank, (dtype, name) in enumerate(zip(dtypes, names))}
 
-    safetensors writes metadata in hash-map order, which varies between calls; sorting it makes
-    identical tensors and metadata give identical bytes. The head is the 8-byte length and the
-    header (same length as before); the body is a view of ``data`` (no copy of the tensors).
+
+@functools.lru_cache(maxsize=None)
+def _st_dtype_of(name: str):
+    """The torch dtype of a safetensors dtype name; KeyError for an unknown one."""
+    return {n: d for d, (_, n) in _st_dtypes().items()}[name]
+
+
+def safetensors_layout(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+                       ) -> Tuple[bytes, List[Tuple[str, int]]]:
+    """The head of a safetensors file for ``tensors`` (8-byte little-endian header length, the JSON
+    header padded with spaces to a multiple of 8) and the tensors' (name, byte size) in file order.
+
+    The layout is the one ``safetensors.torch.save`` writes (safetensors 0.4-0.8: tensors ordered by
+    dtype, the widest first, then by name; ``data_offsets`` relative to the data), except that
+    ``__metadata__`` is in sorted key order, so the same tensors always give the same bytes. Only
+    shapes and dtypes are read. Raises ValueError for a dtype safetensors has no name for.
     """
-    n = int.from_bytes(data[:8], "little")
-    raw = data[8:8 + n]
-    body = memoryview(data)[8 + n:]
-    header = json.loads(raw)
-    meta = header.get("__metadata__")
-    if not meta:
-        return data[:8 + n], body
-    header["__metadata__"] = dict(sorted(meta.items()))
-    new = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    if len(new) != len(raw.rstrip(b" ")):
-        return data[:8 + n], body  # unexpected layout: keep what safetensors wrote
-    return data[:8] + new + b" " * (n - len(new)), body
+    for name, t in tensors.items():
+        if t.dtype not in _st_dtypes():
+            raise ValueError(f"tensor '{name}' has dtype {t.dtype}, which safetensors cannot store")
+    ranks = _st_dtypes()
+    order = sorted(tensors, key=lambda k: (-ranks[tensors[k].dtype][0], k))
+    header: Dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+    offset, sizes = 0, []
+    for name in order:
+        t = tensors[name]
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": ranks[t.dtype][1], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        sizes.append((name, nbytes))
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw, sizes
+
+
+def write_safetensors(fh, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> str:
+    """Write ``tensors`` (CPU) as a safetensors file to the open binary file ``fh``, one tensor at a
+    time from its own memory (a non-contiguous one is copied alone), hashing as it writes; returns
+    the sha256 (hex) of the bytes written. The bytes are :func:`safetensors_layout`'s."""
+    import torch
+    head, order = safetensors_layout(tensors, metadata)
+    digest = hashlib.sha256(head)
+    fh.write(head)
+    for name, nbytes in order:
+        if nbytes:
+            data = tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy()
+            digest.update(data)
+            fh.write(data)
+    return digest.hexdigest()
 
 
 def torch_load_reason(exc: BaseException) -> str:
@@ -480,6 +524,7 @@ CHECKPOINT_KEYS = ("model", "state_dict", "model_state", "module")  # preferred 
 
 def checkpoint_entries(obj: Any) -> List[str]:
     """The keys of a checkpoint dict whose value is a whole state dict (tensors only)."""
+    import torch
     if not isinstance(obj, Mapping):
         return []
     return [k for k, v in obj.items() if isinstance(k, str) and isinstance(v, Mapping) and v
@@ -491,6 +536,7 @@ def _unwrap_checkpoint(obj: Any, path: Path, key: Optional[str] = None) -> Tuple
     wrapper (default: the first of CHECKPOINT_KEYS, the non-EMA weights). Returns it and the key
     used (None for a bare state dict). Raises WeightsFileError naming the entries when ``key`` is
     not one of them, or when there are no tensors."""
+    import torch
     entries = checkpoint_entries(obj)
     if key is not None:
         if key not in entries:
@@ -544,6 +590,7 @@ def read_checkpoint(path: str | os.PathLike, device: str = "cpu", checkpoint_key
                     ) -> Tuple[Dict[str, torch.Tensor], Optional[str], List[str]]:
     """:func:`load_state_dict` that also returns the checkpoint entry read (None for a bare state
     dict or a safetensors file) and the file's state-dict entries (``model``, ``model_ema``...)."""
+    import torch
     path = Path(path)
     if not path.is_file():
         raise not_a_file(path)
@@ -646,14 +693,6 @@ class TensorSource:
         return cls({k: tuple(v.shape) for k, v in sd.items()}, sd.__getitem__, description)
 
 
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": getattr(torch, "float8_e4m3fn", None),
-    "F8_E5M2": getattr(torch, "float8_e5m2", None),
-}
-
-
 def _raw_safetensors_header(fh, path: Path) -> Tuple[bytes, int]:
     """The 8-byte header length and the header's JSON bytes, as in the file; the file's size."""
     size = os.fstat(fh.fileno()).st_size
@@ -680,7 +719,7 @@ def _read_safetensors_header(fh, path: Path) -> Tuple[Dict[str, Any], int]:
         try:
             start, end = (int(x) for x in info["data_offsets"])
             shape = tuple(int(d) for d in info["shape"])
-            dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+            dtype = _st_dtype_of(info["dtype"])
         except (KeyError, TypeError, ValueError) as exc:
             raise WeightsFileError(f"{path}: not a valid safetensors file (entry '{key}': {exc})") from exc
         if any(d < 0 for d in shape):
@@ -782,6 +821,7 @@ def _safetensors_reader(fd: int, header: Dict[str, Any], base: int, path: Path):
 
 
 def _borrowed(buf: bytearray, offset: int, nbytes: int, shape, dtype) -> torch.Tensor:
+    import torch
     if nbytes == 0:
         return torch.empty(shape, dtype=dtype)
     return torch.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset).reshape(shape)
@@ -797,6 +837,7 @@ def open_tensor_source(path: str | os.PathLike, checkpoint_key: Optional[str] = 
     the source's ``checkpoint`` attribute says which entry was read and which there were.
     Raises WeightsFileError for a missing, truncated or malformed file.
     """
+    import torch
     path = Path(path)
     if not path.is_file():
         raise not_a_file(path)
@@ -843,26 +884,22 @@ def save_init(state_dict: Mapping[str, torch.Tensor], manifest: Mapping[str, Any
     manifest from its own weights apart from one left beside other weights by a crash between the
     two renames. Raises ValueError for a name that does not end in ``.safetensors``.
     """
-    from safetensors.torch import save
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"init files are safetensors; name it '{path.with_suffix('.safetensors')}'")
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    head, body = _sort_safetensors_metadata(save(tensors, metadata={"format": "pt", "producer": "weightselect"}))
-    digest = hashlib.sha256(head)
-    digest.update(body)
-    manifest = {**dict(manifest), "weights_sha256": digest.hexdigest()}
-    text = json.dumps(manifest, indent=2, default=_json_default) + "\n"
+    tensors = {k: v.detach().to("cpu") for k, v in state_dict.items()}
     mpath = manifest_path(path)
     tmps = []
     try:
-        for target, payload in ((path, (head, body)), (mpath, (text.encode(),))):
+        for target in (path, mpath):
             tmps.append(_atomic_tmp_path(target))
             try:
                 with open(tmps[-1], "wb") as fh:
-                    for part in payload:
-                        fh.write(part)
+                    if target == path:  # the weights first: the manifest records their sha256
+                        sha = write_safetensors(fh, tensors, {"format": "pt", "producer": "weightselect"})
+                        manifest = {**dict(manifest), "weights_sha256": sha}
+                    else:
+                        fh.write((json.dumps(manifest, indent=2, default=_json_default) + "\n").encode())
                     fh.flush()
                     os.fsync(fh.fileno())
             except OSError as exc:
