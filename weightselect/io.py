@@ -875,6 +875,17 @@ def manifest_path(weights_path: str | os.PathLike) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
+def _json_text(obj: Any, levels: int = 2, indent: str = "") -> str:
+    """JSON with the first ``levels`` levels of objects one key per line (indented by 2) and the
+    values below on one line each: readable, and encoded by json's C encoder (an init's index lists
+    hold tens of thousands of numbers, which ``indent=`` would encode in Python)."""
+    if not isinstance(obj, Mapping) or not obj or levels == 0:
+        return json.dumps(obj, default=_json_default, ensure_ascii=False)
+    inner = indent + "  "
+    items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_json_text(v, levels - 1, inner)}" for k, v in obj.items()]
+    return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+
+
 def save_init(state_dict: Mapping[str, torch.Tensor], manifest: Mapping[str, Any], path) -> Path:
     """Write an initialization: ``path`` (safetensors) plus its manifest beside it, as one unit.
 
@@ -899,7 +910,7 @@ def save_init(state_dict: Mapping[str, torch.Tensor], manifest: Mapping[str, Any
                         sha = write_safetensors(fh, tensors, {"format": "pt", "producer": "weightselect"})
                         manifest = {**dict(manifest), "weights_sha256": sha}
                     else:
-                        fh.write((json.dumps(manifest, indent=2, default=_json_default) + "\n").encode())
+                        fh.write((_json_text(manifest) + "\n").encode())
                     fh.flush()
                     os.fsync(fh.fileno())
             except OSError as exc:
