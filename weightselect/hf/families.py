@@ -13,9 +13,12 @@ are chosen, and each chosen KV group keeps the query heads that read it.
 Axis sizes come from the config (:func:`axis_sizes`), and every dimension's product is checked
 against the tensor's shape. Vocabulary and positions are never selected (``None``).
 
-Rotary heads (Llama, Mistral, Qwen2): HF's ``rotate_half`` pairs dimension ``i`` of a head with
-``i + head_dim / 2``, so the head dimension is ``2 * rope_pairs``: selecting inside it selects whole
-rotary pairs, both halves alike.
+Rotary heads (Llama, Mistral, Qwen2, Qwen3): HF's ``rotate_half`` pairs dimension ``i`` of a head
+with ``i + head_dim / 2``, so the head dimension is ``2 * rope_pairs``: selecting inside it selects
+whole rotary pairs, both halves alike. Qwen3's per-head ``q_norm``/``k_norm`` (an RMSNorm over the
+head dimension, applied before the rotation; ``transformers/models/qwen3/modeling_qwen3.py``) carry
+that same ``2 * rope_pairs`` axis, so they keep the pairs the heads keep (all of them when the head
+dimension is kept).
 """
 from __future__ import annotations
 
@@ -73,7 +76,7 @@ def rope_parameters(config: Any) -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Llama (and the GQA + RoPE models with its layout: Mistral, Qwen2). Linear weights are (out, in).
+# Llama (and the GQA + RoPE models with its layout: Mistral, Qwen2, Qwen3). Linear weights are (out, in).
 HEADS_Q = "{L}.kv_groups*{L}.q_per_kv*2*rope_pairs"
 HEADS_KV = "{L}.kv_groups*2*rope_pairs"
 LLAMA = Family(
@@ -89,7 +92,7 @@ LLAMA = Family(
         (r"{L}\.self_attn\.q_proj\.bias", (HEADS_Q,)),
         (r"{L}\.self_attn\.[kv]_proj\.weight", (HEADS_KV, H)),
         (r"{L}\.self_attn\.[kv]_proj\.bias", (HEADS_KV,)),
-        (r"{L}\.self_attn\.[qk]_norm\.weight", ("2*rope_pairs",)),  # per head dimension (Qwen3-style)
+        (r"{L}\.self_attn\.[qk]_norm\.weight", ("2*rope_pairs",)),  # Qwen3: RMSNorm over head_dim
         (r"{L}\.self_attn\.o_proj\.weight", (H, HEADS_Q)),
         (r"{L}\.self_attn\.o_proj\.bias", (H,)),
         (r"{L}\.mlp\.(gate_proj|up_proj)\.weight", ("{L}.mlp_hidden", H)),
@@ -241,7 +244,7 @@ def _vit_fixed(c: Any) -> Dict[str, Any]:
 
 
 HF_FAMILIES: Tuple[HFFamily, ...] = (
-    HFFamily(LLAMA, ("llama", "mistral", "qwen2"), _llama_sizes, _llama_fixed, rotary=True),
+    HFFamily(LLAMA, ("llama", "mistral", "qwen2", "qwen3"), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(GPT2, ("gpt2",), _gpt2_sizes, _gpt2_fixed),
     HFFamily(BERT, ("bert",), _bert_sizes, _bert_fixed),
     HFFamily(VIT, ("vit",), _vit_sizes, _vit_fixed),
