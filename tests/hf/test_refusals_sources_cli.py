@@ -48,7 +48,7 @@ def test_other_refusals(llama_dir, tmp_path):
     opt = tmp_path / "opt"
     transformers.OPTForCausalLM(transformers.OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
                                                        num_attention_heads=2, word_embed_proj_dim=16)).save_pretrained(opt)
-    with pytest.raises(ValueError, match="unsupported transformers architecture 'opt'; .*llama, mistral, qwen2, gpt2, bert"):
+    with pytest.raises(ValueError, match="unsupported transformers architecture 'opt'; .*llama, mistral, qwen2, qwen3, gpt2, bert, roberta, xlm-roberta, distilbert, vit"):
         wh.select(opt, "hidden_size=8")
     with pytest.raises(ValueError, match="choose one of uniform, consecutive, random"):
         wh.select(llama_dir, "hidden_size=16", method="l1")

@@ -25,14 +25,15 @@ __all__ = ["parse_overrides", "student_config", "check_pair", "AXIS_WORDS"]
 
 # how each axis is called in the configs, for error messages
 AXIS_WORDS = {
-    "hidden": "hidden width (hidden_size / n_embd)",
-    "heads": "attention heads (num_attention_heads / n_head)",
+    "hidden": "hidden width (hidden_size / n_embd / dim)",
+    "heads": "attention heads (num_attention_heads / n_head / n_heads)",
     "kv_groups": "KV groups (num_key_value_heads)",
     "q_per_kv": "query heads per KV group (num_attention_heads / num_key_value_heads)",
     "head_dim": "head dimension",
     "rope_pairs": "rotary pairs (head_dim / 2)",
-    "mlp_hidden": "MLP width (intermediate_size / n_inner)",
+    "mlp_hidden": "MLP width (intermediate_size / n_inner / hidden_dim)",
     "pooler": "pooler width",
+    "classifier_hidden": "classification head width",
 }
 
 

@@ -156,48 +156,125 @@ def _gpt2_fixed(c: Any) -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# BERT (BertModel, BertFor* with the 'bert.' prefix, the masked-LM head).
+# BERT and RoBERTa/XLM-R (transformers/models/{bert,roberta,xlm_roberta}/modeling_*.py): BertModel,
+# the masked-LM heads, and the task heads. A head reads either the sequence (token classification,
+# question answering: the hidden axis) or the pooler's output (sequence classification and multiple
+# choice where the model has a pooler, BERT's next-sentence head: the pooler axis). RoBERTa's
+# sequence classification head has no pooler but its own dense layer (classifier_hidden). The label
+# dimension is never selected.
 BATT = "{L}.heads*head_dim"
-BERT = Family(
-    name="bert",
-    signature=(),
-    layer_pattern=r"^(?P<group>(?:bert\.)?encoder\.layer)\.(?P<index>\d+)\.",
-    rules=[
-        (r"(bert\.)?embeddings\.(word|position|token_type)_embeddings\.weight", (None, H)),
-        (r"(bert\.)?embeddings\.LayerNorm\.(weight|bias)", (H,)),
-        (r"{L}\.attention\.self\.(query|key|value)\.weight", (BATT, H)),
-        (r"{L}\.attention\.self\.(query|key|value)\.bias", (BATT,)),
-        (r"{L}\.attention\.output\.dense\.weight", (H, BATT)),
-        (r"{L}\.(attention\.output|output)\.(dense\.bias|LayerNorm\.weight|LayerNorm\.bias)", (H,)),
-        (r"{L}\.intermediate\.dense\.weight", ("{L}.mlp_hidden", H)),
-        (r"{L}\.intermediate\.dense\.bias", ("{L}.mlp_hidden",)),
-        (r"{L}\.output\.dense\.weight", (H, "{L}.mlp_hidden")),
-        (r"(bert\.)?pooler\.dense\.weight", ("pooler", H)),
-        (r"(bert\.)?pooler\.dense\.bias", ("pooler",)),
-        # the transform's output is what the decoder reads: columns of the word embeddings it is tied to
-        (r"cls\.predictions\.transform\.dense\.weight", (H, H)),
-        (r"cls\.predictions\.transform\.(dense\.bias|LayerNorm\.weight|LayerNorm\.bias)", (H,)),
-        (r"cls\.predictions\.decoder\.weight", (None, H)),
-        (r"cls\.predictions\.(decoder\.)?bias", (None,)),
-    ],
-    components={"attention": r"\.attention\.", "mlp": r"\.(intermediate|output)\.dense", "norm": r"LayerNorm"},
-    embedding_axes=H,
-)
+
+
+def _reads_pooler(prefix: str) -> Callable[[Mapping[str, Any]], Tuple[Optional[str], ...]]:
+    """``classifier.weight``: the pooler's output where the model has a pooler (BertFor
+    SequenceClassification/MultipleChoice), else the sequence (BertForTokenClassification)."""
+    def rule(env: Mapping[str, Any]) -> Tuple[Optional[str], ...]:
+        return (None, "pooler" if f"{prefix}.pooler.dense.weight" in env["keys"] else H)
+    return rule
+
+
+def _bert_family(name: str, prefix: str) -> Family:
+    """The BERT layout under the base-model prefix ``prefix`` (``bert``, ``roberta``)."""
+    p = rf"({prefix}\.)?"
+    return Family(
+        name=name,
+        signature=(),
+        layer_pattern=rf"^(?P<group>(?:{prefix}\.)?encoder\.layer)\.(?P<index>\d+)\.",
+        rules=[
+            (p + r"embeddings\.(word|position|token_type)_embeddings\.weight", (None, H)),
+            (p + r"embeddings\.LayerNorm\.(weight|bias)", (H,)),
+            (r"{L}\.attention\.self\.(query|key|value)\.weight", (BATT, H)),
+            (r"{L}\.attention\.self\.(query|key|value)\.bias", (BATT,)),
+            (r"{L}\.attention\.output\.dense\.weight", (H, BATT)),
+            (r"{L}\.(attention\.output|output)\.(dense\.bias|LayerNorm\.weight|LayerNorm\.bias)", (H,)),
+            (r"{L}\.intermediate\.dense\.weight", ("{L}.mlp_hidden", H)),
+            (r"{L}\.intermediate\.dense\.bias", ("{L}.mlp_hidden",)),
+            (r"{L}\.output\.dense\.weight", (H, "{L}.mlp_hidden")),
+            (p + r"pooler\.dense\.weight", ("pooler", H)),
+            (p + r"pooler\.dense\.bias", ("pooler",)),
+            # masked-LM heads: the transform's output is what the decoder reads, i.e. columns of the
+            # word embeddings it is tied to (BERT's cls.predictions, RoBERTa's lm_head)
+            (r"(cls\.predictions\.transform\.dense|lm_head\.dense)\.weight", (H, H)),
+            (r"(cls\.predictions\.transform\.(dense|LayerNorm)|lm_head\.(dense|layer_norm))\.(weight|bias)", (H,)),
+            (r"(cls\.predictions|lm_head)\.decoder\.weight", (None, H)),
+            (r"(cls\.predictions|lm_head)\.(decoder\.)?bias", (None,)),
+            (r"cls\.seq_relationship\.weight", (None, "pooler")),  # next-sentence head (BertForPreTraining)
+            (r"classifier\.weight", _reads_pooler(prefix)),
+            (r"classifier\.dense\.weight", ("classifier_hidden", H)),  # RobertaClassificationHead
+            (r"classifier\.dense\.bias", ("classifier_hidden",)),
+            (r"classifier\.out_proj\.weight", (None, "classifier_hidden")),
+            (r"qa_outputs\.weight", (None, H)),
+            (r"(classifier|classifier\.out_proj|qa_outputs|cls\.seq_relationship)\.bias", (None,)),
+        ],
+        components={"attention": r"\.attention\.", "mlp": r"\.(intermediate|output)\.dense", "norm": r"LayerNorm"},
+        embedding_axes=H,
+    )
+
+
+BERT = _bert_family("bert", "bert")
+ROBERTA = _bert_family("roberta", "roberta")
 
 
 def _bert_sizes(c: Any) -> Dict[str, int]:
     h = int(c.hidden_size)
     return {
         H: h, "heads": int(c.num_attention_heads), "head_dim": head_dim_of(c),
-        "mlp_hidden": int(c.intermediate_size), "pooler": h,
+        "mlp_hidden": int(c.intermediate_size), "pooler": h, "classifier_hidden": h,
     }
 
 
 def _bert_fixed(c: Any) -> Dict[str, Any]:
     return {
         "vocab_size": c.vocab_size, "max_position_embeddings": c.max_position_embeddings,
-        "type_vocab_size": c.type_vocab_size,
+        "type_vocab_size": c.type_vocab_size, "num_labels": c.num_labels,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# DistilBERT (transformers/models/distilbert/modeling_distilbert.py): its own names (q_lin, k_lin,
+# v_lin, out_lin, ffn.lin1/lin2, sa_layer_norm, output_layer_norm); config fields dim, n_heads,
+# hidden_dim. The sequence classification head is pre_classifier (its own axis) then classifier;
+# the token classification head reads the sequence; the masked-LM projector is tied to the embeddings.
+DATT = "{L}.heads*head_dim"
+DISTILBERT = Family(
+    name="distilbert",
+    signature=(),
+    layer_pattern=r"^(?P<group>(?:distilbert\.)?transformer\.layer)\.(?P<index>\d+)\.",
+    rules=[
+        (r"(distilbert\.)?embeddings\.(word|position)_embeddings\.weight", (None, H)),
+        (r"(distilbert\.)?embeddings\.LayerNorm\.(weight|bias)", (H,)),
+        (r"{L}\.attention\.[qkv]_lin\.weight", (DATT, H)),
+        (r"{L}\.attention\.[qkv]_lin\.bias", (DATT,)),
+        (r"{L}\.attention\.out_lin\.weight", (H, DATT)),
+        (r"{L}\.attention\.out_lin\.bias", (H,)),
+        (r"{L}\.(sa_layer_norm|output_layer_norm)\.(weight|bias)", (H,)),
+        (r"{L}\.ffn\.lin1\.weight", ("{L}.mlp_hidden", H)),
+        (r"{L}\.ffn\.lin1\.bias", ("{L}.mlp_hidden",)),
+        (r"{L}\.ffn\.lin2\.weight", (H, "{L}.mlp_hidden")),
+        (r"{L}\.ffn\.lin2\.bias", (H,)),
+        (r"vocab_transform\.weight", (H, H)),  # read by the projector tied to the embeddings
+        (r"(vocab_transform|vocab_layer_norm)\.(weight|bias)", (H,)),
+        (r"vocab_projector\.weight", (None, H)),
+        (r"pre_classifier\.weight", ("classifier_hidden", H)),
+        (r"pre_classifier\.bias", ("classifier_hidden",)),
+        (r"classifier\.weight", lambda env: (None, "classifier_hidden" if "pre_classifier.weight" in env["keys"] else H)),
+        (r"qa_outputs\.weight", (None, H)),
+        (r"(vocab_projector|classifier|qa_outputs)\.bias", (None,)),
+    ],
+    components={"attention": r"\.attention\.", "mlp": r"\.ffn\.", "norm": r"(layer_norm|LayerNorm)"},
+    embedding_axes=H,
+)
+
+
+def _distilbert_sizes(c: Any) -> Dict[str, int]:
+    h = int(c.dim)
+    return {H: h, "heads": int(c.n_heads), "head_dim": h // int(c.n_heads), "mlp_hidden": int(c.hidden_dim),
+            "classifier_hidden": h}
+
+
+def _distilbert_fixed(c: Any) -> Dict[str, Any]:
+    return {"vocab_size": c.vocab_size, "max_position_embeddings": c.max_position_embeddings,
+            "sinusoidal_pos_embds": bool(c.sinusoidal_pos_embds), "num_labels": c.num_labels}
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,6 +324,8 @@ HF_FAMILIES: Tuple[HFFamily, ...] = (
     HFFamily(LLAMA, ("llama", "mistral", "qwen2", "qwen3"), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(GPT2, ("gpt2",), _gpt2_sizes, _gpt2_fixed),
     HFFamily(BERT, ("bert",), _bert_sizes, _bert_fixed),
+    HFFamily(ROBERTA, ("roberta", "xlm-roberta"), _bert_sizes, _bert_fixed),
+    HFFamily(DISTILBERT, ("distilbert",), _distilbert_sizes, _distilbert_fixed),
     HFFamily(VIT, ("vit",), _vit_sizes, _vit_fixed),
 )
 SUPPORTED_MODEL_TYPES: Tuple[str, ...] = tuple(t for f in HF_FAMILIES for t in f.model_types)
@@ -261,7 +340,7 @@ def family_for(config: Any) -> HFFamily:
             return fam
     raise ValueError(
         f"unsupported transformers architecture '{model_type}'; weight selection supports the model "
-        f"types {', '.join(SUPPORTED_MODEL_TYPES)} (Llama-style GQA + RoPE, GPT-2, BERT, ViT)"
+        f"types {', '.join(SUPPORTED_MODEL_TYPES)}"
     )
 
 
