@@ -4,7 +4,11 @@ A teacher folder holds ``config.json`` and its weights as ``model.safetensors``,
 ``model-0000x-of-0000y.safetensors`` listed in ``model.safetensors.index.json`` (``weight_map``:
 tensor name -> shard file), the layout ``save_pretrained`` writes. Each shard is opened for
 positioned reads (:func:`weightselect.io.open_tensor_source`), so only the tensor being selected is
-in memory. A ``pytorch_model.bin`` folder is loaded whole with ``torch.load(weights_only=True)``.
+in memory. Older checkpoints in PyTorch's format, ``pytorch_model.bin`` or shards
+``pytorch_model-0000x-of-0000y.bin`` listed in ``pytorch_model.bin.index.json`` (the layout
+transformers 4 wrote with ``safe_serialization=False``), are read with
+``torch.load(weights_only=True)`` only, memory-mapped where the file is in torch's zip format; each
+file must be a plain ``{name: tensor}`` dict (anything else is refused, never unpickled).
 
 A hub id (``org/name``, optionally ``org/name@revision``) is resolved through the Hugging Face cache
 with ``huggingface_hub.snapshot_download`` (config, safetensors and tokenizer files only), which
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from weightselect.io import (
-    TensorSource, WeightsFileError, hub_cache_only, load_state_dict, open_tensor_source, sha256_file,
+    TensorSource, WeightsFileError, hub_cache_only, open_tensor_source, sha256_file,
 )
 
 __all__ = [
@@ -32,12 +36,14 @@ __all__ = [
     "TOKENIZER_FILES",
     "tokenizer_files",
     "SAFE_INDEX",
+    "BIN_INDEX",
     "checkpoint_names",
 ]
 
 SAFE_SINGLE = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_SINGLE = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
 # files a tokenizer (slow or fast) may consist of; copied into the student's folder
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -116,19 +122,48 @@ def _combined_sha256(files: Dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _open_sharded(folder: Path) -> tuple[TensorSource, Dict[str, str]]:
-    index_path = folder / SAFE_INDEX
+def _load_bin(path: Path) -> Dict[str, Any]:
+    """A ``pytorch_model*.bin`` file as ``{name: tensor}``, read with ``torch.load(weights_only=True)``
+    (memory-mapped for torch's zip format). Raises WeightsFileError, in one line, for a file that
+    holds anything but a plain dict of tensors (transformers' own shards never do)."""
+    import zipfile
+
+    import torch
+
+    from weightselect.io import torch_load_reason
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as exc:
+        raise WeightsFileError(
+            f"{path}: refused, it cannot be read with torch.load(weights_only=True) ({torch_load_reason(exc)}); "
+            "a transformers checkpoint holds only tensors: convert it to safetensors where it was made"
+        ) from exc
+    bad = ([f"a {type(obj).__name__}"] if not isinstance(obj, dict) else
+           [f"'{k}' ({type(v).__name__})" for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))])
+    if bad:
+        raise WeightsFileError(
+            f"{path}: refused, it holds {', '.join(bad[:3])}, not only tensors: a transformers checkpoint "
+            "file is a plain {name: tensor} dict; save the teacher's state dict alone (or as safetensors)"
+        )
+    return obj
+
+
+def _open_sharded(folder: Path, index_name: str, open_shard) -> tuple[TensorSource, Dict[str, str]]:
+    """Shards listed in the index ``index_name`` (``weight_map``: tensor name -> shard file), each
+    opened with ``open_shard(path) -> TensorSource``."""
+    index_path = folder / index_name
     try:
         weight_map = json.loads(index_path.read_text())["weight_map"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise WeightsFileError(f"{index_path}: not a safetensors index (no 'weight_map': {exc})") from exc
+        raise WeightsFileError(f"{index_path}: not a checkpoint index (no 'weight_map': {exc})") from exc
     shards: Dict[str, TensorSource] = {}
     try:
         for name in sorted(set(weight_map.values())):
             shard = folder / name
             if not shard.is_file():
                 raise WeightsFileError(f"{index_path} lists {name}, which is missing from {folder}")
-            shards[name] = open_tensor_source(shard)
+            shards[name] = open_shard(shard)
         shapes = {}
         for key, name in weight_map.items():
             if key not in shards[name]:
@@ -148,17 +183,24 @@ def _open_sharded(folder: Path) -> tuple[TensorSource, Dict[str, str]]:
     return source, {name: sha256_file(folder / name) for name in shards}
 
 
+def _open_bin(path: Path) -> TensorSource:
+    return TensorSource.from_state_dict(_load_bin(path), str(path))
+
+
 def _open_weights(folder: Path) -> tuple[TensorSource, Dict[str, str]]:
     if (folder / SAFE_INDEX).is_file():
-        return _open_sharded(folder)
+        return _open_sharded(folder, SAFE_INDEX, open_tensor_source)
     if (folder / SAFE_SINGLE).is_file():
         path = folder / SAFE_SINGLE
         return open_tensor_source(path), {SAFE_SINGLE: sha256_file(path)}
-    if (folder / BIN_SINGLE).is_file():  # loaded whole, never unpickled beyond tensors
+    if (folder / BIN_INDEX).is_file():
+        return _open_sharded(folder, BIN_INDEX, _open_bin)
+    if (folder / BIN_SINGLE).is_file():
         path = folder / BIN_SINGLE
-        return TensorSource.from_state_dict(load_state_dict(path), str(path)), {BIN_SINGLE: sha256_file(path)}
+        return _open_bin(path), {BIN_SINGLE: sha256_file(path)}
     raise WeightsFileError(
-        f"{folder} has no weights: expected {SAFE_SINGLE}, {SAFE_INDEX} with its shards, or {BIN_SINGLE}"
+        f"{folder} has no weights: expected {SAFE_SINGLE}, {SAFE_INDEX} with its shards, {BIN_SINGLE}, "
+        f"or {BIN_INDEX} with its shards"
     )
 
 
