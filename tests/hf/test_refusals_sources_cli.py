@@ -45,11 +45,13 @@ def test_rope_change_allowed_with_the_option(llama_dir, tmp_path):
 def test_other_refusals(llama_dir, tmp_path):
     import transformers
 
-    opt = tmp_path / "opt"
-    transformers.OPTForCausalLM(transformers.OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
-                                                       num_attention_heads=2, word_embed_proj_dim=16)).save_pretrained(opt)
-    with pytest.raises(ValueError, match="unsupported transformers architecture 'opt'; .*llama, mistral, qwen2, qwen3, gpt2, bert, roberta, xlm-roberta, distilbert, vit"):
-        wh.select(opt, "hidden_size=8")
+    bloom = tmp_path / "bloom"
+    transformers.BloomForCausalLM(transformers.BloomConfig(vocab_size=64, hidden_size=16, n_layer=1, n_head=2)
+                                  ).save_pretrained(bloom)
+    with pytest.raises(ValueError, match="unsupported transformers architecture 'bloom'; weight selection supports the model "
+                       "types llama, mistral, qwen2, qwen3, phi3, gemma, gemma2, gemma3_text, gpt_neox, opt, gpt2, bert, "
+                       "roberta, xlm-roberta, distilbert, vit$"):
+        wh.select(bloom, "hidden_size=8")
     with pytest.raises(ValueError, match="choose one of uniform, consecutive, random"):
         wh.select(llama_dir, "hidden_size=16", method="l1")
     gpt2 = save_teacher("gpt2", GPT2, tmp_path / "gpt2")

@@ -21,7 +21,7 @@ from weightselect.hf.families import HFFamily, axis_sizes, family_for, head_dim_
 from weightselect.hf.sources import tokenizer_files
 from weightselect.selection.layers import layer_indices
 
-__all__ = ["parse_overrides", "student_config", "check_pair", "AXIS_WORDS"]
+__all__ = ["parse_overrides", "student_config", "check_pair", "check_layer_kinds", "AXIS_WORDS"]
 
 # how each axis is called in the configs, for error messages
 AXIS_WORDS = {
@@ -114,9 +114,13 @@ def student_config(teacher: Any, student: Any, overrides: Optional[Mapping[str, 
             "'hidden_size=256,num_hidden_layers=4'"
         )
     _apply_overrides(config, overrides, teacher)
+    if spec["from"] == "teacher":
+        for dep, src in family_for(teacher).follows:  # OPT's word_embed_proj_dim = hidden_size
+            if dep not in overrides and getattr(teacher, dep, None) == getattr(teacher, src, None):
+                setattr(config, dep, getattr(config, src))
     if not getattr(config, "architectures", None):
         config.architectures = list(getattr(teacher, "architectures", None) or [])
-    t_types = getattr(teacher, "layer_types", None)
+    t_types = getattr(teacher, "layer_types", None)  # checked against the layer map by check_layer_kinds
     s_layers = getattr(config, "num_hidden_layers", None)
     s_types = getattr(config, "layer_types", None) or []
     if t_types and "layer_types" not in overrides and s_layers and len(s_types) != s_layers:
@@ -214,7 +218,7 @@ def check_pair(teacher: Any, student: Any, t_folder: Path, s_folder: Optional[Pa
     _check_heads(fam, teacher, student, select_head_dim)
     _check_rope(fam, teacher, student, allow_rope_change)
     t_sizes, s_sizes = axis_sizes(teacher), axis_sizes(student)
-    if fam.rotary and s_sizes["kv_groups"] <= t_sizes["kv_groups"] and s_sizes["q_per_kv"] > t_sizes["q_per_kv"]:
+    if "q_per_kv" in s_sizes and s_sizes["kv_groups"] <= t_sizes["kv_groups"] and s_sizes["q_per_kv"] > t_sizes["q_per_kv"]:
         raise ValueError(
             f"the student has {s_sizes['q_per_kv']} query heads per KV group, the teacher {t_sizes['q_per_kv']}: "
             "whole KV groups keep only the query heads that read them (keep the GQA ratio at most the teacher's)"
@@ -227,3 +231,20 @@ def check_pair(teacher: Any, student: Any, t_folder: Path, s_folder: Optional[Pa
                 "the student must not be wider than the teacher on any axis"
             )
     return fam
+
+
+def check_layer_kinds(groups: Mapping[str, Any], teacher: Any, student: Any) -> None:
+    """Every student layer keeps the attention kind (``layer_types``: sliding-window or global, as
+    Mistral, Qwen2/3, Gemma2/3 set per layer) of the teacher layer it is selected from. ``groups``:
+    the layer map's ``{group: [teacher index of each student layer]}``. Raises ValueError."""
+    t_types, s_types = getattr(teacher, "layer_types", None), getattr(student, "layer_types", None)
+    if not t_types or not s_types:
+        return
+    for chosen in groups.values():
+        for i, t in enumerate(chosen):
+            if i < len(s_types) and t < len(t_types) and s_types[i] != t_types[t]:
+                raise ValueError(
+                    f"student layer {i} is {s_types[i]} but teacher layer {t}, which layer selection takes it "
+                    f"from, is {t_types[t]}: a selected layer keeps its attention kind; leave layer_types out of "
+                    "the student to take the chosen layers' kinds, or choose other layers"
+                )

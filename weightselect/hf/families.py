@@ -8,7 +8,9 @@ is often a *product* of axes laid out row-major, written ``"a*b*c"``. ``q_proj``
 ``h // q_per_kv``), GPT-2's fused ``c_attn`` is ``3 * heads * head_dim``. A factor that is an integer
 is a fixed block count (q, k, v; the two halves of a rotary head), kept whole. Selecting a product
 dimension takes the Cartesian product of its factors' index sets, so whole heads and whole KV groups
-are chosen, and each chosen KV group keeps the query heads that read it.
+are chosen, and each chosen KV group keeps the query heads that read it. Blocks of different
+products laid out one after another are joined with ``+`` (Phi-3's ``qkv_proj``: q heads, then k
+groups, then v groups); each block is selected on its own and the results concatenated.
 
 Axis sizes come from the config (:func:`axis_sizes`), and every dimension's product is checked
 against the tensor's shape. Vocabulary and positions are never selected (``None``).
@@ -34,6 +36,7 @@ __all__ = [
     "family_for",
     "axis_sizes",
     "factors",
+    "terms",
     "head_dim_of",
     "rope_parameters",
 ]
@@ -45,13 +48,16 @@ H = "hidden"
 class HFFamily:
     """A transformers architecture: the named-axes :class:`Family` plus how to read sizes from its
     config. ``sizes(config) -> {base axis name: size}``; ``fixed(config) -> {what: value}`` lists
-    config values that select nothing and must be equal in teacher and student."""
+    config values that select nothing and must be equal in teacher and student; ``follows``:
+    ``(field, other)`` pairs where ``field`` equals ``other`` in the teacher and so is set to the
+    student's ``other`` unless overridden (OPT's ``word_embed_proj_dim`` follows ``hidden_size``)."""
 
     family: Family
     model_types: Tuple[str, ...]
     sizes: Callable[[Any], Dict[str, int]]
     fixed: Callable[[Any], Dict[str, Any]]
     rotary: bool = False
+    follows: Tuple[Tuple[str, str], ...] = ()
 
 
 def head_dim_of(config: Any) -> int:
@@ -116,6 +122,109 @@ def _llama_sizes(c: Any) -> Dict[str, int]:
 
 def _llama_fixed(c: Any) -> Dict[str, Any]:
     return {"vocab_size": c.vocab_size}
+
+
+# Phi-3 (transformers/models/phi3/modeling_phi3.py): the Llama layout with q, k and v fused into
+# qkv_proj, whose output is the q heads, then the k groups, then the v groups (sliced in that order
+# by query_pos = heads * head_dim and num_key_value_heads * head_dim), and gate and up fused into
+# gate_up_proj ([gate | up], split by chunk(2)).
+PHI3 = Family(
+    name="phi3",
+    signature=(),
+    layer_pattern=LLAMA.layer_pattern,
+    rules=[
+        *[r for r in LLAMA.rules if "_proj" not in r[0]],
+        (r"{L}\.self_attn\.qkv_proj\.weight", (f"{HEADS_Q}+{HEADS_KV}+{HEADS_KV}", H)),
+        (r"{L}\.self_attn\.o_proj\.weight", (H, HEADS_Q)),
+        (r"{L}\.mlp\.gate_up_proj\.weight", ("2*{L}.mlp_hidden", H)),
+        (r"{L}\.mlp\.down_proj\.weight", (H, "{L}.mlp_hidden")),
+    ],
+    components=LLAMA.components,
+    embedding_axes=H,
+)
+
+# Gemma, Gemma2, Gemma3 text (transformers/models/gemma{,2,3}/modeling_gemma*.py): the Llama layout
+# with head_dim set apart from hidden_size / heads, and (Gemma2/3) an RMSNorm before and after the
+# MLP. Its RMSNorms scale by (1 + weight); its embeddings by sqrt(hidden_size), the student's own.
+GEMMA = Family(
+    name="gemma",
+    signature=(),
+    layer_pattern=LLAMA.layer_pattern,
+    rules=[*LLAMA.rules, (r"{L}\.(pre|post)_feedforward_layernorm\.weight", (H,))],
+    components=LLAMA.components,
+    embedding_axes=H,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# GPT-NeoX / Pythia (transformers/models/gpt_neox/modeling_gpt_neox.py): query_key_value's output is
+# per head [q | k | v], each head_dim (view(..., heads, 3 * head_dim).chunk(3)); the rotation covers
+# the first rotary_pct of each head dimension, pairing i with i + rotary_ndims / 2, so only whole
+# heads are selected unless rotary_pct is 1 (then whole rotary pairs, as Llama).
+NEOX_HEAD = "{L}.heads*2*rope_pairs"
+NEOX = Family(
+    name="gpt_neox",
+    signature=(),
+    layer_pattern=r"^(?P<group>(?:gpt_neox\.)?layers)\.(?P<index>\d+)\.",
+    rules=[
+        (r"(gpt_neox\.)?embed_in\.weight", (None, H)),
+        (r"(lm_head|embed_out)\.weight", (None, H)),
+        (r"(gpt_neox\.)?final_layer_norm\.(weight|bias)", (H,)),
+        (r"{L}\.(input_layernorm|post_attention_layernorm)\.(weight|bias)", (H,)),
+        (r"{L}\.attention\.query_key_value\.weight", ("{L}.heads*3*2*rope_pairs", H)),
+        (r"{L}\.attention\.query_key_value\.bias", ("{L}.heads*3*2*rope_pairs",)),
+        (r"{L}\.attention\.dense\.weight", (H, NEOX_HEAD)),
+        (r"{L}\.attention\.dense\.bias", (H,)),
+        (r"{L}\.mlp\.dense_h_to_4h\.weight", ("{L}.mlp_hidden", H)),
+        (r"{L}\.mlp\.dense_h_to_4h\.bias", ("{L}.mlp_hidden",)),
+        (r"{L}\.mlp\.dense_4h_to_h\.weight", (H, "{L}.mlp_hidden")),
+        (r"{L}\.mlp\.dense_4h_to_h\.bias", (H,)),
+    ],
+    components={"attention": r"\.attention\.", "mlp": r"\.mlp\.", "norm": r"layernorm|layer_norm"},
+    embedding_axes=H,
+)
+
+
+def _neox_sizes(c: Any) -> Dict[str, int]:
+    return {H: int(c.hidden_size), "heads": int(c.num_attention_heads), "rope_pairs": head_dim_of(c) // 2,
+            "mlp_hidden": int(c.intermediate_size)}
+
+
+# --------------------------------------------------------------------------------------------
+# OPT (transformers/models/opt/modeling_opt.py): learned positions (offset 2), separate q/k/v/out
+# projections with biases, fc1/fc2. The variant with project_in/project_out (word_embed_proj_dim other
+# than hidden_size, OPT-350m) has no rule and is refused.
+OATT = "{L}.heads*head_dim"
+OPT = Family(
+    name="opt",
+    signature=(),
+    layer_pattern=r"^(?P<group>(?:model\.)?decoder\.layers)\.(?P<index>\d+)\.",
+    rules=[
+        (r"(model\.)?decoder\.(embed_tokens|embed_positions)\.weight", (None, H)),
+        (r"lm_head\.weight", (None, H)),
+        (r"(model\.)?decoder\.final_layer_norm\.(weight|bias)", (H,)),
+        (r"{L}\.(self_attn_layer_norm|final_layer_norm)\.(weight|bias)", (H,)),
+        (r"{L}\.self_attn\.[qkv]_proj\.weight", (OATT, H)),
+        (r"{L}\.self_attn\.[qkv]_proj\.bias", (OATT,)),
+        (r"{L}\.self_attn\.out_proj\.weight", (H, OATT)),
+        (r"{L}\.self_attn\.out_proj\.bias", (H,)),
+        (r"{L}\.fc1\.weight", ("{L}.mlp_hidden", H)),
+        (r"{L}\.fc1\.bias", ("{L}.mlp_hidden",)),
+        (r"{L}\.fc2\.weight", (H, "{L}.mlp_hidden")),
+        (r"{L}\.fc2\.bias", (H,)),
+    ],
+    components={"attention": r"\.self_attn\.", "mlp": r"\.fc[12]\.", "norm": r"layer_norm"},
+    embedding_axes=H,
+)
+
+
+def _opt_sizes(c: Any) -> Dict[str, int]:
+    return {H: int(c.hidden_size), "heads": int(c.num_attention_heads), "head_dim": head_dim_of(c),
+            "mlp_hidden": int(c.ffn_dim)}
+
+
+def _opt_fixed(c: Any) -> Dict[str, Any]:
+    return {"vocab_size": c.vocab_size, "max_position_embeddings": c.max_position_embeddings}
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +431,10 @@ def _vit_fixed(c: Any) -> Dict[str, Any]:
 
 HF_FAMILIES: Tuple[HFFamily, ...] = (
     HFFamily(LLAMA, ("llama", "mistral", "qwen2", "qwen3"), _llama_sizes, _llama_fixed, rotary=True),
+    HFFamily(PHI3, ("phi3",), _llama_sizes, _llama_fixed, rotary=True),
+    HFFamily(GEMMA, ("gemma", "gemma2", "gemma3_text"), _llama_sizes, _llama_fixed, rotary=True),
+    HFFamily(NEOX, ("gpt_neox",), _neox_sizes, _llama_fixed, rotary=True),
+    HFFamily(OPT, ("opt",), _opt_sizes, _opt_fixed, follows=(("word_embed_proj_dim", "hidden_size"),)),
     HFFamily(GPT2, ("gpt2",), _gpt2_sizes, _gpt2_fixed),
     HFFamily(BERT, ("bert",), _bert_sizes, _bert_fixed),
     HFFamily(ROBERTA, ("roberta", "xlm-roberta"), _bert_sizes, _bert_fixed),
@@ -331,15 +444,29 @@ HF_FAMILIES: Tuple[HFFamily, ...] = (
 SUPPORTED_MODEL_TYPES: Tuple[str, ...] = tuple(t for f in HF_FAMILIES for t in f.model_types)
 
 
+_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "dbrx", "olmoe", "jamba", "granitemoe",
+        "phimoe", "gpt_oss", "switch_transformers", "llama4", "llama4_text")
+_ENCODER_DECODER = ("t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian", "whisper", "encoder-decoder")
+# why some well-known model types are refused (one line each)
+UNSUPPORTED_WHY: Dict[str, str] = {
+    **{t: "a mixture-of-experts model (which experts to keep, and the router rows that follow them, are not "
+          "mapped; transformers also fuses the experts when it loads them)" for t in _MOE},
+    **{t: "an encoder-decoder model (cross-attention and, for T5, relative position buckets are not mapped)"
+       for t in _ENCODER_DECODER},
+}
+
+
 def family_for(config: Any) -> HFFamily:
-    """The family of a transformers config (by ``model_type``); an unsupported one is refused with
-    the list of supported model types."""
+    """The family of a transformers config (by ``model_type``); an unsupported one is refused, in one
+    line, with the cause where it is known (mixture of experts, encoder-decoder) and the list of
+    supported model types. Raises ValueError."""
     model_type = getattr(config, "model_type", None)
     for fam in HF_FAMILIES:
         if model_type in fam.model_types:
             return fam
+    why = f": {UNSUPPORTED_WHY[model_type]}" if model_type in UNSUPPORTED_WHY else ""
     raise ValueError(
-        f"unsupported transformers architecture '{model_type}'; weight selection supports the model "
+        f"unsupported transformers architecture '{model_type}'{why}; weight selection supports the model "
         f"types {', '.join(SUPPORTED_MODEL_TYPES)}"
     )
 
@@ -349,11 +476,18 @@ def axis_sizes(config: Any) -> Dict[str, int]:
     return family_for(config).sizes(config)
 
 
+def terms(dim: str) -> List[str]:
+    """The blocks of a formatted dimension laid out one after another (``"a*b+c*b+c*b"``: Phi-3's
+    fused ``qkv_proj``, q heads then k groups then v groups); a plain product is one block."""
+    return dim.split("+")
+
+
 def factors(dim: Optional[str]) -> List[object]:
-    """The factors of a formatted dimension: axis names (str) and fixed block counts (int)."""
+    """The factors of a formatted dimension (of all its blocks): axis names (str) and fixed block
+    counts (int)."""
     if dim is None:
         return []
-    return [int(f) if f.isdigit() else f for f in dim.split("*")]
+    return [int(f) if f.isdigit() else f for term in terms(dim) for f in term.split("*")]
 
 
 def base_axis(axis: str) -> str:
@@ -362,10 +496,14 @@ def base_axis(axis: str) -> str:
 
 
 def product_size(dim: str, sizes: Mapping[str, int]) -> int:
-    n = 1
-    for f in factors(dim):
-        n *= f if isinstance(f, int) else sizes[base_axis(f)]
-    return n
+    """The size of a formatted dimension: the sum over its blocks of the product of their factors."""
+    total = 0
+    for term in terms(dim):
+        n = 1
+        for f in factors(term):
+            n *= f if isinstance(f, int) else sizes[base_axis(f)]
+        total += n
+    return total
 
 
 def dims_text(dims: Sequence[Optional[str]]) -> str:
