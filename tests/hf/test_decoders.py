@@ -159,8 +159,9 @@ def test_gemma2_layer_kinds_are_kept_or_refused(teachers):
     assert result.manifest["layer_map"] == {"model.layers.0": "model.layers.2", "model.layers.1": "model.layers.3"}
 
 
-@pytest.mark.parametrize("model_type,cause", [("mixtral", "mixture-of-experts"), ("qwen2_moe", "mixture-of-experts"),
-                                              ("t5", "encoder-decoder")])
+@pytest.mark.parametrize("model_type,cause", [("mixtral", "an? mixture-of-experts model"),
+                                              ("qwen2_moe", "an? mixture-of-experts model"),
+                                              ("t5", "an? encoder-decoder model"), ("gemma3", "the multimodal Gemma3")])
 def test_moe_and_encoder_decoder_models_are_refused_with_the_cause(tmp_path, model_type, cause):
     import json
 
@@ -170,7 +171,25 @@ def test_moe_and_encoder_decoder_models_are_refused_with_the_cause(tmp_path, mod
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
     save_file({"model.embed_tokens.weight": torch.zeros(4, 2)}, folder / "model.safetensors")
-    with pytest.raises(ValueError, match=rf"unsupported transformers architecture '{model_type}': an? {cause} model .*; "
+    with pytest.raises(ValueError, match=rf"unsupported transformers architecture '{model_type}': {cause} .*; "
                                          "weight selection supports the model types llama") as info:
         wh.select(folder, "hidden_size=16")
     assert "\n" not in str(info.value)
+
+
+def test_opt_with_project_in_and_out_is_refused(tmp_path):
+    """OPT-350m's layout: word embeddings of another width, projected in and out."""
+    teacher = save_teacher("opt", dict(CFG["opt"], word_embed_proj_dim=16), tmp_path / "t")
+    with pytest.raises(ValueError, match=r"the teacher's word_embed_proj_dim 16 differs from hidden_size 32 \(project_in/"
+                                         r"project_out, as in OPT-350m\): those projections are not mapped"):
+        wh.select(teacher, "num_hidden_layers=2")
+    with pytest.raises(ValueError, match="the student's word_embed_proj_dim 8 differs from hidden_size 16"):
+        wh.select(save_teacher("opt", CFG["opt"], tmp_path / "t2"), dict(hidden_size=16, word_embed_proj_dim=8))
+
+
+@pytest.mark.parametrize("kind", ["phi3", "gpt_neox"])
+def test_same_seed_same_bytes_other_seed_other_bytes(teachers, tmp_path, kind):
+    width = dict(hidden_size=16, num_attention_heads=4 if kind == "phi3" else 2, intermediate_size=24)
+    paths = [wh.select(teachers[kind], width, method="random", seed=seed).save(tmp_path / f"s{i}") / "model.safetensors"
+             for i, seed in enumerate((5, 5, 6))]
+    assert paths[0].read_bytes() == paths[1].read_bytes() != paths[2].read_bytes()

@@ -93,6 +93,7 @@ def student_config(teacher: Any, student: Any, overrides: Optional[Mapping[str, 
     """
     from transformers import AutoConfig, PretrainedConfig
 
+    fam = family_for(teacher)  # an unsupported architecture is refused before its fields are read
     overrides = dict(overrides or {})
     folder: Optional[Path] = None
     spec: Dict[str, Any]
@@ -115,7 +116,7 @@ def student_config(teacher: Any, student: Any, overrides: Optional[Mapping[str, 
         )
     _apply_overrides(config, overrides, teacher)
     if spec["from"] == "teacher":
-        for dep, src in family_for(teacher).follows:  # OPT's word_embed_proj_dim = hidden_size
+        for dep, src in fam.follows:  # OPT's word_embed_proj_dim = hidden_size
             if dep not in overrides and getattr(teacher, dep, None) == getattr(teacher, src, None):
                 setattr(config, dep, getattr(config, src))
     if not getattr(config, "architectures", None):
@@ -206,6 +207,10 @@ def check_pair(teacher: Any, student: Any, t_folder: Path, s_folder: Optional[Pa
             f"the student config is a {student.model_type} model but the teacher a {teacher.model_type} model: "
             "weight selection needs two models of the same architecture"
         )
+    for who, config in (("teacher", teacher), ("student", student)):
+        why = fam.unsupported(config)
+        if why:
+            raise ValueError(f"the {who}'s {why}")
     if bool(getattr(teacher, "tie_word_embeddings", False)) != bool(getattr(student, "tie_word_embeddings", False)):
         raise ValueError(
             "tie_word_embeddings differs between teacher and student: the LM head keeps the teacher's tying"

@@ -50,7 +50,8 @@ class HFFamily:
     config. ``sizes(config) -> {base axis name: size}``; ``fixed(config) -> {what: value}`` lists
     config values that select nothing and must be equal in teacher and student; ``follows``:
     ``(field, other)`` pairs where ``field`` equals ``other`` in the teacher and so is set to the
-    student's ``other`` unless overridden (OPT's ``word_embed_proj_dim`` follows ``hidden_size``)."""
+    student's ``other`` unless overridden (OPT's ``word_embed_proj_dim`` follows ``hidden_size``);
+    ``unsupported(config) -> reason or None`` names a variant of the architecture that is refused."""
 
     family: Family
     model_types: Tuple[str, ...]
@@ -58,6 +59,7 @@ class HFFamily:
     fixed: Callable[[Any], Dict[str, Any]]
     rotary: bool = False
     follows: Tuple[Tuple[str, str], ...] = ()
+    unsupported: Callable[[Any], Optional[str]] = lambda config: None
 
 
 def head_dim_of(config: Any) -> int:
@@ -221,6 +223,14 @@ OPT = Family(
 def _opt_sizes(c: Any) -> Dict[str, int]:
     return {H: int(c.hidden_size), "heads": int(c.num_attention_heads), "head_dim": head_dim_of(c),
             "mlp_hidden": int(c.ffn_dim)}
+
+
+def _opt_unsupported(c: Any) -> Optional[str]:
+    proj, hidden = getattr(c, "word_embed_proj_dim", None), c.hidden_size
+    if proj is not None and proj != hidden:
+        return (f"word_embed_proj_dim {proj} differs from hidden_size {hidden} (project_in/project_out, as in OPT-350m): "
+                "those projections are not mapped; select from an OPT whose word_embed_proj_dim is its hidden_size")
+    return None
 
 
 def _opt_fixed(c: Any) -> Dict[str, Any]:
@@ -434,7 +444,8 @@ HF_FAMILIES: Tuple[HFFamily, ...] = (
     HFFamily(PHI3, ("phi3",), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(GEMMA, ("gemma", "gemma2", "gemma3_text"), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(NEOX, ("gpt_neox",), _neox_sizes, _llama_fixed, rotary=True),
-    HFFamily(OPT, ("opt",), _opt_sizes, _opt_fixed, follows=(("word_embed_proj_dim", "hidden_size"),)),
+    HFFamily(OPT, ("opt",), _opt_sizes, _opt_fixed, follows=(("word_embed_proj_dim", "hidden_size"),),
+             unsupported=_opt_unsupported),
     HFFamily(GPT2, ("gpt2",), _gpt2_sizes, _gpt2_fixed),
     HFFamily(BERT, ("bert",), _bert_sizes, _bert_fixed),
     HFFamily(ROBERTA, ("roberta", "xlm-roberta"), _bert_sizes, _bert_fixed),
@@ -453,6 +464,8 @@ UNSUPPORTED_WHY: Dict[str, str] = {
           "mapped; transformers also fuses the experts when it loads them)" for t in _MOE},
     **{t: "an encoder-decoder model (cross-attention and, for T5, relative position buckets are not mapped)"
        for t in _ENCODER_DECODER},
+    "gemma3": "the multimodal Gemma3 (a vision tower beside the language model); select from a text-only "
+              "Gemma3ForCausalLM checkpoint (model_type gemma3_text)",
 }
 
 
