@@ -103,3 +103,15 @@ def cut_layers(model, layers_attr: str, chosen) -> None:
     if types:
         model.config.layer_types = [types[i] for i in chosen]
     model.config.num_hidden_layers = len(kept)
+
+
+def fake_hub_cache(root, repo_id, folder):
+    """The Hugging Face cache layout (models--org--name/refs/main -> snapshots/<commit>/files)."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    return commit

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from hf_helpers import LLAMA, build, load_strict
+from hf_helpers import LLAMA, build, fake_hub_cache, load_strict
 
 import weightselect.hf as wh
 from weightselect.io import WeightsFileError
@@ -82,3 +82,23 @@ def test_a_single_bin_teacher_holding_a_number_is_refused(llama_dir, tmp_path):
     torch.save({**_teacher_state(), "epoch": 7}, folder / "pytorch_model.bin")
     with pytest.raises(WeightsFileError, match=r"holds 'epoch' \(int\), not only tensors"):
         wh.select(folder, HALF)
+
+
+def test_a_bin_only_hub_model_is_fetched_as_bin_files(llama_dir, tmp_path, monkeypatch):
+    """The first snapshot asks for safetensors; a model without them is asked again for its .bin files."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    _write_bin_shards(_teacher_state(), tmp_path / "bin", 2, llama_dir)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    fake_hub_cache(tmp_path / "hub", "old-org/bin-llama", tmp_path / "bin")
+    calls, real = [], huggingface_hub.snapshot_download
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: calls.append(kw) or real(**kw))
+    result = wh.select("old-org/bin-llama", HALF)
+    assert "*.safetensors" in calls[0]["allow_patterns"] and len(calls) == 2
+    assert set(calls[1]["allow_patterns"]) == {"pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin"}
+    assert len(result.manifest["teacher"]["files"]) == 2
+    calls.clear()
+    wh.select(llama_dir, HALF)  # a local folder: no hub call
+    assert calls == []

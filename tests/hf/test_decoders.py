@@ -193,3 +193,16 @@ def test_same_seed_same_bytes_other_seed_other_bytes(teachers, tmp_path, kind):
     paths = [wh.select(teachers[kind], width, method="random", seed=seed).save(tmp_path / f"s{i}") / "model.safetensors"
              for i, seed in enumerate((5, 5, 6))]
     assert paths[0].read_bytes() == paths[1].read_bytes() != paths[2].read_bytes()
+
+
+def test_phi3_longrope_keeps_whole_heads_and_refuses_a_narrower_head(tmp_path):
+    """LongRoPE's long_factor/short_factor hold one factor per rotary pair of the teacher's heads."""
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "long_factor": [1.0, 2.0], "short_factor": [1.0, 1.5],
+            "original_max_position_embeddings": 32}
+    teacher = save_teacher("phi3", dict(CFG["phi3"], rope_parameters=rope), tmp_path / "t")
+    with pytest.raises(ValueError, match=r"\(4 -> 2\): the rotary scaling has one factor per pair \(long_factor, "
+                                         r"short_factor, Phi-3's LongRoPE\) for the teacher's 2 pairs; keep head_dim"):
+        wh.select(teacher, dict(hidden_size=16), select_head_dim=True)
+    student = load_strict(wh.select(teacher, dict(hidden_size=16, num_attention_heads=4, num_key_value_heads=1))
+                          .save(tmp_path / "s"))
+    assert student.config.rope_parameters["long_factor"] == [1.0, 2.0]

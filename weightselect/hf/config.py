@@ -177,11 +177,18 @@ def _check_heads(fam: HFFamily, teacher: Any, student: Any, select_head_dim: boo
             + (" (whole rotary pairs)" if fam.rotary else "")
         )
     if fam.rotary:
-        partial = rope_parameters(teacher).get("partial_rotary_factor", 1.0)
+        rope = rope_parameters(teacher)
+        partial = rope.get("partial_rotary_factor", 1.0)
         if partial not in (None, 1, 1.0) or t_hd % 2 or s_hd % 2:
             raise ValueError(
                 f"cannot select inside the head dimension ({t_hd} -> {s_hd}): rotary pairs (i, i + head_dim/2) "
                 f"would be split (partial_rotary_factor {partial}); keep head_dim"
+            )
+        per_pair = sorted(k for k, v in rope.items() if isinstance(v, (list, tuple)))
+        if per_pair:
+            raise ValueError(
+                f"cannot select inside the head dimension ({t_hd} -> {s_hd}): the rotary scaling has one factor per "
+                f"pair ({', '.join(per_pair)}, Phi-3's LongRoPE) for the teacher's {t_hd // 2} pairs; keep head_dim"
             )
 
 

@@ -11,8 +11,9 @@ transformers 4 wrote with ``safe_serialization=False``), are read with
 file must be a plain ``{name: tensor}`` dict (anything else is refused, never unpickled).
 
 A hub id (``org/name``, optionally ``org/name@revision``) is resolved through the Hugging Face cache
-with ``huggingface_hub.snapshot_download`` (config, safetensors and tokenizer files only), which
-honours ``HF_HUB_OFFLINE`` and ``HF_HOME``/``HF_HUB_CACHE``.
+with ``huggingface_hub.snapshot_download`` (config, safetensors and tokenizer files only; the
+``pytorch_model*.bin`` files only for a model that has no safetensors), which honours
+``HF_HUB_OFFLINE`` and ``HF_HOME``/``HF_HUB_CACHE``.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ TOKENIZER_FILES = (
     "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "spiece.model", "chat_template.jinja",
 )
 _HUB_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", SAFE_INDEX, *TOKENIZER_FILES]
+_HUB_BIN_PATTERNS = [BIN_SINGLE, BIN_INDEX, "pytorch_model-*-of-*.bin"]  # only when there is no safetensors
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".json")  # files: the timm path
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
@@ -104,8 +106,11 @@ def resolve_hf_folder(teacher: str | os.PathLike) -> tuple[Path, Optional[Dict[s
 
     _, cache_only, why = hub_cache_only()  # no network: the cache at once, not after retries
     try:
-        folder = huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision or None,
-                                                   allow_patterns=_HUB_PATTERNS, local_files_only=cache_only)
+        folder = Path(huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision or None,
+                                                        allow_patterns=_HUB_PATTERNS, local_files_only=cache_only))
+        if not (folder / SAFE_SINGLE).is_file() and not (folder / SAFE_INDEX).is_file():  # an older, .bin-only model
+            folder = Path(huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision or None,
+                                                            allow_patterns=_HUB_BIN_PATTERNS, local_files_only=cache_only))
     except LocalEntryNotFoundError as exc:
         raise WeightsFileError(
             f"hub model '{repo_id}' is unavailable: {why}. Download it where there is internet "
@@ -113,7 +118,7 @@ def resolve_hf_folder(teacher: str | os.PathLike) -> tuple[Path, Optional[Dict[s
         ) from exc
     except RepositoryNotFoundError as exc:
         raise WeightsFileError(f"hub model '{repo_id}' does not exist (or needs a token: hf auth login)") from exc
-    return Path(folder), {"hf_hub_id": repo_id, "revision": revision or "main"}
+    return folder, {"hf_hub_id": repo_id, "revision": revision or "main"}
 
 
 def _combined_sha256(files: Dict[str, str]) -> str:
