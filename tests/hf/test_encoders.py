@@ -34,6 +34,7 @@ CASES = {
                            {"lm_head.dense.weight": ("hidden", "hidden"), "lm_head.layer_norm.weight": ("hidden",)}),
     "RobertaForSequenceClassification": ("Roberta", "AutoModelForSequenceClassification",
                                          {"classifier.dense.weight": ("head", "hidden"), "classifier.out_proj.weight": (None, "head")}),
+    "RobertaForMultipleChoice": ("Roberta", "AutoModelForMultipleChoice", {"classifier.weight": (None, "pooler")}),
     "XLMRobertaForTokenClassification": ("XLMRoberta", "AutoModelForTokenClassification",
                                          {"classifier.weight": (None, "hidden")}),
     "DistilBertForMaskedLM": ("DistilBert", "AutoModelForMaskedLM", {"vocab_transform.weight": ("hidden", "hidden")}),

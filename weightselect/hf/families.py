@@ -15,12 +15,14 @@ groups, then v groups); each block is selected on its own and the results concat
 Axis sizes come from the config (:func:`axis_sizes`), and every dimension's product is checked
 against the tensor's shape. Vocabulary and positions are never selected (``None``).
 
-Rotary heads (Llama, Mistral, Qwen2, Qwen3): HF's ``rotate_half`` pairs dimension ``i`` of a head
+Rotary heads (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma, GPT-NeoX): HF's ``rotate_half`` pairs dimension ``i`` of a head
 with ``i + head_dim / 2``, so the head dimension is ``2 * rope_pairs``: selecting inside it selects
 whole rotary pairs, both halves alike. Qwen3's per-head ``q_norm``/``k_norm`` (an RMSNorm over the
 head dimension, applied before the rotation; ``transformers/models/qwen3/modeling_qwen3.py``) carry
 that same ``2 * rope_pairs`` axis, so they keep the pairs the heads keep (all of them when the head
-dimension is kept).
+dimension is kept). Where only part of each head turns (``partial_rotary_factor`` below 1, GPT-NeoX's
+``rotary_pct``), ``2 * rope_pairs`` is only the head's layout: the head dimension must then be kept
+(:func:`weightselect.hf.config.check_pair`), and whole heads are selected.
 """
 from __future__ import annotations
 
@@ -285,8 +287,9 @@ BATT = "{L}.heads*head_dim"
 
 
 def _reads_pooler(prefix: str) -> Callable[[Mapping[str, Any]], Tuple[Optional[str], ...]]:
-    """``classifier.weight``: the pooler's output where the model has a pooler (BertFor
-    SequenceClassification/MultipleChoice), else the sequence (BertForTokenClassification)."""
+    """The rule of ``classifier.weight``: it reads the pooler's output where the model has a pooler
+    (``BertForSequenceClassification``, ``BertForMultipleChoice``, ``RobertaForMultipleChoice``), else
+    the sequence (``BertForTokenClassification``, ``RobertaForTokenClassification``)."""
     def rule(env: Mapping[str, Any]) -> Tuple[Optional[str], ...]:
         return (None, "pooler" if f"{prefix}.pooler.dense.weight" in env["keys"] else H)
     return rule
