@@ -88,8 +88,9 @@ def student_config(teacher: Any, student: Any, overrides: Optional[Mapping[str, 
 
     ``student``: None (the teacher's config with ``overrides``), a dict of overrides, an overrides
     text, a ``config.json`` path or folder, or a transformers config. A teacher with per-layer
-    ``layer_types`` (sliding-window layers of Mistral/Qwen2) gives the student those of the layers
-    that layer selection ``layers`` picks, unless ``layer_types`` is overridden.
+    ``layer_types`` (sliding-window layers of Mistral/Qwen2/Qwen3/Gemma2/Gemma3) gives the student
+    those of the layers that layer selection ``layers`` picks, unless ``layer_types`` is overridden
+    (a student whose kinds differ from the chosen layers' is refused by :func:`check_layer_kinds`).
     """
     from transformers import AutoConfig, PretrainedConfig
 
@@ -230,7 +231,8 @@ def check_pair(teacher: Any, student: Any, t_folder: Path, s_folder: Optional[Pa
     _check_heads(fam, teacher, student, select_head_dim)
     _check_rope(fam, teacher, student, allow_rope_change)
     t_sizes, s_sizes = axis_sizes(teacher), axis_sizes(student)
-    if "q_per_kv" in s_sizes and s_sizes["kv_groups"] <= t_sizes["kv_groups"] and s_sizes["q_per_kv"] > t_sizes["q_per_kv"]:
+    gqa = "q_per_kv" in s_sizes
+    if gqa and s_sizes["kv_groups"] <= t_sizes["kv_groups"] and s_sizes["q_per_kv"] > t_sizes["q_per_kv"]:
         raise ValueError(
             f"the student has {s_sizes['q_per_kv']} query heads per KV group, the teacher {t_sizes['q_per_kv']}: "
             "whole KV groups keep only the query heads that read them (keep the GQA ratio at most the teacher's)"

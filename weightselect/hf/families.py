@@ -15,9 +15,9 @@ groups, then v groups); each block is selected on its own and the results concat
 Axis sizes come from the config (:func:`axis_sizes`), and every dimension's product is checked
 against the tensor's shape. Vocabulary and positions are never selected (``None``).
 
-Rotary heads (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma, GPT-NeoX): HF's ``rotate_half`` pairs dimension ``i`` of a head
-with ``i + head_dim / 2``, so the head dimension is ``2 * rope_pairs``: selecting inside it selects
-whole rotary pairs, both halves alike. Qwen3's per-head ``q_norm``/``k_norm`` (an RMSNorm over the
+Rotary heads (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma, GPT-NeoX): HF's ``rotate_half`` pairs
+dimension ``i`` of a head with ``i + head_dim / 2``, so the head dimension is ``2 * rope_pairs``:
+selecting inside it selects whole rotary pairs, both halves alike. Qwen3's per-head ``q_norm``/``k_norm`` (an RMSNorm over the
 head dimension, applied before the rotation; ``transformers/models/qwen3/modeling_qwen3.py``) carry
 that same ``2 * rope_pairs`` axis, so they keep the pairs the heads keep (all of them when the head
 dimension is kept). Where only part of each head turns (``partial_rotary_factor`` below 1, GPT-NeoX's
@@ -230,7 +230,8 @@ def _opt_sizes(c: Any) -> Dict[str, int]:
 def _opt_unsupported(c: Any) -> Optional[str]:
     proj, hidden = getattr(c, "word_embed_proj_dim", None), c.hidden_size
     if proj is not None and proj != hidden:
-        return (f"word_embed_proj_dim {proj} differs from hidden_size {hidden} (project_in/project_out, as in OPT-350m): "
+        return (f"word_embed_proj_dim {proj} differs from hidden_size {hidden} "
+                "(project_in/project_out, as in OPT-350m): "
                 "those projections are not mapped; select from an OPT whose word_embed_proj_dim is its hidden_size")
     return None
 
@@ -379,7 +380,8 @@ DISTILBERT = Family(
         (r"vocab_projector\.weight", (None, H)),
         (r"pre_classifier\.weight", ("classifier_hidden", H)),
         (r"pre_classifier\.bias", ("classifier_hidden",)),
-        (r"classifier\.weight", lambda env: (None, "classifier_hidden" if "pre_classifier.weight" in env["keys"] else H)),
+        (r"classifier\.weight",  # after pre_classifier (sequence classification), else on the sequence
+         lambda env: (None, "classifier_hidden" if "pre_classifier.weight" in env["keys"] else H)),
         (r"qa_outputs\.weight", (None, H)),
         (r"(vocab_projector|classifier|qa_outputs)\.bias", (None,)),
     ],

@@ -204,7 +204,8 @@ def select(teacher: Any, student: Any = None, method: str = "uniform", layers: s
     """Initialize a transformers student from a larger teacher by weight selection.
 
     ``teacher``: a folder written by ``save_pretrained`` (``model.safetensors`` or sharded with its
-    index; ``pytorch_model.bin``, or its shards with their index, tensors only) or a hub id ``org/name[@revision]`` (through the HF cache). ``student``: overrides of the
+    index; ``pytorch_model.bin``, or its shards with their index, tensors only) or a hub id
+    ``org/name[@revision]`` (through the HF cache). ``student``: overrides of the
     teacher's config (dict or ``"hidden_size=256,num_hidden_layers=4"``), a ``config.json`` (file or
     folder) or a transformers config; ``overrides`` apply on top. ``method``: ``uniform``,
     ``consecutive`` or ``random`` (one index set per axis, so heads and KV groups stay whole);

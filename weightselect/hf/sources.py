@@ -88,6 +88,11 @@ def tokenizer_files(folder: Path) -> List[Path]:
     return [folder / name for name in TOKENIZER_FILES if (folder / name).is_file()]
 
 
+def _snapshot(hub, repo_id: str, revision: str, patterns: List[str], cache_only: bool) -> Path:
+    return Path(hub.snapshot_download(repo_id=repo_id, revision=revision or None, allow_patterns=patterns,
+                                      local_files_only=cache_only))
+
+
 def resolve_hf_folder(teacher: str | os.PathLike) -> tuple[Path, Optional[Dict[str, str]]]:
     """The local folder of a teacher: itself, or the cached snapshot of a hub id (downloaded when
     online). Returns ``(folder, {"hf_hub_id", "revision"} or None)``."""
@@ -106,11 +111,9 @@ def resolve_hf_folder(teacher: str | os.PathLike) -> tuple[Path, Optional[Dict[s
 
     _, cache_only, why = hub_cache_only()  # no network: the cache at once, not after retries
     try:
-        folder = Path(huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision or None,
-                                                        allow_patterns=_HUB_PATTERNS, local_files_only=cache_only))
+        folder = _snapshot(huggingface_hub, repo_id, revision, _HUB_PATTERNS, cache_only)
         if not (folder / SAFE_SINGLE).is_file() and not (folder / SAFE_INDEX).is_file():  # an older, .bin-only model
-            folder = Path(huggingface_hub.snapshot_download(repo_id=repo_id, revision=revision or None,
-                                                            allow_patterns=_HUB_BIN_PATTERNS, local_files_only=cache_only))
+            folder = _snapshot(huggingface_hub, repo_id, revision, _HUB_BIN_PATTERNS, cache_only)
     except LocalEntryNotFoundError as exc:
         raise WeightsFileError(
             f"hub model '{repo_id}' is unavailable: {why}. Download it where there is internet "
@@ -144,8 +147,11 @@ def _load_bin(path: Path) -> Dict[str, Any]:
             f"{path}: refused, it cannot be read with torch.load(weights_only=True) ({torch_load_reason(exc)}); "
             "a transformers checkpoint holds only tensors: convert it to safetensors where it was made"
         ) from exc
-    bad = ([f"a {type(obj).__name__}"] if not isinstance(obj, dict) else
-           [f"'{k}' ({type(v).__name__})" for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))])
+    if not isinstance(obj, dict):
+        bad = [f"a {type(obj).__name__}"]
+    else:
+        bad = [f"'{k}' ({type(v).__name__})" for k, v in obj.items()
+               if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
     if bad:
         raise WeightsFileError(
             f"{path}: refused, it holds {', '.join(bad[:3])}, not only tensors: a transformers checkpoint "
