@@ -19,6 +19,7 @@ KINDS = {  # kind -> (config class, model class) of transformers
     "llama": ("LlamaConfig", "LlamaForCausalLM"),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
     "phi3": ("Phi3Config", "Phi3ForCausalLM"),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM"),
     "gemma": ("GemmaConfig", "GemmaForCausalLM"),
     "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
     "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
@@ -115,3 +116,14 @@ def fake_hub_cache(root, repo_id, folder):
     (repo / "refs" / "main").write_text(commit)
     shutil.copytree(folder, repo / "snapshots" / commit)
     return commit
+
+
+def token_ids(seed: int = 0, n: int = 12) -> torch.Tensor:
+    """A (2, n) batch of token ids in 3..63 (past the special tokens of the tiny configs), by seed."""
+    return torch.randint(3, 64, (2, n), generator=torch.Generator().manual_seed(seed))
+
+
+def lm_logits(model, ids) -> torch.Tensor:
+    """A causal LM's logits without a cache."""
+    with torch.no_grad():
+        return model(ids, use_cache=False).logits

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hf_helpers import build, cut_layers, head_rows, load_strict, save_teacher, state, zero_outside
+from hf_helpers import (
+    build, cut_layers, head_rows, lm_logits, load_strict, save_teacher, state, token_ids, zero_outside,
+)
 
 import weightselect.hf as wh
 from weightselect.selection.layers import layer_indices
@@ -41,15 +43,6 @@ def teachers(tmp_path_factory):
     return {kind: save_teacher(kind, cfg, root / kind) for kind, cfg in CFG.items()}
 
 
-def _ids(seed=0, n=12):
-    return torch.randint(3, 64, (2, n), generator=torch.Generator().manual_seed(seed))
-
-
-def _logits(model, ids):
-    with torch.no_grad():
-        return model(ids, use_cache=False).logits
-
-
 @pytest.mark.parametrize("kind", sorted(CFG))
 def test_depth_only_student_is_the_teacher_through_the_chosen_layers(teachers, tmp_path, kind):
     result = wh.select(teachers[kind], "num_hidden_layers=2", layers="last")
@@ -57,8 +50,8 @@ def test_depth_only_student_is_the_teacher_through_the_chosen_layers(teachers, t
     teacher = build(kind, CFG[kind])
     chosen = layer_indices("last", 4, 2)
     cut_layers(teacher, LAYERS.get(kind, "model.layers"), chosen)
-    torch.testing.assert_close(_logits(student, _ids()), _logits(teacher, _ids()), rtol=0, atol=1e-5)
-    assert student.generate(_ids()[:1, :4], max_new_tokens=3, do_sample=False).shape == (1, 7)
+    torch.testing.assert_close(lm_logits(student, token_ids()), lm_logits(teacher, token_ids()), rtol=0, atol=1e-5)
+    assert student.generate(token_ids()[:1, :4], max_new_tokens=3, do_sample=False).shape == (1, 7)
     if "layer_types" in CFG[kind]:
         assert student.config.layer_types == [SLIDING[i] for i in chosen] == ["sliding_attention", "full_attention"]
 
@@ -75,8 +68,8 @@ def test_half_mlp_student_computes_the_masked_teacher(teachers, tmp_path, kind):
             keep[f"{prefix}.{i}.{name}"] = {dim: rows}
     teacher = build(kind, CFG[kind])
     masked = zero_outside(teacher, keep)
-    assert not torch.allclose(_logits(masked, _ids(1)), _logits(teacher, _ids(1)), atol=1e-4)
-    torch.testing.assert_close(_logits(student, _ids(1)), _logits(masked, _ids(1)), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(lm_logits(masked, token_ids(1)), lm_logits(teacher, token_ids(1)), atol=1e-4)
+    torch.testing.assert_close(lm_logits(student, token_ids(1)), lm_logits(masked, token_ids(1)), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["gemma", "gemma3"])
@@ -88,7 +81,7 @@ def test_gemma_half_the_heads_computes_the_masked_teacher(teachers, tmp_path, ki
     keep = {a.format(i, n): {0: rows} for i in range(4) for n, rows in (("q_proj", q), ("k_proj", kv), ("v_proj", kv))}
     keep.update({a.format(i, "o_proj"): {1: q} for i in range(4)})
     masked = zero_outside(build(kind, CFG[kind]), keep)
-    torch.testing.assert_close(_logits(student, _ids(2)), _logits(masked, _ids(2)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lm_logits(student, token_ids(2)), lm_logits(masked, token_ids(2)), rtol=1e-5, atol=1e-5)
 
 
 def test_neox_query_key_value_keeps_whole_heads_of_the_interleaved_layout(teachers, tmp_path):
@@ -159,7 +152,7 @@ def test_gemma2_layer_kinds_are_kept_or_refused(teachers):
     assert result.manifest["layer_map"] == {"model.layers.0": "model.layers.2", "model.layers.1": "model.layers.3"}
 
 
-@pytest.mark.parametrize("model_type,cause", [("mixtral", "an? mixture-of-experts model"),
+@pytest.mark.parametrize("model_type,cause", [("qwen3_moe", "an? mixture-of-experts model"),
                                               ("qwen2_moe", "an? mixture-of-experts model"),
                                               ("t5", "an? encoder-decoder model"), ("gemma3", "the multimodal Gemma3")])
 def test_moe_and_encoder_decoder_models_are_refused_with_the_cause(tmp_path, model_type, cause):

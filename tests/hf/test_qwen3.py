@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hf_helpers import LLAMA, build, cut_layers, head_rows, load_strict, save_teacher, state, zero_outside
+from hf_helpers import (
+    LLAMA, build, cut_layers, head_rows, lm_logits, load_strict, save_teacher, state, token_ids, zero_outside,
+)
 
 import weightselect.hf as wh
 from weightselect.selection.layers import layer_indices
@@ -18,20 +20,14 @@ def qwen3_dir(tmp_path_factory):
     return save_teacher("qwen3", QWEN3, tmp_path_factory.mktemp("qwen3") / "teacher")
 
 
-def _ids(seed=0):
-    return torch.randint(3, 64, (2, 10), generator=torch.Generator().manual_seed(seed))
-
-
 def test_qwen3_depth_only_student_is_the_teacher_through_the_chosen_layers(qwen3_dir, tmp_path):
     result = wh.select(qwen3_dir, "num_hidden_layers=2", layers="uniform")
     assert result.manifest["family"] == "llama" and result.manifest["model_type"] == "qwen3"
     student = load_strict(result.save(tmp_path / "s"))
     teacher = build("qwen3", QWEN3)
     cut_layers(teacher, "model.layers", layer_indices("uniform", 4, 2))
-    with torch.no_grad():
-        a, b = student(_ids(), use_cache=False).logits, teacher(_ids(), use_cache=False).logits
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-    out = student.generate(_ids()[:1, :4], max_new_tokens=3, do_sample=False)
+    torch.testing.assert_close(lm_logits(student, token_ids()), lm_logits(teacher, token_ids()), rtol=0, atol=1e-6)
+    out = student.generate(token_ids()[:1, :4], max_new_tokens=3, do_sample=False)
     assert out.shape == (1, 7)
 
 
@@ -73,7 +69,6 @@ def test_qwen3_student_computes_the_masked_teacher(qwen3_dir, tmp_path, student)
         keep.update({f"model.layers.{i}.mlp.down_proj.weight": {1: mlp} for i in range(4)})
     model = load_strict(wh.select(qwen3_dir, overrides).save(tmp_path / "s"))
     masked = zero_outside(build("qwen3", QWEN3), keep)
-    with torch.no_grad():
-        a, b = model(_ids(1), use_cache=False).logits, masked(_ids(1), use_cache=False).logits
-        assert not torch.allclose(b, build("qwen3", QWEN3)(_ids(1), use_cache=False).logits, atol=1e-3)
+    a, b = lm_logits(model, token_ids(1)), lm_logits(masked, token_ids(1))
+    assert not torch.allclose(b, lm_logits(build("qwen3", QWEN3), token_ids(1)), atol=1e-3)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

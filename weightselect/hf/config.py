@@ -34,6 +34,7 @@ AXIS_WORDS = {
     "mlp_hidden": "MLP width (intermediate_size / n_inner / hidden_dim)",
     "pooler": "pooler width",
     "classifier_hidden": "classification head width",
+    "experts": "experts (num_local_experts)",
 }
 
 

@@ -17,12 +17,13 @@ against the tensor's shape. Vocabulary and positions are never selected (``None`
 
 Rotary heads (Llama, Mistral, Qwen2, Qwen3, Phi-3, Gemma, GPT-NeoX): HF's ``rotate_half`` pairs
 dimension ``i`` of a head with ``i + head_dim / 2``, so the head dimension is ``2 * rope_pairs``:
-selecting inside it selects whole rotary pairs, both halves alike. Qwen3's per-head ``q_norm``/``k_norm`` (an RMSNorm over the
-head dimension, applied before the rotation; ``transformers/models/qwen3/modeling_qwen3.py``) carry
-that same ``2 * rope_pairs`` axis, so they keep the pairs the heads keep (all of them when the head
-dimension is kept). Where only part of each head turns (``partial_rotary_factor`` below 1, GPT-NeoX's
-``rotary_pct``), ``2 * rope_pairs`` is only the head's layout: the head dimension must then be kept
-(:func:`weightselect.hf.config.check_pair`), and whole heads are selected.
+selecting inside it selects whole rotary pairs, both halves alike. Qwen3's per-head
+``q_norm``/``k_norm`` (an RMSNorm over the head dimension, applied before the rotation;
+``transformers/models/qwen3/modeling_qwen3.py``) carry that same ``2 * rope_pairs`` axis, so they
+keep the pairs the heads keep (all of them when the head dimension is kept). Where only part of each
+head turns (``partial_rotary_factor`` below 1, GPT-NeoX's ``rotary_pct``), ``2 * rope_pairs`` is only
+the head's layout: the head dimension must then be kept (:func:`weightselect.hf.config.check_pair`),
+and whole heads are selected.
 """
 from __future__ import annotations
 
@@ -158,6 +159,41 @@ GEMMA = Family(
     components=LLAMA.components,
     embedding_axes=H,
 )
+
+
+# Mixtral (transformers/models/mixtral/modeling_mixtral.py): the Llama attention with a sparse MoE
+# MLP. transformers 5 holds the experts fused, mlp.experts.gate_up_proj (experts, [gate | up], hidden)
+# and mlp.experts.down_proj (experts, hidden, mlp); checkpoints store them per expert (w1, w3, w2),
+# stacked on reading (weightselect.hf.sources.Merged). One index set of experts is shared by the
+# router's rows and both expert tensors; the MLP width is shared by every expert of a layer.
+MIXTRAL = Family(
+    name="mixtral",
+    signature=(),
+    layer_pattern=LLAMA.layer_pattern,
+    rules=[
+        *[r for r in LLAMA.rules if r"\.mlp\." not in r[0]],
+        (r"{L}\.mlp\.gate\.weight", ("{L}.experts", H)),
+        (r"{L}\.mlp\.experts\.gate_up_proj", ("{L}.experts", "2*{L}.mlp_hidden", H)),
+        (r"{L}\.mlp\.experts\.down_proj", ("{L}.experts", H, "{L}.mlp_hidden")),
+    ],
+    components={**LLAMA.components, "mlp": r"\.mlp\."},
+    embedding_axes=H,
+)
+
+
+def _mixtral_sizes(c: Any) -> Dict[str, int]:
+    return {**_llama_sizes(c), "experts": int(c.num_local_experts)}
+
+
+def _mixtral_fixed(c: Any) -> Dict[str, Any]:
+    return {"vocab_size": c.vocab_size, "num_experts_per_tok": c.num_experts_per_tok}
+
+
+def _mixtral_unsupported(c: Any) -> Optional[str]:
+    if int(c.num_local_experts) < int(c.num_experts_per_tok):
+        return (f"num_local_experts {c.num_local_experts} is fewer than the {c.num_experts_per_tok} experts each "
+                "token is routed to (num_experts_per_tok): keep at least that many experts")
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,6 +483,7 @@ def _vit_fixed(c: Any) -> Dict[str, Any]:
 HF_FAMILIES: Tuple[HFFamily, ...] = (
     HFFamily(LLAMA, ("llama", "mistral", "qwen2", "qwen3"), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(PHI3, ("phi3",), _llama_sizes, _llama_fixed, rotary=True),
+    HFFamily(MIXTRAL, ("mixtral",), _mixtral_sizes, _mixtral_fixed, rotary=True, unsupported=_mixtral_unsupported),
     HFFamily(GEMMA, ("gemma", "gemma2", "gemma3_text"), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(NEOX, ("gpt_neox",), _neox_sizes, _llama_fixed, rotary=True),
     HFFamily(OPT, ("opt",), _opt_sizes, _opt_fixed, follows=(("word_embed_proj_dim", "hidden_size"),),
@@ -460,7 +497,7 @@ HF_FAMILIES: Tuple[HFFamily, ...] = (
 SUPPORTED_MODEL_TYPES: Tuple[str, ...] = tuple(t for f in HF_FAMILIES for t in f.model_types)
 
 
-_MOE = ("mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "dbrx", "olmoe", "jamba", "granitemoe",
+_MOE = ("qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "dbrx", "olmoe", "jamba", "granitemoe",
         "phimoe", "gpt_oss", "switch_transformers", "llama4", "llama4_text")
 _ENCODER_DECODER = ("t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian", "whisper", "encoder-decoder")
 # why some well-known model types are refused (one line each)

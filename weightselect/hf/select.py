@@ -30,7 +30,7 @@ from weightselect.hf.config import check_layer_kinds, check_pair, student_config
 from weightselect.hf.families import (
     HFFamily, axis_sizes, base_axis, dims_text, factors, product_size, rope_parameters, terms,
 )
-from weightselect.hf.sources import HFTeacher, checkpoint_names, open_hf_teacher, tokenizer_files
+from weightselect.hf.sources import HFTeacher, Merged, checkpoint_names, open_hf_teacher, tokenizer_files
 from weightselect.io import exclusive_lock, save_state_dict, write_json
 from weightselect.selection.elements import CONSISTENT_METHODS, select_indices, take
 from weightselect.selection.layers import LAYER_METHODS, LayerMap, build_layer_map
@@ -231,8 +231,9 @@ def _select(source: HFTeacher, student, method, layers, seed, overrides, select_
     s_cfg, s_spec, s_folder = student_config(t_cfg, student, overrides, layers)
     fam = check_pair(t_cfg, s_cfg, source.folder, s_folder, select_head_dim, allow_rope_change)
     s_shapes, aliases = _student_keys(build_meta_model(s_cfg))
-    names = checkpoint_names(source.tensors.keys(), build_meta_model(t_cfg))  # model name -> stored name
-    t_shapes = {name: source.tensors.shape(stored) for name, stored in names.items()}
+    names = checkpoint_names(source.tensors.keys(), build_meta_model(t_cfg))  # model name -> stored name(s)
+    t_shapes = {name: stored.shape if isinstance(stored, Merged) else source.tensors.shape(stored)
+                for name, stored in names.items()}
     lmap = build_layer_map(t_shapes.keys(), s_shapes.keys(), fam.family.layer_re, layers)
     check_layer_kinds(lmap.groups, t_cfg, s_cfg)
     t_sizes, s_sizes = axis_sizes(t_cfg), axis_sizes(s_cfg)
@@ -242,7 +243,11 @@ def _select(source: HFTeacher, student, method, layers, seed, overrides, select_
     log.info("%d axes: %s", len(axes), ", ".join(f"{a} {t}->{s}" for a, (t, s) in list(axes.items())[:12]))
     state: Dict[str, torch.Tensor] = {}
     for entry in entries:
-        t_tensor = source.tensors.get(names[entry.teacher_key])
+        stored = names[entry.teacher_key]
+        if isinstance(stored, Merged):  # experts stacked as from_pretrained stacks them
+            t_tensor = stored.read(source.tensors, entry.teacher_key)
+        else:
+            t_tensor = source.tensors.get(stored)
         idx = [None if d is None else _product_indices(d, t_sizes, axis_indices) for d in entry.dims]
         state[entry.key] = take(t_tensor, idx).contiguous()
         del t_tensor

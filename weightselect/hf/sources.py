@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from weightselect.io import (
     TensorSource, WeightsFileError, hub_cache_only, open_tensor_source, sha256_file,
@@ -39,6 +39,7 @@ __all__ = [
     "SAFE_INDEX",
     "BIN_INDEX",
     "checkpoint_names",
+    "Merged",
 ]
 
 SAFE_SINGLE = "model.safetensors"
@@ -238,13 +239,56 @@ def open_hf_teacher(teacher: str | os.PathLike) -> HFTeacher:
     return HFTeacher(folder, config, tensors, desc)
 
 
-def checkpoint_names(checkpoint_keys, model) -> Dict[str, str]:
+@dataclass(frozen=True)
+class Merged:
+    """A model tensor that ``from_pretrained`` builds from several stored tensors: transformers 5
+    stacks the per-expert weights of a mixture-of-experts checkpoint (Mixtral's
+    ``block_sparse_moe.experts.E.w1/w3``) into one ``(experts, ...)`` tensor (``mlp.experts.gate_up_proj``).
+    ``sources``: ``(source pattern, stored names in expert order)`` in the converter's order;
+    ``shape``: the model tensor's."""
+
+    converter: Any
+    sources: Tuple[Tuple[str, Tuple[str, ...]], ...]
+    shape: Tuple[int, ...]
+
+    def read(self, tensors: TensorSource, name: str):
+        """The model tensor ``name``, built with transformers' own operations of the converter.
+        Raises ValueError when the result does not have the model's shape."""
+        collected: Dict[str, Any] = {pattern: [tensors.get(k) for k in keys] for pattern, keys in self.sources}
+        patterns, targets = list(self.converter.source_patterns), list(self.converter.target_patterns)
+        for op in self.converter.operations:
+            collected = op.convert(collected, source_patterns=patterns, target_patterns=targets, full_layer_name=name)
+        (tensor,) = collected.values()
+        if tuple(tensor.shape) != self.shape:
+            raise ValueError(f"the teacher's '{name}' merges to shape {tuple(tensor.shape)}, the model's is "
+                             f"{self.shape}: are its weights those of its config.json?")
+        return tensor
+
+
+_MERGE_OPS = ("MergeModulelist", "Concatenate")  # stacking and concatenation: the stored values, unchanged
+
+
+def _merged(name: str, groups: Dict[str, List[str]], converter, meta) -> Merged:
+    ops = [type(op).__name__ for op in converter.operations]
+    if any(op not in _MERGE_OPS for op in ops):
+        first = next(iter(groups.values()))[0]
+        raise ValueError(
+            f"the teacher's tensor '{first}' is converted by transformers when loaded ({', '.join(ops)}); streamed "
+            "selection reads tensors as stored and applies only stacking and concatenation: save the teacher "
+            "again with this transformers version"
+        )
+    sources = tuple((p, tuple(groups[p])) for p in converter.source_patterns if p in groups)
+    return Merged(converter, sources, tuple(meta[name].shape))
+
+
+def checkpoint_names(checkpoint_keys, model) -> Dict[str, Union[str, Merged]]:
     """``{model parameter name: checkpoint tensor name}`` for a teacher's tensors, renamed the way
     ``from_pretrained`` renames them (transformers 5's conversion mapping: older checkpoints' LayerNorm
     ``gamma``/``beta``, ViT's ``encoder.layer.N.attention.attention.query`` ->
     ``layers.N.attention.q_proj``, base-model prefixes). Without that mapping (transformers 4) names are
-    kept. Raises ValueError for a tensor that needs one of transformers' weight conversions (tensors
-    merged or split on load), which streamed selection does not apply."""
+    kept. A model tensor that transformers stacks from several stored ones (fused experts) maps to a
+    :class:`Merged`. Raises ValueError for any other conversion (tensors split, interleaved or
+    dequantized on load), which streamed selection does not apply."""
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
         from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
@@ -254,15 +298,17 @@ def checkpoint_names(checkpoint_keys, model) -> Dict[str, str]:
     renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
     converters = [m for m in mapping if isinstance(m, WeightConverter)]
     meta = model.state_dict()
-    out: Dict[str, str] = {}
-    for key in sorted(checkpoint_keys, key=dot_natural_key):  # the order from_pretrained uses
+    out: Dict[str, Union[str, Merged]] = {}
+    groups: Dict[str, Dict[str, List[str]]] = {}
+    for key in sorted(checkpoint_keys, key=dot_natural_key):  # the order from_pretrained uses (experts 0, 1, ...)
         name, converted = rename_source_key(key, renamings, converters, model.base_model_prefix, meta)
         if name not in meta and key in meta:
             name, converted = key, None
-        if converted is not None:
-            raise ValueError(
-                f"the teacher's tensor '{key}' is converted by transformers when loaded ({converted}); streamed "
-                "selection reads tensors as stored: save the teacher again with this transformers version"
-            )
-        out[name] = key
+        if converted is None:
+            out[name] = key
+        else:
+            groups.setdefault(name, {}).setdefault(converted, []).append(key)
+    for name, by_pattern in groups.items():
+        converter = next(c for c in converters if set(by_pattern) <= set(c.source_patterns))
+        out[name] = _merged(name, by_pattern, converter, meta)
     return out
