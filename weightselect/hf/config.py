@@ -34,7 +34,9 @@ AXIS_WORDS = {
     "mlp_hidden": "MLP width (intermediate_size / n_inner / hidden_dim)",
     "pooler": "pooler width",
     "classifier_hidden": "classification head width",
-    "experts": "experts (num_local_experts)",
+    "experts": "experts (num_local_experts / num_experts)",
+    "expert_hidden": "expert MLP width (Mixtral's intermediate_size / moe_intermediate_size)",
+    "shared_hidden": "shared expert MLP width (shared_expert_intermediate_size)",
 }
 
 
@@ -249,10 +251,12 @@ def check_pair(teacher: Any, student: Any, t_folder: Path, s_folder: Optional[Pa
 
 
 def check_layer_kinds(groups: Mapping[str, Any], teacher: Any, student: Any) -> None:
-    """Every student layer keeps the attention kind (``layer_types``: sliding-window or global, as
-    Mistral, Qwen2/3, Gemma2/3 set per layer) of the teacher layer it is selected from. ``groups``:
-    the layer map's ``{group: [teacher index of each student layer]}``. Raises ValueError."""
-    t_types, s_types = getattr(teacher, "layer_types", None), getattr(student, "layer_types", None)
+    """Every student layer keeps the kind of the teacher layer it is selected from: its attention
+    (``layer_types``: sliding-window or global, as Mistral, Qwen2/3, Gemma2/3 set per layer) and, for
+    Qwen2-MoE, its MLP (the experts' or dense). ``groups``: the layer map's ``{group: [teacher index
+    of each student layer]}``. Raises ValueError."""
+    fam = family_for(teacher)
+    t_types, s_types = fam.layer_kinds(teacher), fam.layer_kinds(student)
     if not t_types or not s_types:
         return
     for chosen in groups.values():
@@ -260,6 +264,7 @@ def check_layer_kinds(groups: Mapping[str, Any], teacher: Any, student: Any) -> 
             if i < len(s_types) and t < len(t_types) and s_types[i] != t_types[t]:
                 raise ValueError(
                     f"student layer {i} is {s_types[i]} but teacher layer {t}, which layer selection takes it "
-                    f"from, is {t_types[t]}: a selected layer keeps its attention kind; leave layer_types out of "
-                    "the student to take the chosen layers' kinds, or choose other layers"
+                    f"from, is {t_types[t]}: a selected layer keeps its kind; leave layer_types out of the student "
+                    "to take the chosen layers' attention kinds (Qwen2-MoE: set mlp_only_layers/decoder_sparse_step "
+                    "to their MLP kinds), or choose other layers"
                 )

@@ -54,7 +54,9 @@ class HFFamily:
     config values that select nothing and must be equal in teacher and student; ``follows``:
     ``(field, other)`` pairs where ``field`` equals ``other`` in the teacher and so is set to the
     student's ``other`` unless overridden (OPT's ``word_embed_proj_dim`` follows ``hidden_size``);
-    ``unsupported(config) -> reason or None`` names a variant of the architecture that is refused."""
+    ``unsupported(config) -> reason or None`` names a variant of the architecture that is refused;
+    ``layer_kinds(config) -> [kind of each layer] or None`` what a selected layer must keep
+    (``layer_types``: sliding-window or global attention)."""
 
     family: Family
     model_types: Tuple[str, ...]
@@ -63,6 +65,7 @@ class HFFamily:
     rotary: bool = False
     follows: Tuple[Tuple[str, str], ...] = ()
     unsupported: Callable[[Any], Optional[str]] = lambda config: None
+    layer_kinds: Callable[[Any], Optional[List[str]]] = lambda config: getattr(config, "layer_types", None)
 
 
 def head_dim_of(config: Any) -> int:
@@ -161,20 +164,37 @@ GEMMA = Family(
 )
 
 
-# Mixtral (transformers/models/mixtral/modeling_mixtral.py): the Llama attention with a sparse MoE
-# MLP. transformers 5 holds the experts fused, mlp.experts.gate_up_proj (experts, [gate | up], hidden)
-# and mlp.experts.down_proj (experts, hidden, mlp); checkpoints store them per expert (w1, w3, w2),
-# stacked on reading (weightselect.hf.sources.Merged). One index set of experts is shared by the
-# router's rows and both expert tensors; the MLP width is shared by every expert of a layer.
+# Mixtral and Qwen2-MoE (transformers/models/{mixtral,qwen2_moe}/modeling_*.py): the Llama attention
+# with a sparse MoE MLP. transformers 5 holds the experts fused, mlp.experts.gate_up_proj (experts,
+# [gate | up], hidden) and mlp.experts.down_proj (experts, hidden, expert MLP); checkpoints store them
+# per expert (Mixtral's w1, w3, w2; Qwen2-MoE's gate/up/down_proj), stacked on reading
+# (weightselect.hf.sources.Merged). One index set of experts is shared by the router's rows and both
+# expert tensors; the expert MLP width by every expert of a layer. Qwen2-MoE adds a shared expert
+# (an MLP of its own width, gated by one sigmoid row) and may have dense-MLP layers (mlp_only_layers,
+# decoder_sparse_step), whose kind a selected layer keeps.
+MOE_RULES = [
+    (r"{L}\.mlp\.gate\.weight", ("{L}.experts", H)),
+    (r"{L}\.mlp\.experts\.gate_up_proj", ("{L}.experts", "2*{L}.expert_hidden", H)),
+    (r"{L}\.mlp\.experts\.down_proj", ("{L}.experts", H, "{L}.expert_hidden")),
+]
 MIXTRAL = Family(
     name="mixtral",
     signature=(),
     layer_pattern=LLAMA.layer_pattern,
+    rules=[*[r for r in LLAMA.rules if r"\.mlp\." not in r[0]], *MOE_RULES],
+    components={**LLAMA.components, "mlp": r"\.mlp\."},
+    embedding_axes=H,
+)
+QWEN2_MOE = Family(
+    name="qwen2_moe",
+    signature=(),
+    layer_pattern=LLAMA.layer_pattern,
     rules=[
-        *[r for r in LLAMA.rules if r"\.mlp\." not in r[0]],
-        (r"{L}\.mlp\.gate\.weight", ("{L}.experts", H)),
-        (r"{L}\.mlp\.experts\.gate_up_proj", ("{L}.experts", "2*{L}.mlp_hidden", H)),
-        (r"{L}\.mlp\.experts\.down_proj", ("{L}.experts", H, "{L}.mlp_hidden")),
+        *LLAMA.rules,  # the dense-MLP layers too
+        *MOE_RULES,
+        (r"{L}\.mlp\.shared_expert\.(gate_proj|up_proj)\.weight", ("{L}.shared_hidden", H)),
+        (r"{L}\.mlp\.shared_expert\.down_proj\.weight", (H, "{L}.shared_hidden")),
+        (r"{L}\.mlp\.shared_expert_gate\.weight", (None, H)),
     ],
     components={**LLAMA.components, "mlp": r"\.mlp\."},
     embedding_axes=H,
@@ -182,18 +202,33 @@ MIXTRAL = Family(
 
 
 def _mixtral_sizes(c: Any) -> Dict[str, int]:
-    return {**_llama_sizes(c), "experts": int(c.num_local_experts)}
+    return {**_llama_sizes(c), "experts": int(c.num_local_experts), "expert_hidden": int(c.intermediate_size)}
 
 
-def _mixtral_fixed(c: Any) -> Dict[str, Any]:
+def _qwen2_moe_sizes(c: Any) -> Dict[str, int]:
+    return {**_llama_sizes(c), "experts": int(c.num_experts), "expert_hidden": int(c.moe_intermediate_size),
+            "shared_hidden": int(c.shared_expert_intermediate_size)}
+
+
+def _moe_fixed(c: Any) -> Dict[str, Any]:
     return {"vocab_size": c.vocab_size, "num_experts_per_tok": c.num_experts_per_tok}
 
 
-def _mixtral_unsupported(c: Any) -> Optional[str]:
-    if int(c.num_local_experts) < int(c.num_experts_per_tok):
-        return (f"num_local_experts {c.num_local_experts} is fewer than the {c.num_experts_per_tok} experts each "
+def _moe_unsupported(c: Any) -> Optional[str]:
+    field = "num_local_experts" if hasattr(c, "num_local_experts") else "num_experts"
+    if int(getattr(c, field)) < int(c.num_experts_per_tok):
+        return (f"{field} {getattr(c, field)} is fewer than the {c.num_experts_per_tok} experts each "
                 "token is routed to (num_experts_per_tok): keep at least that many experts")
     return None
+
+
+def _qwen2_moe_kinds(c: Any) -> List[str]:
+    """Per layer its attention kind and whether its MLP is the experts' or dense (Qwen2MoeDecoderLayer)."""
+    types = getattr(c, "layer_types", None) or ["full_attention"] * int(c.num_hidden_layers)
+    only = set(getattr(c, "mlp_only_layers", None) or [])
+    step = int(getattr(c, "decoder_sparse_step", 1) or 1)
+    sparse = [i not in only and int(c.num_experts) > 0 and (i + 1) % step == 0 for i in range(int(c.num_hidden_layers))]
+    return [f"{t} with {'the experts' if s else 'a dense MLP'}" for t, s in zip(types, sparse)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,7 +518,9 @@ def _vit_fixed(c: Any) -> Dict[str, Any]:
 HF_FAMILIES: Tuple[HFFamily, ...] = (
     HFFamily(LLAMA, ("llama", "mistral", "qwen2", "qwen3"), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(PHI3, ("phi3",), _llama_sizes, _llama_fixed, rotary=True),
-    HFFamily(MIXTRAL, ("mixtral",), _mixtral_sizes, _mixtral_fixed, rotary=True, unsupported=_mixtral_unsupported),
+    HFFamily(MIXTRAL, ("mixtral",), _mixtral_sizes, _moe_fixed, rotary=True, unsupported=_moe_unsupported),
+    HFFamily(QWEN2_MOE, ("qwen2_moe",), _qwen2_moe_sizes, _moe_fixed, rotary=True, unsupported=_moe_unsupported,
+             layer_kinds=_qwen2_moe_kinds),
     HFFamily(GEMMA, ("gemma", "gemma2", "gemma3_text"), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(NEOX, ("gpt_neox",), _neox_sizes, _llama_fixed, rotary=True),
     HFFamily(OPT, ("opt",), _opt_sizes, _opt_fixed, follows=(("word_embed_proj_dim", "hidden_size"),),
@@ -497,7 +534,7 @@ HF_FAMILIES: Tuple[HFFamily, ...] = (
 SUPPORTED_MODEL_TYPES: Tuple[str, ...] = tuple(t for f in HF_FAMILIES for t in f.model_types)
 
 
-_MOE = ("qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3", "dbrx", "olmoe", "jamba", "granitemoe",
+_MOE = ("qwen3_moe", "deepseek_v2", "deepseek_v3", "dbrx", "olmoe", "jamba", "granitemoe",
         "phimoe", "gpt_oss", "switch_transformers", "llama4", "llama4_text")
 _ENCODER_DECODER = ("t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian", "whisper", "encoder-decoder")
 # why some well-known model types are refused (one line each)
