@@ -152,7 +152,7 @@ def test_gemma2_layer_kinds_are_kept_or_refused(teachers):
     assert result.manifest["layer_map"] == {"model.layers.0": "model.layers.2", "model.layers.1": "model.layers.3"}
 
 
-@pytest.mark.parametrize("model_type,cause", [("qwen3_moe", "an? mixture-of-experts model"),
+@pytest.mark.parametrize("model_type,cause", [("olmoe", "an? mixture-of-experts model"),
                                               ("deepseek_v3", "an? mixture-of-experts model"),
                                               ("t5", "an? encoder-decoder model"), ("gemma3", "the multimodal Gemma3")])
 def test_moe_and_encoder_decoder_models_are_refused_with_the_cause(tmp_path, model_type, cause):

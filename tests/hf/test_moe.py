@@ -135,3 +135,34 @@ def test_qwen2_moe_half_expert_and_shared_mlp_computes_the_masked_teacher(qwen2_
     masked = zero_outside(teacher, keep)
     assert not torch.allclose(lm_logits(masked, token_ids(1)), lm_logits(teacher, token_ids(1)), atol=1e-4)
     torch.testing.assert_close(lm_logits(student, token_ids(1)), lm_logits(masked, token_ids(1)), rtol=1e-5, atol=1e-5)
+
+
+QWEN3_MOE = dict(vocab_size=64, hidden_size=32, intermediate_size=40, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=8, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24,
+                 mlp_only_layers=[1], max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
+                 tie_word_embeddings=False)
+
+
+def test_qwen3_moe_depth_experts_norms_and_the_masked_teacher(tmp_path):
+    """Qwen3-MoE: no shared expert, Qwen3's q_norm/k_norm; the experts stacked from per-expert tensors."""
+    folder = save_teacher("qwen3_moe", QWEN3_MOE, tmp_path / "t")
+    student = load_strict(wh.select(folder, dict(num_hidden_layers=2)).save(tmp_path / "d"))  # layers 0, 1
+    teacher = build("qwen3_moe", QWEN3_MOE)
+    cut_layers(teacher, "model.layers", [0, 1])
+    torch.testing.assert_close(lm_logits(student, token_ids()), lm_logits(teacher, token_ids()), rtol=0, atol=1e-6)
+    assert student.generate(token_ids()[:1, :4], max_new_tokens=3, do_sample=False).shape == (1, 7)
+
+    s = state(load_strict(wh.select(folder, dict(hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
+                                                 num_experts=2, moe_intermediate_size=12)).save(tmp_path / "w")))
+    t = state(build("qwen3_moe", QWEN3_MOE))
+    experts, hidden, moe = torch.tensor([0, 2]), torch.arange(16) * 2, torch.arange(12) * 2
+    down = t[E.format(3, "experts.down_proj")][experts][:, hidden][:, :, moe]
+    assert torch.equal(s[E.format(3, "experts.down_proj")], down)
+    key = "model.layers.3.self_attn.k_norm.weight"
+    assert torch.equal(s[key], t[key])  # head_dim 8 kept
+
+    student = load_strict(wh.select(folder, dict(moe_intermediate_size=12)).save(tmp_path / "m"))
+    keep = {E.format(i, "experts.gate_up_proj"): {1: torch.cat([moe, 24 + moe])} for i in (0, 2, 3)}
+    keep.update({E.format(i, "experts.down_proj"): {2: moe} for i in (0, 2, 3)})
+    masked = zero_outside(build("qwen3_moe", QWEN3_MOE), keep)
+    torch.testing.assert_close(lm_logits(student, token_ids(1)), lm_logits(masked, token_ids(1)), rtol=1e-5, atol=1e-5)

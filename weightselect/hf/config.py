@@ -253,7 +253,7 @@ def check_pair(teacher: Any, student: Any, t_folder: Path, s_folder: Optional[Pa
 def check_layer_kinds(groups: Mapping[str, Any], teacher: Any, student: Any) -> None:
     """Every student layer keeps the kind of the teacher layer it is selected from: its attention
     (``layer_types``: sliding-window or global, as Mistral, Qwen2/3, Gemma2/3 set per layer) and, for
-    Qwen2-MoE, its MLP (the experts' or dense). ``groups``: the layer map's ``{group: [teacher index
+    the Qwen MoEs, its MLP (the experts' or dense). ``groups``: the layer map's ``{group: [teacher index
     of each student layer]}``. Raises ValueError."""
     fam = family_for(teacher)
     t_types, s_types = fam.layer_kinds(teacher), fam.layer_kinds(student)
@@ -265,6 +265,6 @@ def check_layer_kinds(groups: Mapping[str, Any], teacher: Any, student: Any) -> 
                 raise ValueError(
                     f"student layer {i} is {s_types[i]} but teacher layer {t}, which layer selection takes it "
                     f"from, is {t_types[t]}: a selected layer keeps its kind; leave layer_types out of the student "
-                    "to take the chosen layers' attention kinds (Qwen2-MoE: set mlp_only_layers/decoder_sparse_step "
+                    "to take the chosen layers' attention kinds (Qwen MoEs: set mlp_only_layers/decoder_sparse_step "
                     "to their MLP kinds), or choose other layers"
                 )

@@ -164,14 +164,15 @@ GEMMA = Family(
 )
 
 
-# Mixtral and Qwen2-MoE (transformers/models/{mixtral,qwen2_moe}/modeling_*.py): the Llama attention
+# Mixtral, Qwen2-MoE, Qwen3-MoE (transformers/models/{mixtral,qwen2_moe,qwen3_moe}/modeling_*.py): the
+# Llama attention (Qwen3-MoE: with Qwen3's q_norm/k_norm)
 # with a sparse MoE MLP. transformers 5 holds the experts fused, mlp.experts.gate_up_proj (experts,
 # [gate | up], hidden) and mlp.experts.down_proj (experts, hidden, expert MLP); checkpoints store them
 # per expert (Mixtral's w1, w3, w2; Qwen2-MoE's gate/up/down_proj), stacked on reading
 # (weightselect.hf.sources.Merged). One index set of experts is shared by the router's rows and both
 # expert tensors; the expert MLP width by every expert of a layer. Qwen2-MoE adds a shared expert
-# (an MLP of its own width, gated by one sigmoid row) and may have dense-MLP layers (mlp_only_layers,
-# decoder_sparse_step), whose kind a selected layer keeps.
+# (an MLP of its own width, gated by one sigmoid row); both Qwen MoEs may have dense-MLP layers
+# (mlp_only_layers, decoder_sparse_step), whose kind a selected layer keeps.
 MOE_RULES = [
     (r"{L}\.mlp\.gate\.weight", ("{L}.experts", H)),
     (r"{L}\.mlp\.experts\.gate_up_proj", ("{L}.experts", "2*{L}.expert_hidden", H)),
@@ -205,9 +206,11 @@ def _mixtral_sizes(c: Any) -> Dict[str, int]:
     return {**_llama_sizes(c), "experts": int(c.num_local_experts), "expert_hidden": int(c.intermediate_size)}
 
 
-def _qwen2_moe_sizes(c: Any) -> Dict[str, int]:
-    return {**_llama_sizes(c), "experts": int(c.num_experts), "expert_hidden": int(c.moe_intermediate_size),
-            "shared_hidden": int(c.shared_expert_intermediate_size)}
+def _qwen_moe_sizes(c: Any) -> Dict[str, int]:
+    sizes = {**_llama_sizes(c), "experts": int(c.num_experts), "expert_hidden": int(c.moe_intermediate_size)}
+    if getattr(c, "shared_expert_intermediate_size", None):  # Qwen2-MoE; Qwen3-MoE has no shared expert
+        sizes["shared_hidden"] = int(c.shared_expert_intermediate_size)
+    return sizes
 
 
 def _moe_fixed(c: Any) -> Dict[str, Any]:
@@ -222,8 +225,9 @@ def _moe_unsupported(c: Any) -> Optional[str]:
     return None
 
 
-def _qwen2_moe_kinds(c: Any) -> List[str]:
-    """Per layer its attention kind and whether its MLP is the experts' or dense (Qwen2MoeDecoderLayer)."""
+def _qwen_moe_kinds(c: Any) -> List[str]:
+    """Per layer its attention kind and whether its MLP is the experts' or dense (Qwen2MoeDecoderLayer,
+    Qwen3MoeDecoderLayer)."""
     types = getattr(c, "layer_types", None) or ["full_attention"] * int(c.num_hidden_layers)
     only = set(getattr(c, "mlp_only_layers", None) or [])
     step = int(getattr(c, "decoder_sparse_step", 1) or 1)
@@ -519,8 +523,8 @@ HF_FAMILIES: Tuple[HFFamily, ...] = (
     HFFamily(LLAMA, ("llama", "mistral", "qwen2", "qwen3"), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(PHI3, ("phi3",), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(MIXTRAL, ("mixtral",), _mixtral_sizes, _moe_fixed, rotary=True, unsupported=_moe_unsupported),
-    HFFamily(QWEN2_MOE, ("qwen2_moe",), _qwen2_moe_sizes, _moe_fixed, rotary=True, unsupported=_moe_unsupported,
-             layer_kinds=_qwen2_moe_kinds),
+    HFFamily(QWEN2_MOE, ("qwen2_moe", "qwen3_moe"), _qwen_moe_sizes, _moe_fixed, rotary=True,
+             unsupported=_moe_unsupported, layer_kinds=_qwen_moe_kinds),
     HFFamily(GEMMA, ("gemma", "gemma2", "gemma3_text"), _llama_sizes, _llama_fixed, rotary=True),
     HFFamily(NEOX, ("gpt_neox",), _neox_sizes, _llama_fixed, rotary=True),
     HFFamily(OPT, ("opt",), _opt_sizes, _opt_fixed, follows=(("word_embed_proj_dim", "hidden_size"),),
@@ -534,13 +538,13 @@ HF_FAMILIES: Tuple[HFFamily, ...] = (
 SUPPORTED_MODEL_TYPES: Tuple[str, ...] = tuple(t for f in HF_FAMILIES for t in f.model_types)
 
 
-_MOE = ("qwen3_moe", "deepseek_v2", "deepseek_v3", "dbrx", "olmoe", "jamba", "granitemoe",
+_MOE = ("deepseek_v2", "deepseek_v3", "dbrx", "olmoe", "jamba", "granitemoe",
         "phimoe", "gpt_oss", "switch_transformers", "llama4", "llama4_text")
 _ENCODER_DECODER = ("t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian", "whisper", "encoder-decoder")
 # why some well-known model types are refused (one line each)
 UNSUPPORTED_WHY: Dict[str, str] = {
-    **{t: "a mixture-of-experts model (which experts to keep, and the router rows that follow them, are not "
-          "mapped; transformers also fuses the experts when it loads them)" for t in _MOE},
+    **{t: "a mixture-of-experts model whose layout (experts, shared experts, router) is not mapped here; "
+          "Mixtral and Qwen2/Qwen3-MoE are" for t in _MOE},
     **{t: "an encoder-decoder model (cross-attention and, for T5, relative position buckets are not mapped)"
        for t in _ENCODER_DECODER},
     "gemma3": "the multimodal Gemma3 (a vision tower beside the language model); select from a text-only "
