@@ -27,6 +27,7 @@ KINDS = {  # kind -> (config class, model class) of transformers
     "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
     "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM"),
     "opt": ("OPTConfig", "OPTForCausalLM"),
+    "t5": ("T5Config", "T5ForConditionalGeneration"),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel"),
     "bert": ("BertConfig", "BertModel"),
     "bert_mlm": ("BertConfig", "BertForMaskedLM"),

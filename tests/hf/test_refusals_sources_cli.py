@@ -48,9 +48,10 @@ def test_other_refusals(llama_dir, tmp_path):
     bloom = tmp_path / "bloom"
     transformers.BloomForCausalLM(transformers.BloomConfig(vocab_size=64, hidden_size=16, n_layer=1, n_head=2)
                                   ).save_pretrained(bloom)
-    with pytest.raises(ValueError, match="unsupported transformers architecture 'bloom'; weight selection supports the model "
-                       "types llama, mistral, qwen2, qwen3, phi3, mixtral, qwen2_moe, qwen3_moe, gemma, gemma2, gemma3_text, gpt_neox, opt, gpt2, bert, "
-                       "roberta, xlm-roberta, distilbert, vit$"):
+    supported = ("llama, mistral, qwen2, qwen3, phi3, mixtral, qwen2_moe, qwen3_moe, gemma, gemma2, gemma3_text, "
+                 "gpt_neox, opt, t5, mt5, gpt2, bert, roberta, xlm-roberta, distilbert, vit")
+    with pytest.raises(ValueError, match=f"unsupported transformers architecture 'bloom'; weight selection supports "
+                                         f"the model types {supported}$"):
         wh.select(bloom, "hidden_size=8")
     with pytest.raises(ValueError, match="choose one of uniform, consecutive, random"):
         wh.select(llama_dir, "hidden_size=16", method="l1")

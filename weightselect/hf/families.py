@@ -56,7 +56,9 @@ class HFFamily:
     student's ``other`` unless overridden (OPT's ``word_embed_proj_dim`` follows ``hidden_size``);
     ``unsupported(config) -> reason or None`` names a variant of the architecture that is refused;
     ``layer_kinds(config) -> [kind of each layer] or None`` what a selected layer must keep
-    (``layer_types``: sliding-window or global attention)."""
+    (``layer_types``: sliding-window or global attention); ``first_layer_only``: a regex of the
+    parameters that only layer 0 of a group holds and every layer uses (T5's relative position bias),
+    read from the teacher's layer 0 whichever layers are selected."""
 
     family: Family
     model_types: Tuple[str, ...]
@@ -66,6 +68,7 @@ class HFFamily:
     follows: Tuple[Tuple[str, str], ...] = ()
     unsupported: Callable[[Any], Optional[str]] = lambda config: None
     layer_kinds: Callable[[Any], Optional[List[str]]] = lambda config: getattr(config, "layer_types", None)
+    first_layer_only: Optional[str] = None
 
 
 def head_dim_of(config: Any) -> int:
@@ -316,6 +319,43 @@ def _opt_fixed(c: Any) -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# T5 / mT5 (transformers/models/t5/modeling_t5.py): an encoder and a decoder stack (two layer groups),
+# heads of d_kv apart from d_model, no biases, a gated (wi_0, wi_1) or plain (wi) MLP. The relative
+# position bias (buckets, heads) lives in block 0 of each stack and is used by every layer of it, so
+# the heads axis is one for the whole model (every layer keeps the same heads, as the bias's columns)
+# and the bias is read from the teacher's block 0 whichever layers are selected.
+T5ATT = "heads*head_dim"
+T5 = Family(
+    name="t5",
+    signature=(),
+    layer_pattern=r"^(?P<group>(?:encoder|decoder)\.block)\.(?P<index>\d+)\.",
+    rules=[
+        (r"(shared|encoder\.embed_tokens|decoder\.embed_tokens)\.weight", (None, H)),
+        (r"lm_head\.weight", (None, H)),
+        (r"(encoder|decoder)\.final_layer_norm\.weight", (H,)),
+        (r"{L}\.layer\.\d\.layer_norm\.weight", (H,)),
+        (r"{L}\.layer\.[01]\.(SelfAttention|EncDecAttention)\.[qkv]\.weight", (T5ATT, H)),
+        (r"{L}\.layer\.[01]\.(SelfAttention|EncDecAttention)\.o\.weight", (H, T5ATT)),
+        (r"{L}\.layer\.0\.SelfAttention\.relative_attention_bias\.weight", (None, "heads")),
+        (r"{L}\.layer\.[12]\.DenseReluDense\.(wi|wi_0|wi_1)\.weight", ("{L}.mlp_hidden", H)),
+        (r"{L}\.layer\.[12]\.DenseReluDense\.wo\.weight", (H, "{L}.mlp_hidden")),
+    ],
+    components={"attention": r"Attention\.", "mlp": r"DenseReluDense", "norm": r"layer_norm"},
+    embedding_axes=H,
+)
+
+
+def _t5_sizes(c: Any) -> Dict[str, int]:
+    return {H: int(c.d_model), "heads": int(c.num_heads), "head_dim": int(c.d_kv), "mlp_hidden": int(c.d_ff)}
+
+
+def _t5_fixed(c: Any) -> Dict[str, Any]:
+    return {"vocab_size": c.vocab_size, "relative_attention_num_buckets": c.relative_attention_num_buckets,
+            "relative_attention_max_distance": c.relative_attention_max_distance,
+            "feed_forward_proj": c.feed_forward_proj}
+
+
+# --------------------------------------------------------------------------------------------
 # GPT-2: Conv1D weights are (in, out); c_attn's output is q, k and v, each heads * head_dim.
 ATT = "{L}.heads*head_dim"
 GPT2 = Family(
@@ -529,6 +569,8 @@ HF_FAMILIES: Tuple[HFFamily, ...] = (
     HFFamily(NEOX, ("gpt_neox",), _neox_sizes, _llama_fixed, rotary=True),
     HFFamily(OPT, ("opt",), _opt_sizes, _opt_fixed, follows=(("word_embed_proj_dim", "hidden_size"),),
              unsupported=_opt_unsupported),
+    HFFamily(T5, ("t5", "mt5"), _t5_sizes, _t5_fixed,
+             first_layer_only=r"\.relative_attention_bias\.weight$"),
     HFFamily(GPT2, ("gpt2",), _gpt2_sizes, _gpt2_fixed),
     HFFamily(BERT, ("bert",), _bert_sizes, _bert_fixed),
     HFFamily(ROBERTA, ("roberta", "xlm-roberta"), _bert_sizes, _bert_fixed),
@@ -540,13 +582,13 @@ SUPPORTED_MODEL_TYPES: Tuple[str, ...] = tuple(t for f in HF_FAMILIES for t in f
 
 _MOE = ("deepseek_v2", "deepseek_v3", "dbrx", "olmoe", "jamba", "granitemoe",
         "phimoe", "gpt_oss", "switch_transformers", "llama4", "llama4_text")
-_ENCODER_DECODER = ("t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian", "whisper", "encoder-decoder")
+_ENCODER_DECODER = ("umt5", "bart", "mbart", "pegasus", "marian", "whisper", "encoder-decoder")
 # why some well-known model types are refused (one line each)
 UNSUPPORTED_WHY: Dict[str, str] = {
     **{t: "a mixture-of-experts model whose layout (experts, shared experts, router) is not mapped here; "
           "Mixtral and Qwen2/Qwen3-MoE are" for t in _MOE},
-    **{t: "an encoder-decoder model (cross-attention and, for T5, relative position buckets are not mapped)"
-       for t in _ENCODER_DECODER},
+    **{t: "an encoder-decoder model whose layout (cross-attention, per-layer position buckets) is not mapped "
+          "here; T5 and mT5 are" for t in _ENCODER_DECODER},
     "gemma3": "the multimodal Gemma3 (a vision tower beside the language model); select from a text-only "
               "Gemma3ForCausalLM checkpoint (model_type gemma3_text)",
 }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -136,8 +137,9 @@ def _plan(fam: HFFamily, lmap: LayerMap, t_shapes: Shapes, s_shapes: Shapes,
     product dimensions are checked against both shapes."""
     entries, axes, missing = [], {}, []
     ctx = {"keys": frozenset(s_shapes)}
+    first_only = re.compile(fam.first_layer_only) if fam.first_layer_only else None
     for key, s_shape in s_shapes.items():
-        t_key = lmap.teacher_key(key)
+        t_key = key if first_only is not None and first_only.search(key) else lmap.teacher_key(key)
         dims = fam.family.dims(key, ctx)
         if dims is None:
             raise ValueError(f"no {fam.family.name} rule for parameter '{key}': "
