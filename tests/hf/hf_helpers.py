@@ -15,17 +15,32 @@ BERT = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_he
             max_position_embeddings=32, pad_token_id=0)
 
 
+KINDS = {  # kind -> (config class, model class) of transformers
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM"),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM"),
+    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM"),
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM"),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM"),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM"),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM"),
+    "opt": ("OPTConfig", "OPTForCausalLM"),
+    "t5": ("T5Config", "T5ForConditionalGeneration"),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel"),
+    "bert": ("BertConfig", "BertModel"),
+    "bert_mlm": ("BertConfig", "BertForMaskedLM"),
+}
+
+
 def build(kind: str, cfg: dict, seed: int | None = None):
     """A randomly initialized model (``llama``/``gpt2`` causal LM, ``bert`` BertModel); the seed is
     stable across processes."""
     import transformers
 
-    config_cls, model_cls = {
-        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
-        "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel),
-        "bert": (transformers.BertConfig, transformers.BertModel),
-        "bert_mlm": (transformers.BertConfig, transformers.BertForMaskedLM),
-    }[kind]
+    config_name, model_name = KINDS[kind]
+    config_cls, model_cls = getattr(transformers, config_name), getattr(transformers, model_name)
     torch.manual_seed(zlib.crc32(kind.encode()) if seed is None else seed)
     model = model_cls(config_cls(**cfg)).eval()
     with torch.no_grad():  # HF zero-inits biases and sets norms to one: make every tensor informative
@@ -57,3 +72,61 @@ def head_rows(heads, head_dim: int, pairs=None) -> torch.Tensor:
 
 def state(model) -> dict:
     return {k: v.detach() for k, v in model.state_dict().items()}
+
+
+def zero_outside(model, keep: dict):
+    """A copy of ``model`` in which every element of a named parameter outside the kept indices is
+    zero: ``keep`` is ``{parameter name: {dim: kept indices}}`` (the masked-function check: a student
+    must compute what the teacher computes with everything not selected set to zero)."""
+    import copy
+
+    masked = copy.deepcopy(model)
+    params = dict(masked.named_parameters())
+    with torch.no_grad():
+        for name, dims in keep.items():
+            p = params[name]
+            for dim, idx in dims.items():
+                drop = torch.ones(p.shape[dim], dtype=torch.bool)
+                drop[torch.as_tensor(idx, dtype=torch.long)] = False
+                p.index_fill_(dim, drop.nonzero().squeeze(1), 0.0)
+    return masked
+
+
+def cut_layers(model, layers_attr: str, chosen) -> None:
+    """Keep only the ``chosen`` layers of ``model``'s layer list (``"model.layers"``), renumbering
+    the attention layer indices (the KV cache slot) and ``num_hidden_layers``/``layer_types``."""
+    parent_name, _, attr = layers_attr.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    kept = [getattr(parent, attr)[i] for i in chosen]
+    setattr(parent, attr, torch.nn.ModuleList(kept))
+    for new, layer in enumerate(kept):
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new
+    types = getattr(model.config, "layer_types", None)
+    if types:
+        model.config.layer_types = [types[i] for i in chosen]
+    model.config.num_hidden_layers = len(kept)
+
+
+def fake_hub_cache(root, repo_id, folder):
+    """The Hugging Face cache layout (models--org--name/refs/main -> snapshots/<commit>/files)."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    return commit
+
+
+def token_ids(seed: int = 0, n: int = 12) -> torch.Tensor:
+    """A (2, n) batch of token ids in 3..63 (past the special tokens of the tiny configs), by seed."""
+    return torch.randint(3, 64, (2, n), generator=torch.Generator().manual_seed(seed))
+
+
+def lm_logits(model, ids) -> torch.Tensor:
+    """A causal LM's logits without a cache."""
+    with torch.no_grad():
+        return model(ids, use_cache=False).logits

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from hf_helpers import GPT2, LLAMA, load_strict, save_teacher
+from hf_helpers import GPT2, LLAMA, fake_hub_cache, load_strict, save_teacher
 
 import weightselect.hf as wh
 from weightselect.cli import main
@@ -45,11 +45,14 @@ def test_rope_change_allowed_with_the_option(llama_dir, tmp_path):
 def test_other_refusals(llama_dir, tmp_path):
     import transformers
 
-    opt = tmp_path / "opt"
-    transformers.OPTForCausalLM(transformers.OPTConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, ffn_dim=32,
-                                                       num_attention_heads=2, word_embed_proj_dim=16)).save_pretrained(opt)
-    with pytest.raises(ValueError, match="unsupported transformers architecture 'opt'; .*llama, mistral, qwen2, gpt2, bert"):
-        wh.select(opt, "hidden_size=8")
+    bloom = tmp_path / "bloom"
+    transformers.BloomForCausalLM(transformers.BloomConfig(vocab_size=64, hidden_size=16, n_layer=1, n_head=2)
+                                  ).save_pretrained(bloom)
+    supported = ("llama, mistral, qwen2, qwen3, phi3, mixtral, qwen2_moe, qwen3_moe, gemma, gemma2, gemma3_text, "
+                 "gpt_neox, opt, t5, mt5, gpt2, bert, roberta, xlm-roberta, distilbert, vit")
+    with pytest.raises(ValueError, match=f"unsupported transformers architecture 'bloom'; weight selection supports "
+                                         f"the model types {supported}$"):
+        wh.select(bloom, "hidden_size=8")
     with pytest.raises(ValueError, match="choose one of uniform, consecutive, random"):
         wh.select(llama_dir, "hidden_size=16", method="l1")
     gpt2 = save_teacher("gpt2", GPT2, tmp_path / "gpt2")
@@ -80,22 +83,12 @@ def test_student_config_folder_with_another_tokenizer_is_refused(llama_dir, tmp_
         (llama_dir / "vocab.json").unlink()
 
 
-def _fake_hub_cache(root, repo_id, folder):
-    """The Hugging Face cache layout (models--org--name/refs/main -> snapshots/<commit>/files)."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = root / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    shutil.copytree(folder, repo / "snapshots" / commit)
-    return commit
-
-
 def test_hub_id_through_the_cache_offline(llama_dir, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    _fake_hub_cache(tmp_path / "hub", "tiny-org/tiny-llama", llama_dir)
+    fake_hub_cache(tmp_path / "hub", "tiny-org/tiny-llama", llama_dir)
     assert wh.is_hf_teacher("tiny-org/tiny-llama") and not wh.is_hf_teacher("vit_small_patch16_224.augreg_in21k")
     result = wh.select("tiny-org/tiny-llama", "hidden_size=16")
     assert result.manifest["teacher"]["hf_hub_id"] == "tiny-org/tiny-llama"
@@ -113,7 +106,7 @@ def test_hub_id_without_network_reads_the_cache_at_once(llama_dir, tmp_path, mon
     real = huggingface_hub.snapshot_download
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda **kw: calls.append(kw) or real(**kw))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    _fake_hub_cache(tmp_path / "hub", "tiny-org/tiny-llama", llama_dir)
+    fake_hub_cache(tmp_path / "hub", "tiny-org/tiny-llama", llama_dir)
     assert wh.select("tiny-org/tiny-llama", "hidden_size=16").manifest["teacher"]["hf_hub_id"] == "tiny-org/tiny-llama"
     assert calls[-1]["local_files_only"] is True
     with pytest.raises(WeightsFileError, match="cannot be reached .its host name does not resolve."):

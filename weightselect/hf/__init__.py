@@ -1,4 +1,6 @@
-"""Weight selection for Hugging Face ``transformers`` models (Llama/Mistral/Qwen2, GPT-2, BERT, ViT).
+"""Weight selection for Hugging Face ``transformers`` models (Llama/Mistral/Qwen2/Qwen3,
+Mixtral/Qwen2-MoE/Qwen3-MoE, Phi-3, Gemma/Gemma2/Gemma3, GPT-NeoX/Pythia, OPT, GPT-2, T5/mT5,
+BERT/RoBERTa/XLM-R/DistilBERT, ViT; the list: ``SUPPORTED_MODEL_TYPES``).
 
 ``weightselect.hf.select(teacher, student, method=..., layers=..., seed=...)`` mirrors
 :func:`weightselect.select` for timm models; the result's ``save(folder)`` writes a folder that

@@ -21,18 +21,22 @@ from weightselect.hf.families import HFFamily, axis_sizes, family_for, head_dim_
 from weightselect.hf.sources import tokenizer_files
 from weightselect.selection.layers import layer_indices
 
-__all__ = ["parse_overrides", "student_config", "check_pair", "AXIS_WORDS"]
+__all__ = ["parse_overrides", "student_config", "check_pair", "check_layer_kinds", "AXIS_WORDS"]
 
 # how each axis is called in the configs, for error messages
 AXIS_WORDS = {
-    "hidden": "hidden width (hidden_size / n_embd)",
-    "heads": "attention heads (num_attention_heads / n_head)",
+    "hidden": "hidden width (hidden_size / n_embd / dim)",
+    "heads": "attention heads (num_attention_heads / n_head / n_heads)",
     "kv_groups": "KV groups (num_key_value_heads)",
     "q_per_kv": "query heads per KV group (num_attention_heads / num_key_value_heads)",
     "head_dim": "head dimension",
     "rope_pairs": "rotary pairs (head_dim / 2)",
-    "mlp_hidden": "MLP width (intermediate_size / n_inner)",
+    "mlp_hidden": "MLP width (intermediate_size / n_inner / hidden_dim)",
     "pooler": "pooler width",
+    "classifier_hidden": "classification head width",
+    "experts": "experts (num_local_experts / num_experts)",
+    "expert_hidden": "expert MLP width (Mixtral's intermediate_size / moe_intermediate_size)",
+    "shared_hidden": "shared expert MLP width (shared_expert_intermediate_size)",
 }
 
 
@@ -87,11 +91,13 @@ def student_config(teacher: Any, student: Any, overrides: Optional[Mapping[str, 
 
     ``student``: None (the teacher's config with ``overrides``), a dict of overrides, an overrides
     text, a ``config.json`` path or folder, or a transformers config. A teacher with per-layer
-    ``layer_types`` (sliding-window layers of Mistral/Qwen2) gives the student those of the layers
-    that layer selection ``layers`` picks, unless ``layer_types`` is overridden.
+    ``layer_types`` (sliding-window layers of Mistral/Qwen2/Qwen3/Gemma2/Gemma3) gives the student
+    those of the layers that layer selection ``layers`` picks, unless ``layer_types`` is overridden
+    (a student whose kinds differ from the chosen layers' is refused by :func:`check_layer_kinds`).
     """
     from transformers import AutoConfig, PretrainedConfig
 
+    fam = family_for(teacher)  # an unsupported architecture is refused before its fields are read
     overrides = dict(overrides or {})
     folder: Optional[Path] = None
     spec: Dict[str, Any]
@@ -113,9 +119,13 @@ def student_config(teacher: Any, student: Any, overrides: Optional[Mapping[str, 
             "'hidden_size=256,num_hidden_layers=4'"
         )
     _apply_overrides(config, overrides, teacher)
+    if spec["from"] == "teacher":
+        for dep, src in fam.follows:  # OPT's word_embed_proj_dim = hidden_size
+            if dep not in overrides and getattr(teacher, dep, None) == getattr(teacher, src, None):
+                setattr(config, dep, getattr(config, src))
     if not getattr(config, "architectures", None):
         config.architectures = list(getattr(teacher, "architectures", None) or [])
-    t_types = getattr(teacher, "layer_types", None)
+    t_types = getattr(teacher, "layer_types", None)  # checked against the layer map by check_layer_kinds
     s_layers = getattr(config, "num_hidden_layers", None)
     s_types = getattr(config, "layer_types", None) or []
     if t_types and "layer_types" not in overrides and s_layers and len(s_types) != s_layers:
@@ -171,11 +181,18 @@ def _check_heads(fam: HFFamily, teacher: Any, student: Any, select_head_dim: boo
             + (" (whole rotary pairs)" if fam.rotary else "")
         )
     if fam.rotary:
-        partial = rope_parameters(teacher).get("partial_rotary_factor", 1.0)
+        rope = rope_parameters(teacher)
+        partial = rope.get("partial_rotary_factor", 1.0)
         if partial not in (None, 1, 1.0) or t_hd % 2 or s_hd % 2:
             raise ValueError(
                 f"cannot select inside the head dimension ({t_hd} -> {s_hd}): rotary pairs (i, i + head_dim/2) "
                 f"would be split (partial_rotary_factor {partial}); keep head_dim"
+            )
+        per_pair = sorted(k for k, v in rope.items() if isinstance(v, (list, tuple)))
+        if per_pair:
+            raise ValueError(
+                f"cannot select inside the head dimension ({t_hd} -> {s_hd}): the rotary scaling has one factor per "
+                f"pair ({', '.join(per_pair)}, Phi-3's LongRoPE) for the teacher's {t_hd // 2} pairs; keep head_dim"
             )
 
 
@@ -201,6 +218,10 @@ def check_pair(teacher: Any, student: Any, t_folder: Path, s_folder: Optional[Pa
             f"the student config is a {student.model_type} model but the teacher a {teacher.model_type} model: "
             "weight selection needs two models of the same architecture"
         )
+    for who, config in (("teacher", teacher), ("student", student)):
+        why = fam.unsupported(config)
+        if why:
+            raise ValueError(f"the {who}'s {why}")
     if bool(getattr(teacher, "tie_word_embeddings", False)) != bool(getattr(student, "tie_word_embeddings", False)):
         raise ValueError(
             "tie_word_embeddings differs between teacher and student: the LM head keeps the teacher's tying"
@@ -213,7 +234,8 @@ def check_pair(teacher: Any, student: Any, t_folder: Path, s_folder: Optional[Pa
     _check_heads(fam, teacher, student, select_head_dim)
     _check_rope(fam, teacher, student, allow_rope_change)
     t_sizes, s_sizes = axis_sizes(teacher), axis_sizes(student)
-    if fam.rotary and s_sizes["kv_groups"] <= t_sizes["kv_groups"] and s_sizes["q_per_kv"] > t_sizes["q_per_kv"]:
+    gqa = "q_per_kv" in s_sizes
+    if gqa and s_sizes["kv_groups"] <= t_sizes["kv_groups"] and s_sizes["q_per_kv"] > t_sizes["q_per_kv"]:
         raise ValueError(
             f"the student has {s_sizes['q_per_kv']} query heads per KV group, the teacher {t_sizes['q_per_kv']}: "
             "whole KV groups keep only the query heads that read them (keep the GQA ratio at most the teacher's)"
@@ -226,3 +248,23 @@ def check_pair(teacher: Any, student: Any, t_folder: Path, s_folder: Optional[Pa
                 "the student must not be wider than the teacher on any axis"
             )
     return fam
+
+
+def check_layer_kinds(groups: Mapping[str, Any], teacher: Any, student: Any) -> None:
+    """Every student layer keeps the kind of the teacher layer it is selected from: its attention
+    (``layer_types``: sliding-window or global, as Mistral, Qwen2/3, Gemma2/3 set per layer) and, for
+    the Qwen MoEs, its MLP (the experts' or dense). ``groups``: the layer map's ``{group: [teacher index
+    of each student layer]}``. Raises ValueError."""
+    fam = family_for(teacher)
+    t_types, s_types = fam.layer_kinds(teacher), fam.layer_kinds(student)
+    if not t_types or not s_types:
+        return
+    for chosen in groups.values():
+        for i, t in enumerate(chosen):
+            if i < len(s_types) and t < len(t_types) and s_types[i] != t_types[t]:
+                raise ValueError(
+                    f"student layer {i} is {s_types[i]} but teacher layer {t}, which layer selection takes it "
+                    f"from, is {t_types[t]}: a selected layer keeps its kind; leave layer_types out of the student "
+                    "to take the chosen layers' attention kinds (Qwen MoEs: set mlp_only_layers/decoder_sparse_step "
+                    "to their MLP kinds), or choose other layers"
+                )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from weightselect import __version__
-from weightselect.hf.config import check_pair, student_config
-from weightselect.hf.families import HFFamily, axis_sizes, base_axis, dims_text, factors, product_size, rope_parameters
-from weightselect.hf.sources import HFTeacher, checkpoint_names, open_hf_teacher, tokenizer_files
+from weightselect.hf.config import check_layer_kinds, check_pair, student_config
+from weightselect.hf.families import (
+    HFFamily, axis_sizes, base_axis, dims_text, factors, product_size, rope_parameters, terms,
+)
+from weightselect.hf.sources import HFTeacher, Merged, checkpoint_names, open_hf_teacher, tokenizer_files
 from weightselect.io import exclusive_lock, save_state_dict, write_json
 from weightselect.selection.elements import CONSISTENT_METHODS, select_indices, take
 from weightselect.selection.layers import LAYER_METHODS, LayerMap, build_layer_map
@@ -134,8 +137,9 @@ def _plan(fam: HFFamily, lmap: LayerMap, t_shapes: Shapes, s_shapes: Shapes,
     product dimensions are checked against both shapes."""
     entries, axes, missing = [], {}, []
     ctx = {"keys": frozenset(s_shapes)}
+    first_only = re.compile(fam.first_layer_only) if fam.first_layer_only else None
     for key, s_shape in s_shapes.items():
-        t_key = lmap.teacher_key(key)
+        t_key = key if first_only is not None and first_only.search(key) else lmap.teacher_key(key)
         dims = fam.family.dims(key, ctx)
         if dims is None:
             raise ValueError(f"no {fam.family.name} rule for parameter '{key}': "
@@ -166,12 +170,18 @@ def _plan(fam: HFFamily, lmap: LayerMap, t_shapes: Shapes, s_shapes: Shapes,
 
 
 def _product_indices(dim: str, t_sizes: Mapping[str, int], axis_indices: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Teacher indices of a product dimension: row-major combination of its factors' index sets."""
-    idx = torch.zeros(1, dtype=torch.long)
-    for f in factors(dim):
-        size, chosen = (f, torch.arange(f)) if isinstance(f, int) else (t_sizes[base_axis(f)], axis_indices[f])
-        idx = (idx[:, None] * size + chosen[None, :]).reshape(-1)
-    return idx
+    """Teacher indices of a formatted dimension: per block (``+``), the row-major combination of its
+    factors' index sets, offset by the teacher size of the blocks before it."""
+    out, offset = [], 0
+    for term in terms(dim):
+        idx, size_t = torch.zeros(1, dtype=torch.long), 1
+        for f in factors(term):
+            size, chosen = (f, torch.arange(f)) if isinstance(f, int) else (t_sizes[base_axis(f)], axis_indices[f])
+            idx = (idx[:, None] * size + chosen[None, :]).reshape(-1)
+            size_t *= size
+        out.append(idx + offset)
+        offset += size_t
+    return torch.cat(out)
 
 
 def _rotary_note(fam: HFFamily, axes: Mapping[str, Tuple[int, int]], axis_indices, teacher,
@@ -196,7 +206,8 @@ def select(teacher: Any, student: Any = None, method: str = "uniform", layers: s
     """Initialize a transformers student from a larger teacher by weight selection.
 
     ``teacher``: a folder written by ``save_pretrained`` (``model.safetensors`` or sharded with its
-    index) or a hub id ``org/name[@revision]`` (through the HF cache). ``student``: overrides of the
+    index; ``pytorch_model.bin``, or its shards with their index, tensors only) or a hub id
+    ``org/name[@revision]`` (through the HF cache). ``student``: overrides of the
     teacher's config (dict or ``"hidden_size=256,num_hidden_layers=4"``), a ``config.json`` (file or
     folder) or a transformers config; ``overrides`` apply on top. ``method``: ``uniform``,
     ``consecutive`` or ``random`` (one index set per axis, so heads and KV groups stay whole);
@@ -222,9 +233,11 @@ def _select(source: HFTeacher, student, method, layers, seed, overrides, select_
     s_cfg, s_spec, s_folder = student_config(t_cfg, student, overrides, layers)
     fam = check_pair(t_cfg, s_cfg, source.folder, s_folder, select_head_dim, allow_rope_change)
     s_shapes, aliases = _student_keys(build_meta_model(s_cfg))
-    names = checkpoint_names(source.tensors.keys(), build_meta_model(t_cfg))  # model name -> stored name
-    t_shapes = {name: source.tensors.shape(stored) for name, stored in names.items()}
+    names = checkpoint_names(source.tensors.keys(), build_meta_model(t_cfg))  # model name -> stored name(s)
+    t_shapes = {name: stored.shape if isinstance(stored, Merged) else source.tensors.shape(stored)
+                for name, stored in names.items()}
     lmap = build_layer_map(t_shapes.keys(), s_shapes.keys(), fam.family.layer_re, layers)
+    check_layer_kinds(lmap.groups, t_cfg, s_cfg)
     t_sizes, s_sizes = axis_sizes(t_cfg), axis_sizes(s_cfg)
     entries, axes = _plan(fam, lmap, t_shapes, s_shapes, t_sizes, s_sizes)
     axis_indices = {name: select_indices(method, t, s, seed=seed, axis=name) for name, (t, s) in axes.items()}
@@ -232,7 +245,11 @@ def _select(source: HFTeacher, student, method, layers, seed, overrides, select_
     log.info("%d axes: %s", len(axes), ", ".join(f"{a} {t}->{s}" for a, (t, s) in list(axes.items())[:12]))
     state: Dict[str, torch.Tensor] = {}
     for entry in entries:
-        t_tensor = source.tensors.get(names[entry.teacher_key])
+        stored = names[entry.teacher_key]
+        if isinstance(stored, Merged):  # experts stacked as from_pretrained stacks them
+            t_tensor = stored.read(source.tensors, entry.teacher_key)
+        else:
+            t_tensor = source.tensors.get(stored)
         idx = [None if d is None else _product_indices(d, t_sizes, axis_indices) for d in entry.dims]
         state[entry.key] = take(t_tensor, idx).contiguous()
         del t_tensor
