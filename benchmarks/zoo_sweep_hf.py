@@ -1,6 +1,8 @@
 """Zoo sweep for the transformers families: weight selection checked by function, not by its plan.
 
-For every family :mod:`weightselect.hf` supports (Llama, Mistral, Qwen2, GPT-2, BERT, ViT), a tiny
+For the families :mod:`weightselect.hf` supports (Llama, Mistral, Qwen2/3, Gemma 1-3, Phi-3, Mixtral,
+Qwen2-MoE, GPT-NeoX, OPT, GPT-2, BERT, RoBERTa, DistilBERT, ViT; T5's two stacks are checked in
+``tests/hf/test_t5.py``), a tiny
 teacher with random weights is saved with ``save_pretrained`` and students are selected from the
 folder; each student folder must load with ``from_pretrained`` with no missing, unexpected or
 mismatched tensors (and a causal LM must ``generate()``). Then:
@@ -8,11 +10,13 @@ mismatched tensors (and a causal LM must ``generate()``). Then:
 - ``identity``  the teacher's own config: every tensor and the outputs equal the teacher's;
 - ``depth``     half the layers, ``layers="first"``: the outputs equal the teacher's with its
                 layer list cut to its first layers (built from the teacher, not from the manifest);
-- ``inner``     ``intermediate_size`` halved, ``method="random"``: the outputs equal the masked
+- ``inner``     the MLP width halved (``intermediate_size``; the experts' and the shared expert's
+                in a mixture of experts), ``method="random"``: the outputs equal the masked
                 teacher's (below);
 - ``heads``     half the query heads and KV groups, ``head_dim`` kept (GQA families): the masked
-                teacher again; for GPT-2, BERT and ViT a head count change changes the head size,
-                so the identity does not hold (``n/a``);
+                teacher again; where the head size is hidden / heads (Phi-3, GPT-NeoX, OPT, GPT-2,
+                BERT, RoBERTa, DistilBERT, ViT) a head count change changes it, so the identity
+                does not hold (``n/a``);
 - ``width``     ``hidden_size`` halved (with the heads): load, ``generate()``, and every tensor an
                 index selection of its teacher tensor (LayerNorm/RMSNorm normalize over the hidden
                 axis, so outputs are not compared).
@@ -42,18 +46,64 @@ from typing import Callable, Dict, Tuple
 import torch
 
 RTOL = 1e-4
-GQA = dict(vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
-           num_key_value_heads=4, head_dim=8, max_position_embeddings=64, tie_word_embeddings=False)
-FAMILIES = {  # name: (config class, model class, teacher config, input kind)
-    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(GQA), "tokens"),
-    "mistral": ("MistralConfig", "MistralForCausalLM", dict(GQA, sliding_window=16), "tokens"),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(GQA, tie_word_embeddings=True), "tokens"),
-    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(vocab_size=96, n_embd=64, n_layer=4, n_head=8, n_positions=64), "tokens"),
-    "bert": ("BertConfig", "BertForMaskedLM", dict(vocab_size=96, hidden_size=64, num_hidden_layers=4, num_attention_heads=8,
-                                                   intermediate_size=96, max_position_embeddings=64), "tokens"),
-    "vit": ("ViTConfig", "ViTForImageClassification", dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=8,
-                                                           intermediate_size=96, image_size=32, patch_size=8,
-                                                           num_labels=10), "pixels"),
+TOK = dict(vocab_size=96, max_position_embeddings=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+GQA = dict(TOK, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=8,
+           num_key_value_heads=4, head_dim=8, tie_word_embeddings=False)
+BERTLIKE = dict(TOK, hidden_size=64, num_hidden_layers=4, num_attention_heads=8, intermediate_size=96)
+SLIDING = ["sliding_attention", "full_attention"] * 2
+HEADS = ["num_attention_heads", "num_key_value_heads"]
+WIDTH = ["hidden_size", "num_attention_heads"]
+
+
+def _family(config, model, cfg, inner=("intermediate_size",), heads=None, width=WIDTH, inputs="tokens"):
+    """A family of the sweep: transformers' config and model classes, the teacher's config, and the
+    config keys the inner, heads and width students halve (heads: None where the head size is
+    hidden / heads, so that a head count change changes it)."""
+    return dict(config=config, model=model, cfg=cfg, inner=list(inner), heads=heads, width=list(width), inputs=inputs)
+
+
+FAMILIES = {
+    "llama": _family("LlamaConfig", "LlamaForCausalLM", GQA, heads=HEADS, width=WIDTH + HEADS[1:]),
+    "mistral": _family("MistralConfig", "MistralForCausalLM", dict(GQA, sliding_window=16), heads=HEADS,
+                       width=WIDTH + HEADS[1:]),
+    "qwen2": _family("Qwen2Config", "Qwen2ForCausalLM", dict(GQA, tie_word_embeddings=True), heads=HEADS,
+                     width=WIDTH + HEADS[1:]),
+    "qwen3": _family("Qwen3Config", "Qwen3ForCausalLM", GQA, heads=HEADS, width=WIDTH + HEADS[1:]),
+    "gemma": _family("GemmaConfig", "GemmaForCausalLM", dict(GQA, head_dim=16, num_attention_heads=4,
+                                                             num_key_value_heads=2), heads=HEADS, width=WIDTH + HEADS[1:]),
+    "gemma2": _family("Gemma2Config", "Gemma2ForCausalLM", dict(GQA, head_dim=16, num_attention_heads=4, num_key_value_heads=2,
+                                                                sliding_window=4, layer_types=SLIDING),
+                      heads=HEADS, width=WIDTH + HEADS[1:]),
+    "gemma3": _family("Gemma3TextConfig", "Gemma3ForCausalLM", dict(GQA, head_dim=16, num_attention_heads=4,
+                                                                    num_key_value_heads=2, sliding_window=4,
+                                                                    layer_types=SLIDING),
+                      heads=HEADS, width=WIDTH + HEADS[1:]),
+    "phi3": _family("Phi3Config", "Phi3ForCausalLM", {k: v for k, v in GQA.items() if k != "head_dim"},
+                    width=WIDTH + HEADS[1:]),
+    "mixtral": _family("MixtralConfig", "MixtralForCausalLM", dict(GQA, num_local_experts=4, num_experts_per_tok=2),
+                       heads=HEADS, width=WIDTH + HEADS[1:]),
+    "qwen2_moe": _family("Qwen2MoeConfig", "Qwen2MoeForCausalLM",
+                         dict(GQA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
+                              shared_expert_intermediate_size=64, mlp_only_layers=[1]),
+                         inner=("intermediate_size", "moe_intermediate_size", "shared_expert_intermediate_size"),
+                         heads=HEADS, width=WIDTH + HEADS[1:]),
+    "gpt_neox": _family("GPTNeoXConfig", "GPTNeoXForCausalLM",
+                        dict(TOK, hidden_size=64, num_hidden_layers=4, num_attention_heads=8, intermediate_size=96,
+                             rotary_pct=0.5, tie_word_embeddings=False)),
+    "opt": _family("OPTConfig", "OPTForCausalLM", dict(TOK, hidden_size=64, num_hidden_layers=4, num_attention_heads=8,
+                                                      ffn_dim=96, word_embed_proj_dim=64),
+                   inner=("ffn_dim",), width=WIDTH + ["word_embed_proj_dim"]),
+    "gpt2": _family("GPT2Config", "GPT2LMHeadModel", dict(vocab_size=96, n_embd=64, n_layer=4, n_head=8, n_positions=64),
+                    inner=("n_inner",), width=("n_embd", "n_head")),
+    "bert": _family("BertConfig", "BertForMaskedLM", BERTLIKE),
+    "roberta": _family("RobertaConfig", "RobertaForMaskedLM", dict(BERTLIKE, pad_token_id=1, max_position_embeddings=80)),
+    "distilbert": _family("DistilBertConfig", "DistilBertForMaskedLM",
+                          dict(vocab_size=96, dim=64, n_layers=4, n_heads=8, hidden_dim=96, max_position_embeddings=64,
+                               pad_token_id=0),
+                          inner=("hidden_dim",), width=("dim", "n_heads")),
+    "vit": _family("ViTConfig", "ViTForImageClassification",
+                   dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=8, intermediate_size=96,
+                        image_size=32, patch_size=8, num_labels=10), inputs="pixels"),
 }
 CHECKS = ("identity", "depth", "inner", "heads", "width")
 
@@ -61,8 +111,8 @@ CHECKS = ("identity", "depth", "inner", "heads", "width")
 def _classes(family: str):
     import transformers
 
-    cfg_cls, model_cls, cfg, kind = FAMILIES[family]
-    return getattr(transformers, cfg_cls), getattr(transformers, model_cls), cfg, kind
+    fam = FAMILIES[family]
+    return getattr(transformers, fam["config"]), getattr(transformers, fam["model"]), fam["cfg"], fam["inputs"]
 
 
 def _teacher(family: str) -> torch.nn.Module:
@@ -181,12 +231,7 @@ def check_width(family, folders, tmp) -> Tuple[str, str]:
     from safetensors.torch import load_file
 
     teacher = _teacher(family)
-    c = teacher.config
-    student = {"hidden_size": c.hidden_size // 2, "num_attention_heads": c.num_attention_heads // 2}
-    if family in ("gpt2",):
-        student = {"n_embd": c.n_embd // 2, "n_head": c.n_head // 2}
-    if hasattr(c, "num_key_value_heads") and family != "gpt2":
-        student["num_key_value_heads"] = c.num_key_value_heads // 2
+    student = {k: getattr(teacher.config, k) // 2 for k in FAMILIES[family]["width"]}
     _load(_select(folders["teacher"], student, tmp / "width", method="random", seed=0), family)
     _select(folders["coded"], student, tmp / "width_coded", method="random", seed=0)
     t_sd = {k: v.double() for k, v in teacher.state_dict().items()}
@@ -211,18 +256,14 @@ def sweep_family(family: str) -> Dict[str, str]:
         teacher = _teacher(family)
         teacher.save_pretrained(folders["teacher"])
         _coded(teacher).save_pretrained(folders["coded"])
-        c = teacher.config
-        gqa = hasattr(c, "num_key_value_heads") and family not in ("gpt2", "bert", "vit")
+        c, fam = teacher.config, FAMILIES[family]
+        inner = {k: (getattr(c, k) or 4 * c.n_embd) // 2 for k in fam["inner"]}
         checks: Dict[str, Callable[[], Tuple[str, str]]] = {
             "identity": lambda: check_identity(family, folders, tmp),
             "depth": lambda: check_depth(family, folders, tmp),
-            "inner": lambda: check_masked(family, folders, {"intermediate_size": c.intermediate_size // 2}
-                                          if hasattr(c, "intermediate_size") and c.intermediate_size else
-                                          {"n_inner": 2 * c.n_embd}, tmp, "inner"),
-            "heads": (lambda: check_masked(family, folders, {"num_attention_heads": c.num_attention_heads // 2,
-                                                             "num_key_value_heads": c.num_key_value_heads // 2},
-                                           tmp, "heads")) if gqa else
-                     (lambda: ("n/a", "the head size is hidden / heads: a head count change changes it")),
+            "inner": lambda: check_masked(family, folders, inner, tmp, "inner"),
+            "heads": (lambda: check_masked(family, folders, {k: getattr(c, k) // 2 for k in fam["heads"]}, tmp, "heads"))
+            if fam["heads"] else (lambda: ("n/a", "the head size is hidden / heads: a head count change changes it")),
             "width": lambda: check_width(family, folders, tmp),
         }
         for name, fn in checks.items():
