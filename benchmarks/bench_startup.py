@@ -17,7 +17,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 HEAVY = ("torch", "timm", "torchvision", "pandas", "matplotlib", "transformers", "safetensors")
 KINDS = {  # the imports of workflow_scripts/<kind>.py and of the entry function before its first step
@@ -32,19 +34,19 @@ KINDS = {  # the imports of workflow_scripts/<kind>.py and of the entry function
 REPORT = "\nimport json, sys\nprint(json.dumps([m for m in %r if m in sys.modules]))" % (HEAVY,)
 
 
-def _run(code: str, pythonpath: str | None) -> tuple[float, list]:
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code + REPORT], capture_output=True, text=True, env=env, check=True)
+def _run(code: str, pythonpath: str) -> tuple[float, list]:
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    start = time.perf_counter()  # run outside any checkout: ``-c`` puts the working folder first on sys.path
+    done = subprocess.run([sys.executable, "-c", code + REPORT], capture_output=True, text=True, env=env, check=True,
+                          cwd=tempfile.gettempdir())
     return time.perf_counter() - start, json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--pythonpath", default=None, help="the checkout to import weightselect from")
+    parser.add_argument("--pythonpath", default=str(Path(__file__).resolve().parents[1]),
+                        help="the checkout to import weightselect from (default: this one)")
     args = parser.parse_args(argv)
     times = {k: [] for k in ["bare", *KINDS]}
     heavy = {}
