@@ -149,6 +149,23 @@ def test_output_folder_has_config_tokenizer_and_manifest(llama_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["s"]
 
 
+def test_output_folder_has_a_model_card_naming_teacher_method_and_layers(llama_dir, tmp_path):
+    """README.md as Hugging Face users expect it: front matter, the teacher and its sha256, the
+    method, the layer map as the manifest records it, the axes' sizes, and the manifest's name."""
+    out = wh.select(llama_dir, dict(HALF, num_hidden_layers=2), layers="uniform", method="random", seed=3).save(
+        tmp_path / "s")
+    card = (out / "README.md").read_text()
+    manifest = json.loads((out / "weightselect.json").read_text())
+    assert card.startswith("---\nlibrary_name: transformers\n") and "- weight-selection" in card
+    assert f"(sha256 `{manifest['teacher']['sha256']}`)" in card
+    assert "- method: `random`, layers: `uniform`, seed: 3" in card and "`weightselect.json`" in card
+    teacher_layers = [layer_indices("uniform", 4, 2)[i] for i in range(2)]
+    for i, t in enumerate(teacher_layers):
+        assert f"| `model.layers.{i}` | `model.layers.{t}` |" in card
+    assert "| `model.layers.0.kv_groups` | 2 | 1 |" in card
+    load_strict(out)  # the card changes nothing from_pretrained reads
+
+
 @pytest.mark.parametrize("arch", ["Qwen2", "Mistral"])
 def test_qwen2_and_mistral_share_the_llama_family(tmp_path, arch):
     """Qwen2 adds q/k/v biases and per-layer sliding-window types; Mistral is Llama's layout."""

@@ -15,6 +15,7 @@ tensors are then read one at a time, so peak memory stays near the student's siz
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -36,13 +37,14 @@ from weightselect.io import exclusive_lock, save_state_dict, write_json
 from weightselect.selection.elements import CONSISTENT_METHODS, select_indices, take
 from weightselect.selection.layers import LAYER_METHODS, LayerMap, build_layer_map
 
-__all__ = ["select", "HFSelectionResult", "MANIFEST", "HF_FORMAT", "build_meta_model"]
+__all__ = ["select", "HFSelectionResult", "MANIFEST", "HF_FORMAT", "build_meta_model", "model_card"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "weightselect.json"  # our manifest inside the output folder
 HF_FORMAT = "weightselect-hf/1"
 WEIGHTS = "model.safetensors"
+CARD = "README.md"  # the model card
 
 
 @dataclass
@@ -57,8 +59,9 @@ class HFSelectionResult:
 
     def save(self, out_dir, force: bool = False) -> Path:
         """Write ``out_dir`` atomically: ``config.json``, ``model.safetensors``, the teacher's
-        ``generation_config.json`` and tokenizer files, and ``weightselect.json``. An existing folder
-        is refused unless ``force`` (then replaced whole). Raises FileExistsError."""
+        ``generation_config.json`` and tokenizer files, ``weightselect.json`` and the model card
+        ``README.md``. An existing folder is refused unless ``force`` (then replaced whole).
+        Raises FileExistsError."""
         out = Path(out_dir)
         with exclusive_lock(out.parent / f"{out.name}.folder", what="selection"):
             if out.exists() and not force:
@@ -73,6 +76,7 @@ class HFSelectionResult:
                     shutil.copyfile(src, tmp / src.name)
                     copied.append(src.name)
                 write_json(tmp / MANIFEST, {**self.manifest, "copied_files": copied})
+                (tmp / CARD).write_text(model_card(self.manifest), encoding="utf-8")
                 _replace_dir(tmp, out)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -86,6 +90,32 @@ class HFSelectionResult:
             return []
         generation = self.teacher_folder / "generation_config.json"
         return ([generation] if generation.is_file() else []) + tokenizer_files(self.teacher_folder)
+
+
+def model_card(manifest: Mapping[str, Any]) -> str:
+    """The folder's ``README.md`` as Hugging Face users expect it: YAML front matter (library,
+    tags, ``base_model`` when the teacher is a hub id) and what the student is: its teacher, the
+    selection's method, layers and seed, the layer map (student layer: teacher layer) and the axes'
+    sizes; the index sets are in ``weightselect.json`` (the manifest), which the card points to."""
+    teacher = manifest.get("teacher") or {}
+    hub = teacher.get("hf_hub_id")
+    front = ["---", "library_name: transformers", "tags:", "- weightselect", "- weight-selection"]
+    if hub:
+        front += ["base_model: " + json.dumps(hub)]
+    lines = front + ["---", "", f"# A {manifest.get('model_type', '')} student initialized by weight selection", "",
+                     "Initialized from a larger pretrained model of the same family by weight selection "
+                     "(Xu et al., *Initializing Models with Larger Ones*, ICLR 2024) with weightselect "
+                     f"{manifest.get('weightselect_version', '')}: not trained further.", "",
+                     f"- teacher: `{hub or teacher.get('source', '?')}`"
+                     + (f" (sha256 `{teacher['sha256']}`)" if teacher.get("sha256") else ""),
+                     f"- method: `{manifest.get('method')}`, layers: `{manifest.get('layers')}`, "
+                     f"seed: {manifest.get('seed')}",
+                     f"- manifest: `{MANIFEST}` (every axis's index set, the options, the tied tensors)", "",
+                     "| student layer | teacher layer |", "| --- | --- |"]
+    lines += [f"| `{s}` | `{t}` |" for s, t in (manifest.get("layer_map") or {}).items()]
+    lines += ["", "| axis | teacher | student |", "| --- | ---: | ---: |"]
+    lines += [f"| `{a}` | {v['teacher']} | {v['student']} |" for a, v in (manifest.get("axes") or {}).items()]
+    return "\n".join(lines) + "\n"
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
