@@ -400,6 +400,23 @@ def table_spec(wildcards):
     return STUDY.table_params(wildcards.table)
 
 
+def figure_claim_inputs(wildcards):
+    return [r.final for r in STUDY.figure_claim_runs(wildcards.figure)]
+
+
+def figure_claim_spec(wildcards):
+    return STUDY.figure_claim_params(wildcards.figure)
+
+
+def claim_files(wildcards):
+    """Every table's claims, then every figure's that has claims."""
+    return [f"results/tables/{t}.claims.csv" for t in STUDY.tables] + [
+        f"results/figures/{f}.claims.csv"
+        for f, spec in STUDY.figures.items()
+        if spec["claims"]
+    ]
+
+
 def curve_inputs(wildcards):
     """The runs' final.json (the train rule's one output); the figure reads each run's metrics.jsonl."""
     runs = STUDY.curve_runs(wildcards.figure, wildcards.student, wildcards.dataset)

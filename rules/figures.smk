@@ -5,6 +5,7 @@
 localrules:
     figure_curves,
     figure,
+    figure_claims,
 
 
 rule figure_curves:
@@ -60,3 +61,30 @@ rule figure:
         spec=figure_spec,
     script:
         "../workflow_scripts/figure.py"
+
+
+rule figure_claims:
+    """The verdicts of the paper's claims about one figure, from the runs they compare."""
+    input:
+        figure_claim_inputs,
+    output:
+        csv=report(
+            "results/figures/{figure}.claims.csv",
+            caption="../report/figure_claims.rst",
+            category="Claims",
+            labels={"figure": "{figure}"},
+        ),
+        md="results/figures/{figure}.claims.md",
+        caption="results/figures/{figure}.claims.txt",
+    log:
+        "results/logs/figures/{figure}.claims.log",
+    benchmark:
+        "results/benchmarks/figures/{figure}.claims.tsv"
+    wildcard_constraints:
+        figure=alternatives(f for f, spec in STUDY.figures.items() if spec["claims"]),
+    conda:
+        "../envs/weightselect.yaml"
+    params:
+        spec=figure_claim_spec,
+    script:
+        "../workflow_scripts/figure_claims.py"

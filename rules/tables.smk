@@ -4,6 +4,7 @@
 
 localrules:
     table,
+    claims,
 
 
 rule table:
@@ -18,6 +19,7 @@ rule table:
             labels={"table": "{table}"},
         ),
         md="results/tables/{table}.md",
+        claims="results/tables/{table}.claims.csv",
         gap="results/tables/{table}.paper_gap.txt",
     log:
         "results/logs/tables/{table}.log",
@@ -29,3 +31,26 @@ rule table:
         spec=table_spec,
     script:
         "../workflow_scripts/table.py"
+
+
+rule claims:
+    """Every claim of the study's tables and figures with its overall verdict, in one table."""
+    input:
+        claim_files,
+    output:
+        csv=report(
+            "results/claims.csv",
+            caption="../report/claims.rst",
+            category="Claims",
+        ),
+        md="results/claims.md",
+    log:
+        "results/logs/claims.log",
+    benchmark:
+        "results/benchmarks/claims.tsv"
+    conda:
+        "../envs/weightselect.yaml"
+    params:
+        title=lambda wildcards: f"The paper's claims in the {STUDY.name} study",
+    script:
+        "../workflow_scripts/claims_summary.py"

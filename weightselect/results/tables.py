@@ -237,11 +237,14 @@ def _mean_std_cell(row: pd.Series, group: str) -> str:
     return text
 
 
-def write_table(df: pd.DataFrame, csv_path, title: Optional[str] = None, float_format: str = "%.6g") -> Path:
+def write_table(df: pd.DataFrame, csv_path, title: Optional[str] = None, float_format: str = "%.6g",
+                claims: Optional[pd.DataFrame] = None) -> Path:
     """Write ``df`` to ``csv_path`` and a Markdown twin beside it (``.md``), each atomically.
 
     The CSV keeps every column with 6 significant digits; the Markdown is :func:`reading_view`
-    (mean +- std and seeds found per cell, 2 decimals), with ``title`` as a heading.
+    (mean +- std and seeds found per cell, 2 decimals), with ``title`` as a heading. With
+    ``claims`` (:func:`weightselect.results.claims.claim_verdicts`) they are written beside it as
+    ``{stem}.claims.csv`` and the Markdown ends with their verdicts.
     Returns the CSV path.
     """
     csv_path = Path(csv_path)
@@ -251,6 +254,13 @@ def write_table(df: pd.DataFrame, csv_path, title: Optional[str] = None, float_f
     text = to_markdown(reading_view(df))
     if title:
         text = f"## {title}\n\n{text}"
+    if claims is not None:
+        from weightselect.results.claims import claims_markdown
+
+        write_text(csv_path.with_suffix(".claims.csv"),
+                   claims.to_csv(index=False, float_format=float_format, lineterminator="\n"))
+        if not claims.empty:
+            text = f"{text}\n{claims_markdown(claims)}"
     write_text(csv_path.with_suffix(".md"), text)
     return csv_path
 

@@ -1,0 +1,181 @@
+"""Claims as data: verdicts computed from hand-made run folders (a clear win, a tie within noise, a
+reversal, a missing seed, a median over draws), against Welch's t-test computed here by hand."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+
+from weightselect.results.claims import (
+    claim_verdicts, claims_markdown, compare, overall, summarize_claims, verdicts_of, write_claims,
+)
+from weightselect.results.tables import read_finals
+from weightselect.study import Study, StudyConfigError
+
+STUDENT = {"model": {"name": "vit_tiny_patch16_224"}, "teacher": "t"}
+CONFIG = {
+    "variants": {
+        "random": {"init": {"baseline": "random"}},
+        "ws_uniform": {"init": {"method": "uniform"}},
+        "l1": {"init": {"method": "l1"}},
+        "magnitude": {"init": {"method": "magnitude"}},
+        "ws_random": {"init": {"method": "random", "seed": 0}},
+        "ws_random_s1": {"init": {"method": "random", "seed": 1}},
+    },
+    "studies": {
+        "s": {
+            "teachers": {"t": {"source": "hub", "model": {"name": "vit_small_patch16_224"}}},
+            "students": {"a": STUDENT, "b": STUDENT},
+            "datasets": {"digits": {}},
+            "seeds": [0, 1, 2],
+            "tables": {
+                "t7": {"rows": "variant", "variants": ["random", "ws_uniform", "l1", "magnitude", "ws_random"],
+                       "median_of": {"ws_random": ["ws_random", "ws_random_s1"]},
+                       "claims": [
+                           {"better": "ws_uniform", "than": "random", "claim": "clear win"},
+                           {"better": "ws_uniform", "than": "l1", "claim": "tie within noise"},
+                           {"better": "magnitude", "than": "ws_uniform", "claim": "reversal"},
+                           {"better": "ws_random", "than": "random", "claim": "median of draws"},
+                       ]},
+            },
+        }
+    },
+}
+# final top-1 per (variant, seed), the same for students a and b except where said
+VALUES = {"random": (30.0, 34.0, 32.0), "ws_uniform": (80.0, 82.0, 81.0), "l1": (79.0, 83.0, 81.5),
+          "magnitude": (50.0, 52.0, 54.0), "ws_random": (70.0, 72.0, 71.0), "ws_random_s1": (74.0, 76.0, 75.0)}
+
+
+def welch(a, b, t_quantile):
+    """Welch's interval of mean(a) - mean(b), by hand: the quantile is passed for the computed df."""
+    na, nb = len(a), len(b)
+    ma, mb = sum(a) / na, sum(b) / nb
+    va = sum((x - ma) ** 2 for x in a) / (na - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (nb - 1)
+    se2 = va / na + vb / nb
+    df = se2 ** 2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+    half = t_quantile(df) * math.sqrt(se2)
+    return ma - mb, ma - mb - half, ma - mb + half, df
+
+
+@pytest.fixture
+def study(tmp_path, monkeypatch, make_run):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "results" / "runs"
+    for student in ("a", "b"):
+        for variant, values in VALUES.items():
+            for seed, top1 in enumerate(values):
+                if student == "b" and variant == "magnitude":
+                    top1 = 80.0 + seed  # b: a tie (80, 81, 82 against 80, 82, 81), not a reversal
+                if student == "b" and variant == "ws_uniform" and seed == 2:
+                    continue  # b's third ws_uniform run is missing
+                make_run(root, student, "digits", variant, seed, [top1 - 1, top1])
+    return Study(CONFIG, "s")
+
+
+def verdicts(study):
+    spec = study.table_params("t7")
+    return verdicts_of(spec, [r.final for r in study.table_runs("t7")])
+
+
+def row(df, claim, scope):
+    hit = df[(df["claim"] == claim) & (df["scope"] == scope)]
+    assert len(hit) == 1, (claim, scope, df[["claim", "scope"]])
+    return hit.iloc[0]
+
+
+def test_a_clear_win_holds_with_welchs_interval():
+    from scipy.stats import t
+
+    effect, low, high, df = welch(VALUES["ws_uniform"], VALUES["random"], lambda d: t.ppf(0.975, d))
+    got = compare(VALUES["ws_uniform"], VALUES["random"])
+    assert got["verdict"] == "holds" and got["effect"] == pytest.approx(49.0)
+    assert (got["ci_low"], got["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert got["p_value"] == pytest.approx(t.sf(effect / ((high - low) / 2 / t.ppf(0.975, df)), df))
+    assert math.isnan(got["seeds_needed"])
+
+
+def test_verdicts_from_run_folders(study):
+    df = verdicts(study)
+    assert row(df, "clear win", "a / digits")["verdict"] == "holds"
+    tie = row(df, "tie within noise", "a / digits")
+    assert tie["verdict"] == "inconclusive" and tie["ci_low"] < 0 < tie["ci_high"]
+    assert tie["seeds_needed"] > 3  # more runs than the study has would be needed
+    rev = row(df, "reversal", "a / digits")
+    assert rev["verdict"] == "contradicts" and rev["effect"] == pytest.approx(52.0 - 81.0)
+    assert rev["ci_high"] < 0 and rev["p_value"] > 0.99
+    # b: magnitude ties ws_uniform, so the claim over both students is contradicted by a, not b
+    assert row(df, "reversal", "b / digits")["verdict"] == "inconclusive"
+    assert row(df, "reversal", "all")["verdict"] == "contradicts"
+    assert "1 inconclusive, 1 contradicts" in row(df, "reversal", "all")["note"]
+
+
+def test_a_missing_seed_is_counted_and_a_single_run_is_inconclusive(study, tmp_path):
+    df = verdicts(study)
+    win_b = row(df, "clear win", "b / digits")
+    assert win_b["n_better"] == 2 and win_b["n_than"] == 3 and win_b["verdict"] == "holds"
+    (tmp_path / "results/runs/b/digits/ws_uniform/seed1/final.json").unlink()
+    df = verdicts(study)
+    lone = row(df, "clear win", "b / digits")
+    assert lone["n_better"] == 1 and lone["verdict"] == "inconclusive" and "seeds missing" in lone["note"]
+    assert row(df, "clear win", "all")["verdict"] == "inconclusive"  # a holds, b cannot tell
+
+
+def test_a_median_cell_compares_every_run_of_its_draws(study):
+    got = row(verdicts(study), "median of draws", "a / digits")
+    draws = VALUES["ws_random"] + VALUES["ws_random_s1"]
+    assert got["n_better"] == 6 and got["effect"] == pytest.approx(sum(draws) / 6 - 32.0)
+
+
+def test_overall_keeps_one_row_per_claim_and_the_files_round_trip(study, tmp_path):
+    df = verdicts(study)
+    one = overall(df)
+    assert list(one["claim"]) == ["clear win", "tie within noise", "reversal", "median of draws"]
+    assert set(one["scope"]) == {"all"}
+    path = write_claims(df, tmp_path / "t7.claims.csv", title="t7")
+    summary = summarize_claims([path])
+    assert list(summary["result"].unique()) == ["t7"] and list(summary["verdict"]) == list(one["verdict"])
+    text = (tmp_path / "t7.claims.md").read_text()
+    assert "| reversal | all |" in text and "contradicts" in text and "Welch's t-test" in text
+    assert "| t7 | clear win | all |" in claims_markdown(summary)
+
+
+def test_values_come_only_from_the_declared_files(study):
+    finals = [r.final for r in study.table_runs("t7") if r.variant != "random"]
+    df = claim_verdicts(study.table_params("t7")["claims"], read_finals(finals), study.seeds)
+    assert row(df, "clear win", "a / digits")["n_than"] == 0
+
+
+@pytest.mark.parametrize("claim, message", [
+    ({"better": "ws_uniform", "than": "xavier"}, "claims[0].than 'xavier' is not one of its variants"),
+    ({"better": "l1", "than": "l1"}, "compares 'l1' with itself"),
+])
+def test_a_bad_claim_fails_at_parse_time(claim, message):
+    config = copy.deepcopy(CONFIG)
+    config["studies"]["s"]["tables"]["t7"]["claims"] = [claim]
+    with pytest.raises(StudyConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        Study(config, "s")
+
+
+def test_a_bad_level_is_refused():
+    with pytest.raises(ValueError, match="not a probability"):
+        compare([1, 2], [1, 2], level=95)
+
+
+def test_figure_claims_resolve_a_budget_of_an_epoch_sweep():
+    config = copy.deepcopy(CONFIG)
+    config["studies"]["s"]["tables"] = {}
+    config["studies"]["s"]["datasets"] = {"digits": {"recipe": {"epochs": 15}}}
+    config["studies"]["s"]["figures"] = {"f4a": {
+        "kind": "epochs", "student": "a", "dataset": "digits", "variants": ["random", "ws_uniform"],
+        "epochs": [15, 45], "claims": [{"better": "ws_uniform@15", "than": "random@45"}]}}
+    study = Study(config, "s")
+    (claim,) = study.figure_claim_params("f4a")["claims"]
+    assert claim["scopes"] == [{"student": "a", "dataset": "digits", "better": ["ws_uniform"],
+                                "than": ["random_ep45"]}]
+    assert {r.variant for r in study.figure_claim_runs("f4a")} == {"ws_uniform", "random_ep45"}
+    assert "results/figures/f4a.claims.csv" in study.targets() and "results/claims.csv" in study.targets()
+    config["studies"]["s"]["figures"]["f4a"]["claims"] = [{"better": "ws_uniform@30", "than": "random@45"}]
+    with pytest.raises(StudyConfigError, match="ws_uniform@30"):
+        Study(config, "s")

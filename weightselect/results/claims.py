@@ -1,0 +1,208 @@
+"""The paper's claims as comparisons between cells, with a verdict computed from the seeds.
+
+A **claim** says that one variant beats another (``better`` > ``than``) in every scope it is
+checked in: each student x dataset of a table (or each curve of a figure). Each scope compares
+the final top-1 of every run of the ``better`` cell with every run of the ``than`` cell (all
+seeds, and all selection draws where the cell is a median over draws) by **Welch's t-test**
+(unequal variances; scipy.stats.ttest_ind with ``equal_var=False``):
+
+- ``effect``: mean of ``better`` minus mean of ``than`` (points of top-1);
+- ``ci_low``, ``ci_high``: the two-sided ``level`` (default 95 %) interval of that difference
+  (Welch-Satterthwaite degrees of freedom);
+- ``p_value``: one-sided, for ``better`` > ``than``;
+- ``verdict``: ``holds`` when the interval lies above 0, ``contradicts`` when it lies below 0,
+  ``inconclusive`` otherwise (and when a side has fewer than 2 runs);
+- ``seeds_needed``: for an inconclusive scope, the runs per side a two-sided test at ``level``
+  with 80 % power would need if the effect and spread were what was measured (normal
+  approximation, ``2 (z_{1-a/2} + z_{0.8})^2 s^2 / d^2`` with ``s^2`` the mean of the two
+  variances); NaN elsewhere.
+
+A claim over several scopes gets a row with scope ``all``: ``contradicts`` if any scope
+contradicts, ``holds`` if every scope holds, ``inconclusive`` otherwise (``note`` counts them).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["CLAIM_COLUMNS", "VERDICTS", "TEST", "compare", "claim_verdicts", "verdicts_of", "overall",
+           "claims_markdown", "claim_caption", "write_claims", "summarize_claims"]
+
+VERDICTS = ("holds", "inconclusive", "contradicts")
+TEST = "Welch's t-test; two-sided {level:.0%} interval of the difference of means"
+CLAIM_COLUMNS = ("claim", "better", "than", "scope", "effect", "ci_low", "ci_high", "level", "p_value",
+                 "n_better", "n_than", "seeds_needed", "test", "verdict", "note")
+
+
+def _seeds_needed(a: np.ndarray, b: np.ndarray, effect: float, level: float) -> float:
+    from scipy.stats import norm
+
+    var = (a.var(ddof=1) + b.var(ddof=1)) / 2
+    if effect == 0 or not math.isfinite(var):
+        return math.inf
+    z = norm.ppf(1 - (1 - level) / 2) + norm.ppf(0.8)
+    return float(max(2, math.ceil(2 * z * z * var / (effect * effect))))
+
+
+def compare(better: Sequence[float], than: Sequence[float], level: float = 0.95) -> dict:
+    """Welch's comparison of ``better`` > ``than`` (top-1 values in %, one per run).
+
+    Returns ``effect, ci_low, ci_high, p_value, n_better, n_than, seeds_needed, verdict, note``
+    (see the module docstring). Fewer than 2 runs on a side: ``inconclusive`` with NaN statistics
+    and a note. Both sides without spread (every run equal): the interval is the effect itself.
+    Raises ValueError for a ``level`` outside (0, 1).
+    """
+    from scipy.stats import ttest_ind
+
+    if not 0 < level < 1:
+        raise ValueError(f"level {level} is not a probability; use e.g. 0.95")
+    a, b = np.asarray(better, dtype=float), np.asarray(than, dtype=float)
+    out = dict(effect=float(a.mean() - b.mean()) if len(a) and len(b) else math.nan, ci_low=math.nan,
+               ci_high=math.nan, p_value=math.nan, n_better=len(a), n_than=len(b), seeds_needed=math.nan,
+               note="")
+    if len(a) < 2 or len(b) < 2:
+        return dict(out, verdict="inconclusive", note="fewer than 2 runs on a side: seeds missing")
+    effect = out["effect"]
+    if a.std() == 0 and b.std() == 0:  # exact: no spread on either side
+        low = high = effect
+        p = 0.0 if effect > 0 else 1.0 if effect < 0 else 0.5
+    else:
+        two = ttest_ind(a, b, equal_var=False)
+        low, high = (float(x) for x in two.confidence_interval(level))
+        p = float(ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
+    verdict = "holds" if low > 0 else "contradicts" if high < 0 else "inconclusive"
+    out.update(ci_low=low, ci_high=high, p_value=p, verdict=verdict)
+    if verdict == "inconclusive":
+        out["seeds_needed"] = _seeds_needed(a, b, effect, level)
+    return out
+
+
+def _values(values: Mapping, scope: Mapping, side: str, seeds: Sequence[int]) -> list:
+    return [values[(scope["student"], scope["dataset"], v, s)] for v in scope[side] for s in seeds
+            if (scope["student"], scope["dataset"], v, s) in values]
+
+
+def _overall(claim: Mapping, rows: list, level: float) -> dict:
+    verdicts = [r["verdict"] for r in rows]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in VERDICTS if v in verdicts)
+    verdict = ("contradicts" if "contradicts" in verdicts
+               else "holds" if all(v == "holds" for v in verdicts) else "inconclusive")
+    effects = [r["effect"] for r in rows if math.isfinite(r["effect"])]
+    return dict(claim=claim["claim"], better=claim["better"], than=claim["than"], scope="all",
+                effect=float(np.mean(effects)) if effects else math.nan, ci_low=math.nan, ci_high=math.nan,
+                level=level, p_value=math.nan, n_better=sum(r["n_better"] for r in rows),
+                n_than=sum(r["n_than"] for r in rows), seeds_needed=math.nan, test=rows[0]["test"],
+                verdict=verdict, note=f"{len(rows)} scopes: {counts}; effect: mean over scopes")
+
+
+def claim_verdicts(claims: Sequence[Mapping], values: Mapping, seeds: Sequence[int],
+                   level: float = 0.95) -> pd.DataFrame:
+    """One row per claim and scope (plus a scope ``all`` row for a claim over several scopes).
+
+    ``claims``: as :meth:`weightselect.study.Study.table_params` gives them: ``claim`` (text),
+    ``better``, ``than`` (variant names shown), ``scopes``: ``[{student, dataset, better: [run
+    variants], than: [run variants]}]``. ``values``: ``{(student, dataset, variant, seed): top-1}``
+    (:func:`weightselect.results.tables.read_finals`). Columns: :data:`CLAIM_COLUMNS`.
+    """
+    rows = []
+    test = TEST.format(level=level)
+    for claim in claims:
+        scoped = []
+        for scope in claim["scopes"]:
+            stats = compare(_values(values, scope, "better", seeds), _values(values, scope, "than", seeds), level)
+            scoped.append(dict(claim=claim["claim"], better=claim["better"], than=claim["than"],
+                               scope=f"{scope['student']} / {scope['dataset']}", level=level, test=test, **stats))
+        rows += scoped
+        if len(scoped) > 1:
+            rows.append(_overall(claim, scoped, level))
+    return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
+
+
+def overall(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim: its ``all`` row, or its only scope's row."""
+    keep = [g[g["scope"] == "all"] if (g["scope"] == "all").any() else g
+            for _, g in df.groupby(["claim", "better", "than"], sort=False)]
+    return pd.concat(keep, ignore_index=True) if keep else df.iloc[0:0]
+
+
+def _interval(row) -> str:
+    if not math.isfinite(row["effect"]):
+        return "-"
+    if not math.isfinite(row["ci_low"]):
+        return f"{row['effect']:+.2f}"
+    return f"{row['effect']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+
+
+def claims_markdown(df: pd.DataFrame) -> str:
+    """The claims as a Markdown table: (result,) claim, scope, effect [interval], p, runs, verdict."""
+    if df.empty:
+        return ""
+    level = float(df["level"].iloc[0])
+    lead = "result | " if "result" in df.columns else ""
+    lines = [f"Claims ({TEST.format(level=level)}; effect in points of top-1):", "",
+             f"| {lead}claim | scope | effect [interval] | p (one-sided) | runs | verdict |",
+             "| " + "--- | " * bool(lead) + "--- | --- | ---: | ---: | ---: | --- |"]
+    for _, r in df.iterrows():
+        p = f"{r['p_value']:.3f}" if math.isfinite(r["p_value"]) else "-"
+        verdict = r["verdict"]
+        if verdict == "inconclusive" and math.isfinite(r["seeds_needed"]):
+            verdict += f" (about {int(r['seeds_needed'])} runs per side would resolve it)"
+        elif r["note"]:
+            verdict += f" ({r['note']})"
+        first = f"{r['result']} | " if lead else ""
+        lines.append(f"| {first}{r['claim']} | {r['scope']} | {_interval(r)} | {p} | {r['n_better']} vs {r['n_than']} "
+                     f"| {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def claim_caption(df: pd.DataFrame) -> str:
+    """One sentence per claim for a report caption: 'claim: verdict (effect [interval])'."""
+    if df.empty:
+        return "No claim of the paper is checked on this result."
+    parts = [f"{r['claim']}: **{r['verdict']}** ({_interval(r)}, {r['note'] or r['scope']})"
+             for _, r in overall(df).iterrows()]
+    return "Claims, " + TEST.format(level=float(df["level"].iloc[0])) + ": " + "; ".join(parts) + "."
+
+
+def verdicts_of(spec: Mapping, finals: Sequence) -> pd.DataFrame:
+    """The claims of a table or figure (``spec``: :meth:`weightselect.study.Study.table_params` or
+    ``figure_claim_params``: ``claims``, ``seeds``, ``metric``) from exactly these final.json files.
+    Raises RunFileError for a final.json that breaks the contract."""
+    from weightselect.results.tables import read_finals
+
+    return claim_verdicts(spec.get("claims", []), read_finals(finals, spec.get("metric", "final_top1")),
+                          spec["seeds"])
+
+
+def write_claims(df: pd.DataFrame, csv_path, title: str = "") -> Path:
+    """``df`` as ``csv_path`` (every column) and its Markdown twin (``.md``), each atomically."""
+    from weightselect.io import write_text
+
+    csv_path = Path(csv_path)
+    if csv_path.suffix != ".csv":
+        raise ValueError(f"claims path {csv_path} should end in .csv (the Markdown twin gets .md)")
+    write_text(csv_path, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    text = claims_markdown(df) or "No claim is checked on this result.\n"
+    write_text(csv_path.with_suffix(".md"), f"## {title}\n\n{text}" if title else text)
+    return csv_path
+
+
+def summarize_claims(paths: Sequence) -> pd.DataFrame:
+    """One row per claim of every ``*.claims.csv`` (its overall verdict), with a ``result`` column
+    (the table or figure: the file name before ``.claims.csv``), in the order given."""
+    frames = []
+    for path in paths:
+        df = pd.read_csv(path, keep_default_na=True)
+        if df.empty:
+            continue
+        df["note"] = df["note"].fillna("")
+        one = overall(df)
+        one.insert(0, "result", Path(path).name[: -len(".claims.csv")])
+        frames.append(one)
+    if not frames:
+        return pd.DataFrame(columns=["result", *CLAIM_COLUMNS])
+    return pd.concat(frames, ignore_index=True)
