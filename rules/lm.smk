@@ -1,11 +1,13 @@
 # The offline LM study of weight selection for transformers models (weightselect.hf.lm_study):
-# a byte-level Llama teacher on the standard library's sources, a half-width student from weight
-# selection vs random init, the same budget, over seeds. Not a default target:
+# for each teacher family (Llama, Qwen3), a byte-level teacher on the standard library's sources and
+# a half-width student from weight selection vs random init, the same budget, over seeds. Not a
+# default target:
 #   snakemake --cores 2 lm_all
-# Optional config key `lm`: LMStudyConfig fields (teacher_steps, student_steps, seeds, ...).
+# Optional config key `lm`: LMStudyConfig fields (teacher_steps, student_steps, seeds, families, ...).
 
 LM_STUDY = dict(config.get("lm", {}))
 LM_SEEDS = [int(s) for s in LM_STUDY.get("seeds", [0, 1, 2])]
+LM_FAMILIES = [str(f) for f in LM_STUDY.get("families", ["llama", "qwen3"])]
 LM_INITS = ["selection", "random"]
 
 
@@ -17,13 +19,15 @@ rule lm_all:
 
 
 rule lm_teacher:
-    """Pretrain the byte-level teacher on the standard library's sources."""
+    """Pretrain one family's byte-level teacher on the standard library's sources."""
     output:
-        directory("results/lm/teacher"),
+        directory("results/lm/{family}/teacher"),
     log:
-        "results/logs/lm/teacher.log",
+        "results/logs/lm/{family}/teacher.log",
     benchmark:
-        "results/benchmarks/lm/teacher.tsv"
+        "results/benchmarks/lm/{family}/teacher.tsv"
+    wildcard_constraints:
+        family="|".join(LM_FAMILIES),
     conda:
         "../envs/weightselect.yaml"
     threads: 1
@@ -36,14 +40,15 @@ rule lm_teacher:
 rule lm_init:
     """The half-width student's starting weights: weight selection or random init."""
     input:
-        "results/lm/teacher",
+        "results/lm/{family}/teacher",
     output:
-        directory("results/lm/inits/{init}_seed{seed}"),
+        directory("results/lm/{family}/inits/{init}_seed{seed}"),
     log:
-        "results/logs/lm/inits/{init}_seed{seed}.log",
+        "results/logs/lm/{family}/inits/{init}_seed{seed}.log",
     benchmark:
-        "results/benchmarks/lm/inits/{init}_seed{seed}.tsv"
+        "results/benchmarks/lm/{family}/inits/{init}_seed{seed}.tsv"
     wildcard_constraints:
+        family="|".join(LM_FAMILIES),
         init="selection|random",
         seed=r"\d+",
     conda:
@@ -58,14 +63,15 @@ rule lm_init:
 rule lm_train:
     """Train one student on the held-out text: its loss curve and validation perplexity."""
     input:
-        "results/lm/inits/{init}_seed{seed}",
+        "results/lm/{family}/inits/{init}_seed{seed}",
     output:
-        "results/lm/runs/{init}_seed{seed}.json",
+        "results/lm/{family}/runs/{init}_seed{seed}.json",
     log:
-        "results/logs/lm/runs/{init}_seed{seed}.log",
+        "results/logs/lm/{family}/runs/{init}_seed{seed}.log",
     benchmark:
-        "results/benchmarks/lm/runs/{init}_seed{seed}.tsv"
+        "results/benchmarks/lm/{family}/runs/{init}_seed{seed}.tsv"
     wildcard_constraints:
+        family="|".join(LM_FAMILIES),
         init="selection|random",
         seed=r"\d+",
     conda:
@@ -78,11 +84,14 @@ rule lm_train:
 
 
 rule lm_report:
-    """Perplexity table over seeds and the loss-curve figure."""
+    """Perplexity table (per family and init, over seeds) and the loss-curve figure."""
     input:
-        teacher="results/lm/teacher",
+        teachers=expand("results/lm/{family}/teacher", family=LM_FAMILIES),
         runs=expand(
-            "results/lm/runs/{init}_seed{seed}.json", init=LM_INITS, seed=LM_SEEDS
+            "results/lm/{family}/runs/{init}_seed{seed}.json",
+            family=LM_FAMILIES,
+            init=LM_INITS,
+            seed=LM_SEEDS,
         ),
     output:
         table="results/lm/table.csv",
@@ -94,5 +103,7 @@ rule lm_report:
         "results/benchmarks/lm/report.tsv"
     conda:
         "../envs/weightselect.yaml"
+    params:
+        families=LM_FAMILIES,
     script:
         "../workflow_scripts/lm_report.py"

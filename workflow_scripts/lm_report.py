@@ -1,4 +1,4 @@
-"""LM study: perplexity table (mean and std over seeds) and the loss-curve figure."""
+"""LM study: perplexity table (per family and init, mean and std over seeds) and the loss-curve figure."""
 import logging
 from pathlib import Path
 
@@ -8,6 +8,6 @@ from weightselect.io import read_json
 
 rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
-summary = report([read_json(p) for p in snakemake.input.runs], Path(snakemake.input.teacher),
-                 Path(snakemake.output.table).parent)
-logging.info("teacher perplexity %.3f; table %s", summary["teacher_val_ppl"], summary["table"])
+teachers = {family: Path(folder) for family, folder in zip(snakemake.params.families, snakemake.input.teachers)}
+summary = report([read_json(p) for p in snakemake.input.runs], teachers, Path(snakemake.output.table).parent)
+logging.info("teachers %s; table %s", summary["teachers"], summary["table"])

@@ -1,13 +1,19 @@
-"""The LM study's steps on a tiny corpus written by the test (a few training steps each)."""
+"""The LM study's steps on a tiny corpus written by the test (a few training steps each), for each
+teacher family (Llama, Qwen3), and the workflow's `lm` config and jobs for both."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from hf_helpers import load_strict
 
 from weightselect.hf import lm_study
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +28,21 @@ def tiny(tmp_path_factory):
     return root, cfg
 
 
+@pytest.fixture(scope="module")
+def studied(tiny, tmp_path_factory):
+    """Both families through the chain: teacher, selection and random inits, one student each."""
+    root, cfg = tiny
+    corpus, out = lm_study.load_corpus(cfg, root), tmp_path_factory.mktemp("study")
+    teachers, inits, logs = {}, {}, []
+    for family in lm_study.FAMILIES:
+        teachers[family] = lm_study.pretrain_teacher(cfg, corpus, out / family / "teacher", family)
+        for init in lm_study.INITS:
+            inits[family, init] = lm_study.make_init(teachers[family], cfg, init, 0, out / family / init)
+            run = out / family / f"{init}.json"
+            logs.append(lm_study.train_student(inits[family, init], corpus, cfg, 0, run, init))
+    return corpus, teachers, inits, logs
+
+
 def test_corpus_splits_by_file_and_caps(tiny):
     root, cfg = tiny
     corpus = lm_study.load_corpus(cfg, root)
@@ -34,22 +55,83 @@ def test_corpus_splits_by_file_and_caps(tiny):
         lm_study.load_corpus(cfg, root / "absent")
 
 
-def test_study_steps_end_to_end(tiny, tmp_path):
-    root, cfg = tiny
-    corpus = lm_study.load_corpus(cfg, root)
-    teacher_dir = lm_study.pretrain_teacher(cfg, corpus, tmp_path / "teacher")
-    teacher = load_strict(teacher_dir)
-    sel = lm_study.make_init(teacher_dir, cfg, "selection", 0, tmp_path / "sel")
-    rnd = lm_study.make_init(teacher_dir, cfg, "random", 0, tmp_path / "rnd")
-    s_sel, s_rnd = load_strict(sel), load_strict(rnd)
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_each_family_goes_through_the_chain(studied, family):
+    _, teachers, inits, logs = studied
+    teacher = load_strict(teachers[family])
+    assert teacher.config.model_type == family and teacher.config.tie_word_embeddings
+    assert json.loads((teachers[family] / "train.json").read_text())["params"] == teacher.num_parameters()
+    s_sel, s_rnd = load_strict(inits[family, "selection"]), load_strict(inits[family, "random"])
+    assert s_sel.config.model_type == s_rnd.config.model_type == family
     assert s_sel.config.hidden_size == s_rnd.config.hidden_size == 8
     emb = teacher.model.embed_tokens.weight.detach()[:, torch.arange(8) * 2]
     assert torch.equal(s_sel.model.embed_tokens.weight.detach(), emb)
     assert not torch.equal(s_rnd.model.embed_tokens.weight.detach(), emb)
-    logs = [lm_study.train_student(d, corpus, cfg, 0, tmp_path / f"{n}.json", n) for n, d in (("selection", sel), ("random", rnd))]
-    assert [len(r["curve"]) for r in logs] == [3, 3] and logs[0]["val_ppl"] > 1
-    again = lm_study.train_student(sel, corpus, cfg, 0, tmp_path / "selection.json", "selection")
-    assert again == json.loads((tmp_path / "selection.json").read_text())  # a finished run is reused
+    runs = [r for r in logs if r["family"] == family]
+    assert [r["init"] for r in runs] == ["selection", "random"]
+    assert [len(r["curve"]) for r in runs] == [3, 3] and all(r["val_ppl"] > 1 for r in runs)
+
+
+def test_qwen3_students_keep_the_teachers_q_norm_and_k_norm(studied):
+    """head_dim is kept, so each layer's per-head q_norm/k_norm weights are the teacher's, whole."""
+    _, teachers, inits, _ = studied
+    teacher, student = load_strict(teachers["qwen3"]), load_strict(inits["qwen3", "selection"])
+    for t_layer, s_layer in zip(teacher.model.layers, student.model.layers):
+        for norm in ("q_norm", "k_norm"):
+            t_w, s_w = getattr(t_layer.self_attn, norm).weight, getattr(s_layer.self_attn, norm).weight
+            assert s_w.shape == (4,) and torch.equal(s_w, t_w)
+    assert student.generate(torch.tensor([[35, 100, 101]]), max_new_tokens=2, do_sample=False).shape == (1, 5)
+
+
+def test_finished_runs_are_reused(tiny, studied):
+    _, cfg = tiny
+    corpus, teachers, inits, _ = studied
+    run = teachers["qwen3"].parent / "selection.json"
+    again = lm_study.train_student(inits["qwen3", "selection"], corpus, cfg, 0, run)
+    assert again == json.loads(run.read_text()) and again["family"] == "qwen3"
+
+
+def test_report_has_a_row_per_family_and_init_and_a_panel_per_family(studied, tmp_path):
+    _, teachers, _, logs = studied
+    summary = lm_study.report(logs, teachers, tmp_path)
     table = lm_study.summarize(logs)
-    assert sorted(table["init"]) == ["random", "selection"] and list(table["seeds"]) == [1, 1]
-    assert lm_study.plot_curves(logs, tmp_path / "c.png", 3.0).stat().st_size > 1000
+    assert list(zip(table["family"], table["init"])) == [
+        ("llama", "selection"), ("llama", "random"), ("qwen3", "selection"), ("qwen3", "random")]
+    assert list(table["seeds"]) == [1] * 4
+    written = (tmp_path / "table.csv").read_text().splitlines()
+    assert written[0] == "family,init,val_ppl_mean,val_ppl_std,start_val_loss,seeds,teacher_val_ppl"
+    assert len(written) == 5 and set(summary["teachers"]) == {"llama", "qwen3"}
+    assert "qwen3 teacher:" in (tmp_path / "table.md").read_text()
+    assert Path(summary["figure"]).stat().st_size > 1000
+
+
+def test_an_unknown_family_is_refused_before_training(tiny, tmp_path):
+    _, cfg = tiny
+    with pytest.raises(ValueError, match="unknown LM study family 'gpt2'; choose from llama, qwen3"):
+        lm_study.pretrain_teacher(cfg, {}, tmp_path / "t", "gpt2")
+    with pytest.raises(ValueError, match="unknown LM study family"):
+        lm_study.run_study(tmp_path / "s", lm_study.LMStudyConfig(families=("llama", "gpt2")))
+    assert not (tmp_path / "s").exists()
+
+
+def test_workflow_config_takes_families_and_lists_their_jobs(tmp_path):
+    """The schema accepts `lm.families` and refuses an unknown one; a dry run of lm_all has a
+    teacher and (inits x seeds) students for each family."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    from weightselect.io import read_yaml
+
+    schema = str(REPO / "schemas" / "config.schema.yaml")
+    config = read_yaml(REPO / "config.yaml")
+    validate({**config, "lm": {"families": ["qwen3"], "seeds": [0]}}, schema)
+    with pytest.raises(WorkflowError):
+        validate({**config, "lm": {"families": ["gemma"]}}, schema)
+    (tmp_path / "lm.yaml").write_text("lm:\n  seeds: [0, 1]\n")
+    done = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n",
+                           "--configfile", str(REPO / "config.yaml"), str(tmp_path / "lm.yaml"), "--directory",
+                           str(tmp_path), "lm_all"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for family in ("llama", "qwen3"):
+        assert f"results/lm/{family}/teacher" in done.stdout
+        assert done.stdout.count(f"output: results/lm/{family}/runs/") == 4

@@ -4,16 +4,19 @@
    256 byte values), split by file into the teacher's text, the students' training text and the
    validation text (a file's split is a hash of its relative path, so it does not move when other
    files come and go);
-2. :func:`pretrain_teacher`: a small Llama-style causal LM (GQA, RoPE, tied embeddings) trained on
-   the teacher's text and saved with ``save_pretrained``;
+2. :func:`pretrain_teacher`: a small causal LM of one family (:data:`FAMILIES`: Llama, or Qwen3,
+   which adds per-head ``q_norm``/``k_norm``; both with GQA, RoPE, tied embeddings and the same
+   sizes) trained on the teacher's text and saved with ``save_pretrained``;
 3. :func:`make_init`: a half-width student (half the hidden size, heads, KV groups and MLP width;
    same depth and head dimension) initialized by weight selection (:func:`weightselect.hf.select`)
    or at random (the architecture's own init, seeded);
 4. :func:`train_student`: each student trained the same budget on the students' text, its loss
    curve and the validation perplexity (per byte) written as JSON;
-5. :func:`summarize` and :func:`plot_curves`: the table (mean and std over seeds) and the figure.
+5. :func:`summarize` and :func:`plot_curves`: the table (per family and init: mean and std over
+   seeds) and the figure (one panel per family).
 
-:func:`run_study` runs them in order and skips finished steps (every output is written atomically).
+:func:`run_study` runs them in order for each family in ``LMStudyConfig.families`` (into
+``OUT/{family}/``) and skips finished steps (every output is written atomically).
 ``python -m weightselect.hf.lm_study OUT_DIR`` is the command line.
 """
 from __future__ import annotations
@@ -35,10 +38,12 @@ from weightselect.io import read_json, write_json
 
 __all__ = [
     "LMStudyConfig", "load_corpus", "pretrain_teacher", "make_init", "train_student", "summarize",
-    "plot_curves", "report", "run_study", "INITS",
+    "plot_curves", "report", "run_study", "INITS", "FAMILIES",
 ]
 
 INITS = ("selection", "random")
+# family (the teacher's transformers model_type) -> its causal-LM class in transformers
+FAMILIES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
 @dataclass
@@ -57,6 +62,7 @@ class LMStudyConfig:
     eval_every: int = 15
     eval_batches: int = 4
     seeds: Sequence[int] = (0, 1, 2)
+    families: Sequence[str] = ("llama", "qwen3")
     max_bytes: Dict[str, int] = field(default_factory=lambda: dict(teacher=4 << 20, student=1 << 20, val=256 << 10))
     threads: int = 1  # tiny matrices: a second thread costs more than it gives on a busy 2-core CPU
 
@@ -135,12 +141,23 @@ def _train(model, data: torch.Tensor, val: torch.Tensor, cfg: LMStudyConfig, ste
     return {"curve": curve, "seconds": time.perf_counter() - start}
 
 
-def _teacher_config(cfg: LMStudyConfig):
-    from transformers import LlamaConfig
+def _model_class(family: str):
+    """The causal-LM class of ``family``; ValueError names the families the study knows."""
+    import transformers
 
-    config = LlamaConfig(vocab_size=256, tie_word_embeddings=True, max_position_embeddings=cfg.seq_len,
-                         bos_token_id=None, eos_token_id=None, pad_token_id=None, **cfg.teacher)
-    config.architectures = ["LlamaForCausalLM"]
+    if family not in FAMILIES:
+        raise ValueError(f"unknown LM study family '{family}'; choose from {', '.join(FAMILIES)}")
+    return getattr(transformers, FAMILIES[family])
+
+
+def _teacher_config(cfg: LMStudyConfig, family: str = "llama"):
+    from transformers import AutoConfig
+
+    _model_class(family)  # refuses an unknown family before building anything
+    config = AutoConfig.for_model(family, vocab_size=256, tie_word_embeddings=True,
+                                  max_position_embeddings=cfg.seq_len, bos_token_id=None, eos_token_id=None,
+                                  pad_token_id=None, **cfg.teacher)
+    config.architectures = [FAMILIES[family]]
     return config
 
 
@@ -164,23 +181,25 @@ def _save_model(model, out: Path, extra: Optional[Dict] = None) -> Path:
     return out
 
 
-def pretrain_teacher(cfg: LMStudyConfig, corpus: Dict[str, torch.Tensor], out: Path) -> Path:
-    """Train the teacher on the teacher split and save it (``save_pretrained``) to ``out``, with its
-    curve in ``out/train.json``. Skipped when ``out/train.json`` exists."""
-    from transformers import LlamaForCausalLM
-
+def pretrain_teacher(cfg: LMStudyConfig, corpus: Dict[str, torch.Tensor], out: Path, family: str = "llama") -> Path:
+    """Train a ``family`` teacher (a key of :data:`FAMILIES`; ``cfg.teacher`` sizes, vocabulary of
+    256 bytes) on the teacher split and save it (``save_pretrained``) to ``out``, with its curve in
+    ``out/train.json``. Skipped when ``out/train.json`` exists. Raises ValueError for an unknown
+    family."""
     out = Path(out)
     if (out / "train.json").is_file():
         return out
+    config = _teacher_config(cfg, family)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(_teacher_config(cfg))
+    model = _model_class(family)(config)
     log = _train(model, corpus["teacher"], corpus["val"], cfg, cfg.teacher_steps, cfg.teacher_lr, seed=0)
     return _save_model(model, out, {**log, "params": sum(p.numel() for p in model.parameters())})
 
 
 def make_init(teacher_dir: Path, cfg: LMStudyConfig, init: str, seed: int, out: Path) -> Path:
     """The half-width student's starting weights in ``out``: ``selection`` (uniform element
-    selection, first-N layers: the same depth) or ``random`` (the architecture's init, seeded)."""
+    selection, first-N layers: the same depth) or ``random`` (the architecture's init, seeded); the
+    family is the teacher's. Raises ValueError for an unknown init or family."""
     import transformers
 
     out = Path(out)
@@ -195,14 +214,16 @@ def make_init(teacher_dir: Path, cfg: LMStudyConfig, init: str, seed: int, out: 
     config = transformers.AutoConfig.from_pretrained(teacher_dir)
     for key, value in cfg.student_overrides().items():
         setattr(config, key, value)
+    model_class = _model_class(config.model_type)
     torch.manual_seed(seed)
-    return _save_model(transformers.LlamaForCausalLM(config), out)
+    return _save_model(model_class(config), out)
 
 
 def train_student(init_dir: Path, corpus: Dict[str, torch.Tensor], cfg: LMStudyConfig, seed: int, out: Path,
                   init: str = "") -> Dict:
     """Train the student in ``init_dir`` on the students' split; write and return its log
-    (``curve``, ``val_loss``, ``val_ppl`` per byte, ``seconds``). Skipped when ``out`` exists."""
+    (``curve``, ``val_loss``, ``val_ppl`` per byte, ``seconds``, ``seed``, ``init``, ``family``: the
+    model type). Skipped when ``out`` exists."""
     from transformers import AutoModelForCausalLM
 
     out = Path(out)
@@ -211,42 +232,55 @@ def train_student(init_dir: Path, corpus: Dict[str, torch.Tensor], cfg: LMStudyC
     model = AutoModelForCausalLM.from_pretrained(init_dir)
     log = _train(model, corpus["student"], corpus["val"], cfg, cfg.student_steps, cfg.student_lr, seed=seed)
     final = evaluate(model, corpus["val"], LMStudyConfig(**{**asdict(cfg), "eval_batches": 4 * cfg.eval_batches}))
-    log.update(val_loss=final, val_ppl=math.exp(final), seed=seed, init=init or Path(init_dir).name)
+    log.update(val_loss=final, val_ppl=math.exp(final), seed=seed, init=init or Path(init_dir).name,
+               family=model.config.model_type)
     write_json(out, log)
     return log
 
 
-def summarize(logs: Sequence[Dict]):
-    """Validation perplexity per init: mean, std and min over seeds (a pandas DataFrame)."""
+def summarize(logs: Sequence[Dict], teacher_ppl: Optional[Dict[str, float]] = None):
+    """Validation perplexity per byte for each family and init, in the logs' order: mean and std
+    over seeds, the mean validation loss at step 0 (nats per byte), the number of seeds and, when
+    ``teacher_ppl`` maps families to it, the full-width teacher's perplexity (a pandas DataFrame)."""
     import pandas as pd
 
-    df = pd.DataFrame([{"init": r["init"], "seed": r["seed"], "val_ppl": r["val_ppl"], "val_loss": r["val_loss"],
-                        "start_val_loss": r["curve"][0]["val_loss"]} for r in logs])
-    return df.groupby("init").agg(val_ppl_mean=("val_ppl", "mean"), val_ppl_std=("val_ppl", "std"),
-                                  start_val_loss=("start_val_loss", "mean"), seeds=("seed", "count")).reset_index()
+    df = pd.DataFrame([{"family": r["family"], "init": r["init"], "seed": r["seed"],
+                        "val_ppl": r["val_ppl"], "start_val_loss": r["curve"][0]["val_loss"]} for r in logs])
+    table = df.groupby(["family", "init"], sort=False).agg(
+        val_ppl_mean=("val_ppl", "mean"), val_ppl_std=("val_ppl", "std"),
+        start_val_loss=("start_val_loss", "mean"), seeds=("seed", "count")).reset_index()
+    if teacher_ppl is not None:
+        table["teacher_val_ppl"] = table["family"].map(teacher_ppl)
+    return table
 
 
-def plot_curves(logs: Sequence[Dict], path: Path, teacher_ppl: Optional[float] = None) -> Path:
-    """Validation loss against training step per init (mean over seeds, band = min..max)."""
+def plot_curves(logs: Sequence[Dict], path: Path, teacher_ppl: Optional[Dict[str, float]] = None) -> Path:
+    """Validation loss (nats per byte) against training step, one panel per family and one line per
+    init (mean over seeds, band = min..max); ``teacher_ppl`` (family -> perplexity) adds the
+    teacher's level as a dashed line. Written atomically to ``path`` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for init in sorted({r["init"] for r in logs}):
-        runs = [r for r in logs if r["init"] == init]
-        steps = [p["step"] for p in runs[0]["curve"]]
-        vals = np.array([[p["val_loss"] for p in r["curve"]] for r in runs])
-        ax.plot(steps, vals.mean(0), label=f"{init} ({len(runs)} seeds)")
-        ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.25)
-    if teacher_ppl:
-        ax.axhline(math.log(teacher_ppl), color="gray", ls="--", label="teacher (full width)")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("validation loss (nats per byte)")
-    ax.set_title("Half-width Llama student on stdlib source bytes")
-    ax.legend()
+    families = list(dict.fromkeys(r["family"] for r in logs))
+    fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 4), sharey=True, squeeze=False)
+    for ax, family in zip(axes[0], families):
+        runs_of = [r for r in logs if r["family"] == family]
+        for init in sorted({r["init"] for r in runs_of}):
+            runs = [r for r in runs_of if r["init"] == init]
+            steps = [p["step"] for p in runs[0]["curve"]]
+            vals = np.array([[p["val_loss"] for p in r["curve"]] for r in runs])
+            ax.plot(steps, vals.mean(0), label=f"{init} ({len(runs)} seeds)")
+            ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.25)
+        if teacher_ppl and family in teacher_ppl:
+            ax.axhline(math.log(teacher_ppl[family]), color="gray", ls="--", label="teacher (full width)")
+        ax.set_xlabel("training step")
+        ax.set_title(f"half-width {family} student")
+        ax.legend()
+    axes[0][0].set_ylabel("validation loss (nats per byte)")
+    fig.suptitle("Weight selection vs random init on stdlib source bytes")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,38 +291,46 @@ def plot_curves(logs: Sequence[Dict], path: Path, teacher_ppl: Optional[float] =
     return path
 
 
-def report(logs: Sequence[Dict], teacher_dir: Path, out: Path) -> Dict:
+def report(logs: Sequence[Dict], teachers: Dict[str, Path], out: Path) -> Dict:
     """Write ``table.csv``, ``table.md`` and ``curves.png`` into ``out`` from the students' logs and
-    the teacher's ``train.json``; returns the summary (table records, teacher perplexity, figure)."""
+    each family's teacher folder (``teachers``: family -> folder holding ``train.json``); returns the
+    summary (table records, each teacher's parameters and validation perplexity, the figure's path)."""
     from weightselect.io import write_text
 
     out = Path(out)
-    table = summarize(logs)
-    teacher_log = read_json(Path(teacher_dir) / "train.json")
-    teacher_ppl = math.exp(teacher_log["curve"][-1]["val_loss"])
+    teacher_info = {}
+    for family, folder in teachers.items():
+        log = read_json(Path(folder) / "train.json")
+        teacher_info[family] = {"params": log["params"], "val_ppl": math.exp(log["curve"][-1]["val_loss"])}
+    teacher_ppl = {f: t["val_ppl"] for f, t in teacher_info.items()}
+    table = summarize(logs, teacher_ppl)
+    notes = "".join(f"\n{f} teacher: {t['params']} parameters, validation perplexity {t['val_ppl']:.3f}"
+                    for f, t in teacher_info.items())
     write_text(out / "table.csv", table.to_csv(index=False))
-    write_text(out / "table.md", table.to_markdown(index=False, floatfmt=".3f")
-               + f"\n\nteacher ({teacher_log['params']} parameters) validation perplexity: {teacher_ppl:.3f}\n")
+    write_text(out / "table.md", table.to_markdown(index=False, floatfmt=".3f") + "\n" + notes + "\n")
     figure = plot_curves(logs, out / "curves.png", teacher_ppl)
-    return {"teacher_params": teacher_log["params"], "teacher_val_ppl": teacher_ppl,
-            "table": table.to_dict(orient="records"), "figure": str(figure)}
+    return {"teachers": teacher_info, "table": table.to_dict(orient="records"), "figure": str(figure)}
 
 
 def run_study(out: Path, cfg: Optional[LMStudyConfig] = None) -> Dict:
-    """All steps into ``out``: ``teacher/``, ``inits/{init}_seed{s}/``, ``runs/{init}_seed{s}.json``,
-    ``table.csv``, ``table.md``, ``curves.png``, ``study.json``; finished steps are skipped."""
+    """All steps into ``out``, per family: ``{family}/teacher/``, ``{family}/inits/{init}_seed{s}/``,
+    ``{family}/runs/{init}_seed{s}.json``; then ``table.csv``, ``table.md``, ``curves.png`` and
+    ``study.json``. Finished steps are skipped. Raises ValueError for an unknown family."""
     cfg = cfg or LMStudyConfig()
+    for family in cfg.families:
+        _model_class(family)  # an unknown family fails before any training
     torch.set_num_threads(cfg.threads)
     out = Path(out)
     corpus = load_corpus(cfg)
-    teacher = pretrain_teacher(cfg, corpus, out / "teacher")
-    logs = []
-    for seed in cfg.seeds:
-        for init in INITS:
-            name = f"{init}_seed{seed}"
-            init_dir = make_init(teacher, cfg, init, seed, out / "inits" / name)
-            logs.append(train_student(init_dir, corpus, cfg, seed, out / "runs" / f"{name}.json", init))
-    summary = report(logs, teacher, out)
+    teachers, logs = {}, []
+    for family in cfg.families:
+        teachers[family] = pretrain_teacher(cfg, corpus, out / family / "teacher", family)
+        for seed in cfg.seeds:
+            for init in INITS:
+                name = f"{init}_seed{seed}"
+                init_dir = make_init(teachers[family], cfg, init, seed, out / family / "inits" / name)
+                logs.append(train_student(init_dir, corpus, cfg, seed, out / family / "runs" / f"{name}.json", init))
+    summary = report(logs, teachers, out)
     summary.update(config=asdict(cfg), python=sys.version.split()[0],
                    corpus_bytes={k: len(v) for k, v in corpus.items()})
     write_json(out / "study.json", summary)
@@ -302,9 +344,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--teacher-steps", type=int, default=None)
     parser.add_argument("--student-steps", type=int, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=None,
+                        help="teacher families (default: all of them)")
     args = parser.parse_args(argv)
     cfg = LMStudyConfig()
-    for key in ("teacher_steps", "student_steps", "seeds"):
+    for key in ("teacher_steps", "student_steps", "seeds", "families"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     summary = run_study(Path(args.out), cfg)
