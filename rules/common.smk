@@ -401,7 +401,10 @@ def table_spec(wildcards):
 
 
 def figure_claim_inputs(wildcards):
-    return [r.final for r in STUDY.figure_claim_runs(wildcards.figure)]
+    """The runs the claims compare; attention maps: the teacher and the init file."""
+    if STUDY.figures[wildcards.figure]["kind"] == "attention":
+        return figure_inputs(wildcards)
+    return {"finals": [r.final for r in STUDY.figure_claim_runs(wildcards.figure)]}
 
 
 def figure_claim_spec(wildcards):

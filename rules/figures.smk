@@ -66,7 +66,7 @@ rule figure:
 rule figure_claims:
     """The verdicts of the paper's claims about one figure, from the runs they compare."""
     input:
-        figure_claim_inputs,
+        unpack(figure_claim_inputs),
     output:
         csv=report(
             "results/figures/{figure}.claims.csv",

@@ -154,7 +154,8 @@ def test_gemma2_layer_kinds_are_kept_or_refused(teachers):
 
 @pytest.mark.parametrize("model_type,cause", [("olmoe", "an? mixture-of-experts model"),
                                               ("deepseek_v3", "an? mixture-of-experts model"),
-                                              ("bart", "an? encoder-decoder model"), ("gemma3", "the multimodal Gemma3")])
+                                              ("bart", "an? encoder-decoder model"), ("gemma3", "the multimodal Gemma3"),
+                                              ("falcon", "Falcon's fused query_key_value has three layouts")])
 def test_moe_and_encoder_decoder_models_are_refused_with_the_cause(tmp_path, model_type, cause):
     import json
 

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from weightselect.results.claims import (
-    claim_verdicts, claims_markdown, compare, overall, summarize_claims, verdicts_of, write_claims,
+    attention_verdicts, claim_verdicts, claims_markdown, compare, diagonality, overall, summarize_claims,
+    verdicts_of, write_claims,
 )
 from weightselect.results.tables import read_finals
 from weightselect.study import Study, StudyConfigError
@@ -179,3 +180,45 @@ def test_figure_claims_resolve_a_budget_of_an_epoch_sweep():
     config["studies"]["s"]["figures"]["f4a"]["claims"] = [{"better": "ws_uniform@30", "than": "random@45"}]
     with pytest.raises(StudyConfigError, match="ws_uniform@30"):
         Study(config, "s")
+
+
+def _vit_state(dim, heads, depth, seed, query_is_key):
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    net = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, in_chans=1, embed_dim=dim,
+                            depth=depth, num_heads=heads, num_classes=3)
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    if query_is_key:  # W_q = W_k: W_q W_k^T = W_q W_q^T, whose diagonal is every row's squared norm
+        for b in range(depth):
+            qkv = state[f"blocks.{b}.attn.qkv.weight"]
+            qkv[dim:2 * dim] = qkv[:dim]
+    return state
+
+
+def test_diagonality_by_hand_and_figure5_verdicts(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    state = _vit_state(16, 2, 2, 0, query_is_key=True)
+    q = state["blocks.1.attn.qkv.weight"][8:16].float()  # block 1, head 1: its 8 query rows
+    m = q.T @ q  # (16, 16), the head's W_q W_k^T
+    expected = float(torch.diagonal(m).mean() / m.pow(2).mean().sqrt())
+    scores = diagonality(state, 2)
+    assert len(scores) == 4 and scores[3] == pytest.approx(expected, rel=1e-5) and min(scores) > 0
+    save_file(_vit_state(32, 4, 2, 1, query_is_key=True), tmp_path / "teacher.safetensors")
+    save_file(state, tmp_path / "init.safetensors")
+    model = {"name": "vit_tiny_patch16_224",
+             "kwargs": {"img_size": 16, "patch_size": 4, "in_chans": 1, "depth": 2, "num_classes": 3}}
+    claims = [{"claim": c, "better": b, "than": "random", "scopes": [{"student": "s"}]}
+              for c, b in (("teacher", "teacher"), ("ws", "ws_uniform"))]
+    spec = {"claims": claims, "seeds": [0, 1, 2], "variant": "ws_uniform",
+            "student_model": {"name": model["name"], "kwargs": {**model["kwargs"], "embed_dim": 16, "num_heads": 2}},
+            "teacher_model": {"name": model["name"], "kwargs": {**model["kwargs"], "embed_dim": 32, "num_heads": 4}}}
+    df = attention_verdicts(spec, tmp_path / "teacher.safetensors", tmp_path / "init.safetensors")
+    assert list(df["verdict"]) == ["holds", "holds"]
+    assert list(df["n_better"]) == [8, 4] and list(df["n_than"]) == [12, 12]  # blocks x heads (x seeds)
+    random = [x for seed in (0, 1, 2) for x in diagonality(_vit_state(16, 2, 2, seed, query_is_key=False), 2)]
+    assert abs(sum(random) / 12) < 0.5  # an isotropic init has no diagonal to speak of
+    assert df["effect"].iloc[1] == pytest.approx(sum(scores) / 4 - sum(random) / 12)

@@ -591,6 +591,9 @@ UNSUPPORTED_WHY: Dict[str, str] = {
           "here; T5 and mT5 are" for t in _ENCODER_DECODER},
     "gemma3": "the multimodal Gemma3 (a vision tower beside the language model); select from a text-only "
               "Gemma3ForCausalLM checkpoint (model_type gemma3_text)",
+    "falcon": "Falcon's fused query_key_value has three layouts (multi-query, grouped by KV head in the new "
+              "decoder architecture, and per head with ALiBi), chosen by config flags and not mapped here; "
+              "GPT-NeoX (per-head fused qkv) and Llama-style models with GQA are",
 }
 
 

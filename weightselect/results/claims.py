@@ -30,12 +30,14 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["CLAIM_COLUMNS", "VERDICTS", "TEST", "compare", "claim_verdicts", "verdicts_of", "overall",
-           "claims_markdown", "claim_caption", "write_claims", "summarize_claims"]
+           "claims_markdown", "claim_caption", "write_claims", "summarize_claims", "diagonality",
+           "attention_verdicts"]
 
 VERDICTS = ("holds", "inconclusive", "contradicts")
 TEST = "Welch's t-test; two-sided {level:.0%} interval of the difference of means"
 CLAIM_COLUMNS = ("claim", "better", "than", "scope", "effect", "ci_low", "ci_high", "level", "p_value",
-                 "n_better", "n_than", "seeds_needed", "test", "verdict", "note")
+                 "n_better", "n_than", "seeds_needed", "test", "verdict", "note", "unit")
+TOP1 = "points of top-1"
 
 
 def _seeds_needed(a: np.ndarray, b: np.ndarray, effect: float, level: float) -> float:
@@ -96,17 +98,18 @@ def _overall(claim: Mapping, rows: list, level: float) -> dict:
                 effect=float(np.mean(effects)) if effects else math.nan, ci_low=math.nan, ci_high=math.nan,
                 level=level, p_value=math.nan, n_better=sum(r["n_better"] for r in rows),
                 n_than=sum(r["n_than"] for r in rows), seeds_needed=math.nan, test=rows[0]["test"],
-                verdict=verdict, note=f"{len(rows)} scopes: {counts}; effect: mean over scopes")
+                verdict=verdict, note=f"{len(rows)} scopes: {counts}; effect: mean over scopes", unit=rows[0]["unit"])
 
 
 def claim_verdicts(claims: Sequence[Mapping], values: Mapping, seeds: Sequence[int],
-                   level: float = 0.95) -> pd.DataFrame:
+                   level: float = 0.95, unit: str = TOP1) -> pd.DataFrame:
     """One row per claim and scope (plus a scope ``all`` row for a claim over several scopes).
 
     ``claims``: as :meth:`weightselect.study.Study.table_params` gives them: ``claim`` (text),
     ``better``, ``than`` (variant names shown), ``scopes``: ``[{student, dataset, better: [run
     variants], than: [run variants]}]``. ``values``: ``{(student, dataset, variant, seed): top-1}``
-    (:func:`weightselect.results.tables.read_finals`). Columns: :data:`CLAIM_COLUMNS`.
+    (:func:`weightselect.results.tables.read_finals`). Columns: :data:`CLAIM_COLUMNS` (``unit``:
+    what ``effect`` is measured in).
     """
     rows = []
     test = TEST.format(level=level)
@@ -115,7 +118,8 @@ def claim_verdicts(claims: Sequence[Mapping], values: Mapping, seeds: Sequence[i
         for scope in claim["scopes"]:
             stats = compare(_values(values, scope, "better", seeds), _values(values, scope, "than", seeds), level)
             scoped.append(dict(claim=claim["claim"], better=claim["better"], than=claim["than"],
-                               scope=f"{scope['student']} / {scope['dataset']}", level=level, test=test, **stats))
+                               scope=f"{scope['student']} / {scope['dataset']}", level=level, test=test,
+                               unit=unit, **stats))
         rows += scoped
         if len(scoped) > 1:
             rows.append(_overall(claim, scoped, level))
@@ -143,14 +147,17 @@ def claims_markdown(df: pd.DataFrame) -> str:
         return ""
     level = float(df["level"].iloc[0])
     lead = "result | " if "result" in df.columns else ""
-    lines = [f"Claims ({TEST.format(level=level)}; effect in points of top-1):", "",
+    unit = df["unit"].iloc[0] if "unit" in df.columns and isinstance(df["unit"].iloc[0], str) else TOP1
+    lines = [f"Claims ({TEST.format(level=level)}; effect in {unit}):", "",
              f"| {lead}claim | scope | effect [interval] | p (one-sided) | runs | verdict |",
              "| " + "--- | " * bool(lead) + "--- | --- | ---: | ---: | ---: | --- |"]
     for _, r in df.iterrows():
         p = f"{r['p_value']:.3f}" if math.isfinite(r["p_value"]) else "-"
         verdict = r["verdict"]
         if verdict == "inconclusive" and math.isfinite(r["seeds_needed"]):
-            verdict += f" (about {int(r['seeds_needed'])} runs per side would resolve it)"
+            need = int(r["seeds_needed"])
+            verdict += (f" (about {need} runs per side would resolve it)" if need <= 1000
+                        else " (no effect to speak of: over 1,000 runs per side would be needed)")
         elif r["note"]:
             verdict += f" ({r['note']})"
         first = f"{r['result']} | " if lead else ""
@@ -206,3 +213,63 @@ def summarize_claims(paths: Sequence) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["result", *CLAIM_COLUMNS])
     return pd.concat(frames, ignore_index=True)
+
+
+def diagonality(state: Mapping, num_heads: int) -> list:
+    """How diagonal ``W_q W_k^T`` is, per block and head of a timm ViT state dict (paper Figure 5).
+
+    For each block ``b`` and head ``h``: ``mean(diag(M)) / rms(M)`` with ``M = W_q W_k^T`` (D, D)
+    (:func:`weightselect.results.figures.attention_maps`): about 0 for an isotropic random init,
+    positive where queries attend to keys like themselves (the "diagonal property" of pretrained
+    ViTs, Trockman & Kolter 2023). Returns a list over blocks (outer) and heads (inner).
+    """
+    from weightselect.results.figures import attention_maps
+
+    blocks = sorted({int(k.split(".")[1]) for k in state if k.startswith("blocks.") and k.endswith("attn.qkv.weight")})
+    out = []
+    for b in blocks:
+        for h in range(num_heads):
+            m = attention_maps(state, num_heads, block=b, head=h)[0]
+            rms = float(np.sqrt(np.mean(m * m)))
+            out.append(float(np.mean(np.diag(m))) / rms if rms else 0.0)
+    return out
+
+
+def _random_states(model: Mapping, seeds: Sequence[int]):
+    import timm
+    import torch
+
+    for seed in seeds:
+        torch.manual_seed(int(seed))
+        net = timm.create_model(model["name"].split(".")[0], pretrained=False, **(model.get("kwargs") or {}))
+        yield net.state_dict(), int(net.blocks[0].attn.num_heads)
+
+
+def attention_verdicts(spec: Mapping, teacher_file, init_file) -> pd.DataFrame:
+    """Figure 5's claims from the weights: :func:`diagonality` of every block and head of the
+    teacher (``teacher``), the weight-selected student (the figure's ``variant``) and the student at
+    timm's default init under each of the study's seeds (``random``), compared as
+    :func:`claim_verdicts` compares runs (one value per block and head instead of one per run).
+
+    ``spec``: :meth:`weightselect.study.Study.figure_claim_params` of an attention figure; the
+    files are safetensors. Raises KeyError for a state dict that is not a timm ViT's.
+    """
+    from safetensors.torch import load_file
+
+    from weightselect.results.figures import _num_heads
+
+    heads = _num_heads(spec["student_model"])
+    scores = {"teacher": diagonality(load_file(str(teacher_file)), _num_heads(spec["teacher_model"])),
+              spec["variant"]: diagonality(load_file(str(init_file)), heads),
+              "random": [x for state, n in _random_states(spec["student_model"], spec["seeds"])
+                         for x in diagonality(state, n)]}
+    claims, values = [], {}
+    for claim in spec["claims"]:
+        student = claim["scopes"][0]["student"]
+        scope = dict(student=student, dataset="W_q W_k^T diagonality, every block and head",
+                     better=[claim["better"]], than=[claim["than"]])
+        claims.append(dict(claim, scopes=[scope]))
+        for name in (claim["better"], claim["than"]):
+            values.update({(student, scope["dataset"], name, i): x for i, x in enumerate(scores[name])})
+    longest = max((len(v) for v in scores.values()), default=0)
+    return claim_verdicts(claims, values, list(range(longest)), unit="diagonality of W_q W_k^T (mean diagonal / rms)")

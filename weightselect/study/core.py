@@ -82,7 +82,8 @@ class Study(StudyTables, StudyFigures):
 
     def selection_variants(self) -> List[str]:
         """Variants that own a weight-selection init (each gives results/inits/{student}/{variant})."""
-        return [v for v, spec in self.variants.items() if isinstance(spec.get("init"), dict) and "method" in spec["init"]]
+        return [v for v, spec in self.variants.items()
+                if isinstance(spec.get("init"), dict) and "method" in spec["init"]]
 
     def init_teacher(self, student: str, variant: str) -> Optional[str]:
         _, init = self.init_of(variant)

@@ -82,8 +82,9 @@ class StudyFigures:
         ``v@e`` is ``v``'s runs at ``e`` epochs; pretraining sweep: its variants by name)."""
         claims = fig.get("claims") or []
         fail = lambda msg: self._fail(f"figure '{name}'", msg)  # noqa: E731
-        if claims and fig["kind"] == "attention":
-            fail("an attention figure has no runs to compare; remove its claims")
+        if fig["kind"] == "attention":  # no runs: the diagonality of W_q W_k^T per block and head
+            known = [fig["variant"], "random", "teacher"]
+            return claim_specs(claims, known, [(fig["student"], "attention")], lambda v, s, d: [], fail)
         if fig["kind"] == "curves":
             scopes = [(s, d) for s in fig["students"] for d in fig["datasets"]]
             return claim_specs(claims, fig["variants"], scopes, lambda v, s, d: [v], fail)
@@ -95,10 +96,16 @@ class StudyFigures:
         return claim_specs(claims, [k for k in known if k], scope, lambda v, s, d: [v], fail)
 
     def figure_claim_params(self, name: str) -> dict:
-        """What :func:`weightselect.results.claims.claim_verdicts` needs for a figure's claims."""
+        """What :func:`weightselect.results.claims.claim_verdicts` needs for a figure's claims (an
+        attention figure: also its kind, the student's and teacher's model specs)."""
         fig = self.figures[name]
-        return dict(name=name, title=fig.get("title", name), claims=fig["claims"], seeds=self.seeds,
-                    metric="final_top1")
+        params = dict(name=name, title=fig.get("title", name), kind=fig["kind"], claims=fig["claims"],
+                      seeds=self.seeds, metric="final_top1")
+        if fig["kind"] == "attention":
+            teacher = self.init_teacher(fig["student"], fig["variant"])
+            params.update(variant=fig["variant"], student_model=self.students[fig["student"]]["model"],
+                          teacher_model=self.teachers[teacher]["model"])
+        return params
 
     def figure_claim_runs(self, name: str) -> List[Run]:
         """The runs a figure's claims compare, once each."""
