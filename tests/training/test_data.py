@@ -46,6 +46,16 @@ def test_letters_and_symbols_are_deterministic_and_disjoint():
     assert not any(ch.isalnum() for ch in SYMBOLS) and set(SYMBOLS).isdisjoint(LETTERS)
 
 
+def test_font_digits_are_typeset_digits_with_the_handwritten_digits_classes():
+    fonts = build_dataset("font_digits", train=True, img_size=16, n_per_class=4)
+    hand = build_dataset("digits", train=True, img_size=16)
+    assert fonts.classes == hand.classes == [str(i) for i in range(10)]  # a teacher's logits are the digits'
+    assert np.bincount(fonts.targets.numpy()).tolist() == [4] * 10
+    assert (fonts.images.flatten(1).amax(1) > 100).all()
+    test = build_dataset("font_digits", train=False, img_size=16, n_per_class=4)
+    assert not torch.equal(fonts.images, test.images)
+
+
 def test_cifar100_pickle_folder(cifar100_root):
     train = build_dataset("cifar100", cifar100_root, train=True)
     test = build_dataset("cifar100", cifar100_root, train=False)

@@ -7,13 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-__all__ = ["DatasetInfo", "DATASETS", "dataset_info", "IMAGENET_MEAN", "IMAGENET_STD", "LETTERS", "SYMBOLS"]
+__all__ = ["DatasetInfo", "DATASETS", "dataset_info", "IMAGENET_MEAN", "IMAGENET_STD", "LETTERS", "SYMBOLS",
+           "DIGIT_GLYPHS", "GLYPH_SETS"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # No letters or digits (and no glyph that reads as one: no O-like or l-like marks).
 SYMBOLS = ("+", "\u2212", "\u00d7", "\u00f7", "=", "%", "#", "@", "&", "$", "?", "!", "*")
+# The ten digits as typeset (fonts, not handwriting): classes "0".."9" as scikit-learn's digits
+DIGIT_GLYPHS = tuple("0123456789")
+# The sets rendered from fonts, by name
+GLYPH_SETS = {"letters": LETTERS, "symbols": SYMBOLS, "font_digits": DIGIT_GLYPHS}
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ DATASETS: Dict[str, DatasetInfo] = {
         DatasetInfo("digits", 10, 1, 16, None, *_GREY, "scikit-learn's bundled digits (no files)"),
         DatasetInfo("letters", len(LETTERS), 1, 16, None, *_GREY, "rendered from bundled fonts"),
         DatasetInfo("symbols", len(SYMBOLS), 1, 16, None, *_GREY, "rendered from bundled fonts"),
+        DatasetInfo("font_digits", len(DIGIT_GLYPHS), 1, 16, None, *_GREY,
+                    "digits 0-9 rendered from bundled fonts (typeset, not handwritten)"),
     ]
 }
 

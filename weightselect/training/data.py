@@ -6,8 +6,9 @@
 * ``imagefolder``: any ``root`` with ``train/`` and ``val/`` (or ``test/``) class folders.
 * ``digits``: scikit-learn's shipped 8x8 handwritten digits (1,797 real images; the first 1,000
   train, the last 797 test), upsampled to ``img_size``.
-* ``letters`` (A-Z) and ``symbols`` (13 non-alphanumeric glyphs) rendered from the TrueType fonts
-  that matplotlib ships, with random font, size, shift and rotation drawn from a seed.
+* ``letters`` (A-Z), ``symbols`` (13 non-alphanumeric glyphs) and ``font_digits`` (0-9 typeset,
+  the classes of ``digits``) rendered from the TrueType fonts that matplotlib ships, with random
+  font, size, shift and rotation drawn from a seed.
 
 The small sets are held in memory as uint8 tensors (:class:`TensorImageDataset`) so that a run
 without sample-level augmentation never goes through PIL.
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 from weightselect.training.catalog import (  # noqa: E402  (re-exported)
-    DATASETS, IMAGENET_MEAN, IMAGENET_STD, LETTERS, SYMBOLS, DatasetInfo, dataset_info,  # noqa: F401
+    DATASETS, GLYPH_SETS, IMAGENET_MEAN, IMAGENET_STD, LETTERS, SYMBOLS, DatasetInfo, dataset_info,  # noqa: F401
 )
 
 
@@ -184,7 +185,7 @@ def _glyphs(chars: Tuple[str, ...], train: bool, img_size: int, n_per_class: Opt
 # What the in-memory sets are made with; bump CACHE_FORMAT when _digits or render_glyphs change
 # what they produce, so that cached copies made by older code are not read.
 CACHE_FORMAT = 1
-_MADE_WITH = {"digits": ("scikit-learn",), "letters": ("matplotlib", "pillow"), "symbols": ("matplotlib", "pillow")}
+_MADE_WITH = {"digits": ("scikit-learn",), **{name: ("matplotlib", "pillow") for name in GLYPH_SETS}}
 
 
 def cache_file(name: str, root: Optional[str | Path], train: bool, img_size: int, options: Dict[str, Any]) -> Optional[Path]:
@@ -216,7 +217,7 @@ def _in_memory_set(name: str, root, train: bool, size: int, options: Dict[str, A
 
     from weightselect.io import WeightsFileError, open_tensor_source, save_state_dict
 
-    chars = LETTERS if name == "letters" else SYMBOLS
+    chars = GLYPH_SETS.get(name, ())
     classes = [str(i) for i in range(10)] if name == "digits" else list(chars)
     path = cache_file(name, root, train, size, options)
     if path is not None and path.is_file():
@@ -363,7 +364,7 @@ def build_dataset(
     chans = int(in_chans or info.in_chans)
     from weightselect.training.toy_data import CHECKSUMMED
 
-    allowed = {"letters": {"n_per_class", "seed"}, "symbols": {"n_per_class", "seed"}}.get(name, set())
+    allowed = {"n_per_class", "seed"} if name in GLYPH_SETS else set()
     if name in CHECKSUMMED:
         allowed = {"checksums"}
     if set(options) - allowed:
@@ -373,7 +374,7 @@ def build_dataset(
     checksums = options.pop("checksums", True)
     if not isinstance(checksums, bool):
         raise ValueError(f"dataset '{name}': option checksums must be true or false, got {checksums!r}")
-    if name in ("digits", "letters", "symbols"):
+    if name == "digits" or name in GLYPH_SETS:
         ds = _in_memory_set(name, root, train, size, options)
         ds = TensorImageDataset(_set_channels(ds.images, chans), ds.targets, ds.classes, transform)
         return ds
