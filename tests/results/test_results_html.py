@@ -33,7 +33,7 @@ def claims() -> pd.DataFrame:
                     n_than=3, verdict="holds"),
         base | dict(scope="vit_t / pets", effect=-0.5, ci_low=-4.0, ci_high=3.0, p_value=0.61, n_better=2, n_than=2,
                     verdict="contradicts"),
-        base | dict(scope="all", effect=4.2, ci_low=-1.0, ci_high=9.4, p_value=0.08, n_better=5, n_than=5,
+        base | dict(scope="all", effect=4.2, ci_low=-1.0, ci_high=9.4, p_value=0.08, n_better=5.0, n_than=5,
                     verdict="inconclusive"),
     ])
 
@@ -92,6 +92,8 @@ def test_claims_follow_the_table_with_effect_interval_seeds_and_a_coloured_verdi
     assert shown[1] == ["weight selection beats random init (ws_uniform vs random)", "vit_t / cifar100", "+9.00",
                         "[+6.10, +11.90]", "3 vs 3", "0.0012", "Welch t-test", "holds"]
     assert [r[-1] for r in shown[1:]] == ["holds", "contradicts", "inconclusive"]
+    assert shown[3][:5] == ["weight selection beats random init (ws_uniform vs random)", "all", "+4.20",
+                            "[-1.00, +9.40]", "5 vs 5"]  # counts stay integers in a float column
     assert 'background:#1a7f37">holds' in page and 'background:#cf222e">contradicts' in page
     assert '<tr class="all">' in page  # the overall verdict stands out
 

@@ -129,6 +129,11 @@ def _text(value) -> str:
     return str(value)
 
 
+def _count(value) -> str:
+    """A run count as an integer ("3", also from 3.0 in a column with a NaN); empty for NaN."""
+    return "" if value is None or pd.isna(value) else str(int(value))
+
+
 def _claims_table(claims: pd.DataFrame) -> str:
     missing = [c for c in CLAIM_COLUMNS if c not in claims.columns]
     if missing:
@@ -142,7 +147,7 @@ def _claims_table(claims: pd.DataFrame) -> str:
     for _, c in claims.iterrows():
         badge = f'<span class="verdict" style="background:{VERDICTS[c["verdict"]]}">{html.escape(c["verdict"])}</span>'
         interval = f"[{_num(c['ci_low'], sign=True)}, {_num(c['ci_high'], sign=True)}]"
-        seeds = f"{_text(c['n_better'])} vs {_text(c['n_than'])}"
+        seeds = f"{_count(c['n_better'])} vs {_count(c['n_than'])}"
         claim = f"{c['claim']} ({c['better']} vs {c['than']})"
         cells = (f"<td>{html.escape(claim)}</td><td>{html.escape(_text(c['scope']))}</td>"
                  f'<td class="num">{_num(c["effect"], sign=True)}</td><td class="num">{interval}</td>'
