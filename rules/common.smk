@@ -466,6 +466,7 @@ def figure_spec(wildcards):
         student = spec["student"]
         teacher = STUDY.init_teacher(student, spec["variant"])
         spec["student_model"] = STUDY.students[student]["model"]
+        spec["teacher"] = teacher
         spec["teacher_model"] = STUDY.teachers[teacher]["model"]
     else:
         spec["seeds"] = STUDY.seeds

@@ -1,5 +1,6 @@
 # Tables as data: one generic rule builds any table of the study from exactly the runs it declares
-# (weightselect.results.build_table), beside the paper's numbers.
+# (weightselect.results.build_table), beside the paper's numbers; the report shows each table as a
+# page (weightselect.results.html) and offers its CSV for download.
 
 
 localrules:
@@ -15,6 +16,12 @@ rule table:
         csv=report(
             "results/tables/{table}.csv",
             caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table} (CSV)"},
+        ),
+        html=report(
+            "results/tables/{table}.html",
+            caption="../report/table_page.rst",
             category="Tables",
             labels={"table": "{table}"},
         ),

@@ -54,6 +54,7 @@ def test_table_jobs_import_no_torch():
              "from weightselect import rulelog\n"
              "from weightselect.io import write_text, write_json, read_json, atomic_write\n"
              "from weightselect.results import build_table, paper_gap, write_table\n"
+             "from weightselect.results.html import table_subtitle, write_table_page\n"
              "print(json.dumps({m: m in sys.modules for m in %r}))" % (HEAVY,))
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     got = json.loads(done.stdout.strip().splitlines()[-1])

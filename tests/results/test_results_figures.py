@@ -141,3 +141,33 @@ def test_pretraining_figure_prints_and_writes_the_compute_ratio(tmp_path):
     assert summary["pretrain_epochs_to_match"] == pytest.approx(20.0)
     assert summary["compute_ratio"] == pytest.approx((20 * 2000 + 1500) / 1500)
     assert "27.67x" in ax.get_title() and png_size(tmp_path / "fig4b.png")[0] > 0
+
+
+def test_figure5_names_student_block_head_and_sizes_and_has_a_colour_scale_per_panel(tmp_path):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from weightselect.results.figures import plot_attention_maps
+
+    student = {"name": "vit_tiny_patch16_224", "kwargs": dict(img_size=16, patch_size=4, embed_dim=32, depth=1,
+                                                                num_heads=2, num_classes=0)}
+    teacher = {"name": "vit_tiny_patch16_224", "kwargs": dict(img_size=16, patch_size=4, embed_dim=64, depth=1,
+                                                                num_heads=2, num_classes=0)}
+    for name, model in (("teacher", teacher), ("init", student)):
+        net = timm.create_model(model["name"], **model["kwargs"])
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / f"{name}.safetensors"))
+    spec = {"student": "vit_w32", "teacher": "vit_w64", "student_model": student, "teacher_model": teacher, "head": 1}
+    fig = plot_attention_maps(spec, tmp_path / "teacher.safetensors", tmp_path / "init.safetensors", tmp_path / "f.png")
+    images = [ax for ax in fig.axes if ax.images]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(images) == 6 and len(bars) == 6  # each panel has its own colour scale
+    assert all(ax.images[0].colorbar is not None for ax in images)
+    # a colour scale symmetric about 0 spanning the panel's largest magnitude
+    lo, hi = images[0].images[0].get_clim()
+    assert lo == -hi and hi == pytest.approx(float(np.abs(images[0].images[0].get_array()).max()))
+    titles = [ax.get_title() for ax in images]  # column by column: W_q W_k^T, then W_v W_proj
+    assert titles[0] == "random init\n$W_q W_k^T$ (32 x 32)" and titles[2] == "teacher vit_w64\n$W_q W_k^T$ (64 x 64)"
+    assert titles[5] == "weight selection\n$W_v W_{proj}$ (32 x 32)"
+    assert fig._suptitle.get_text() == "vit_w32, block 0, head 1: $W_q W_k^T$ and $W_v W_{proj}$"
+    assert (tmp_path / "f.png").stat().st_size > 10_000

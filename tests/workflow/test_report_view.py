@@ -110,6 +110,51 @@ def test_start_page_lists_the_result_categories(page, report):
     assert shot.std() > 0.05, "the start page renders as a blank screen"
 
 
+def table_cells(driver) -> list:
+    """The rows of every table of the current document, as the cells' visible texts."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('table')).map(t => Array.from(t.rows)"
+        ".map(r => Array.from(r.cells).map(c => c.innerText.trim())))")
+
+
+def ours(row: pd.Series, group: str) -> str:
+    """What the page shows for our number of one cell group: mean +- std, 2 decimals."""
+    return f"{row[group + '_value']:.2f}" + ("" if pd.isna(row[group + "_std"]) else f" ± {row[group + '_std']:.2f}")
+
+
+def test_tables_show_inline_with_ours_beside_the_seeds(page, report):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    results = page.execute_script("return results")
+    pages = {p: r for p, r in results.items() if r["mime_type"] == "text/html" and "/tables/" in p}
+    csvs = {p: r for p, r in results.items() if r["mime_type"] == "text/csv"}
+    assert pages and len(pages) == len(csvs), f"a readable page per table: {sorted(pages)} vs {sorted(csvs)}"
+    for i, (path, entry) in enumerate(sorted(pages.items())):
+        table = pd.read_csv(io.BytesIO(decode(csvs[path[: -len(".html")] + ".csv"]["data_uri"])))
+        open_category(page, report, "Tables")
+        click(page, f"{row_xpath(path, entry)}//a[@iconname='eye']")
+        frame = WebDriverWait(page, 30).until(lambda d: d.find_element(By.TAG_NAME, "iframe"))
+        assert frame.size["height"] > 300 and frame.size["width"] > 600, f"{path} is shown at {frame.size}"
+        page.switch_to.frame(frame)
+        try:
+            WebDriverWait(page, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.results td"))
+            header, sub, *rows = table_cells(page)[0]
+            title = page.find_element(By.TAG_NAME, "h1").text
+        finally:
+            page.switch_to.default_content()
+        screenshot(page, f"12_table_inline_{i}_{Path(path).stem}")
+        groups = [c[: -len("_value")] for c in table.columns if c.endswith("_value")]
+        assert [h for h in header if h in groups] == groups, f"{path}: column groups {header}"
+        assert sub.count("ours (mean ± std)") == len(groups) and "seeds" in sub
+        assert len(rows) == len(table), f"{path}: {len(rows)} rows shown, {len(table)} in the CSV"
+        for cells, (_, row) in zip(rows, table.iterrows()):
+            for g in groups:
+                assert ours(row, g) in cells, f"{path}: {ours(row, g)} not among {cells}"
+                assert f"{int(row[g + '_n'])}/{int(row[g + '_n_expected'])}" in " ".join(cells)
+        assert title and title in entry["caption"], f"{path}: heading {title!r} is not the caption's title"
+
+
 def test_tables_are_listed_with_captions_and_their_rows_are_readable(page, report):
     results = page.execute_script("return results")
     tables = {path: r for path, r in results.items() if r["mime_type"] == "text/csv"}
@@ -166,6 +211,8 @@ def test_figures_open_and_show_a_readable_image(page, report):
         open_category(page, report, category)
         if sub != "Other" or len(categories[category]) > 1:  # "Other": results without a subcategory,
             click(page, f"//nav//*[normalize-space(text())={sub!r}]")  # a menu entry beside real ones
+        assert "Reproduces the paper's Figure" in results[path]["caption"] or \
+            "reproduces the paper's Figure" in results[path]["caption"], f"{path}: the caption names no paper figure"
         click(page, f"{row_xpath(path, results[path])}//a[@iconname='eye']")
         name = results[path]["filename"]
         script = ("return Array.from(document.images).filter(i => i.src.includes('filename=' + arguments[0]))"
@@ -180,3 +227,42 @@ def test_figures_open_and_show_a_readable_image(page, report):
         dark = (region.mean(axis=2) < 0.5).mean()
         assert 0.005 < dark < 0.5, f"{path}: {dark:.1%} dark pixels (blank, or a solid block)"
         assert region.std() > 0.05, f"{path} shows no contrast"
+
+
+def test_a_table_page_with_paper_numbers_and_claims_renders_them(browser, tmp_path):
+    """The page of a table with the paper's numbers and computed claims, opened on its own (the
+    `ci` study's students are none of the paper's models and its tables state no claim)."""
+    from selenium.webdriver.common.by import By
+
+    from weightselect.results.html import write_table_page
+
+    table = pd.DataFrame([{"dataset": "cifar100", "random_value": 72.0, "random_mean": 72.0, "random_std": 1.5,
+                           "random_paper": 72.3, "random_diff": -0.3, "random_n": 3, "random_n_expected": 3,
+                           "ws_uniform_value": 81.0, "ws_uniform_mean": 81.0, "ws_uniform_std": 0.5,
+                           "ws_uniform_paper": 81.4, "ws_uniform_diff": -0.4, "ws_uniform_n": 2,
+                           "ws_uniform_n_expected": 3, "ws_uniform_missing_seeds": "2"}])
+    claim = dict(claim="weight selection beats random init", better="ws_uniform", than="random",
+                 test="Welch t-test", n_better=2, n_than=3)
+    claims = pd.DataFrame([claim | dict(scope="vit_t / cifar100", effect=9.0, ci_low=6.1, ci_high=11.9,
+                                        p_value=0.001, verdict="holds"),
+                           claim | dict(scope="all", effect=9.0, ci_low=-0.5, ci_high=18.5, p_value=0.06,
+                                        verdict="inconclusive")])
+    out = tmp_path / "table2.html"
+    write_table_page(table, out, "Table 2: random init vs weight selection", claims=claims)
+    report_tab = browser.current_window_handle
+    browser.switch_to.new_window("tab")  # the browser is the module's: the report's tab stays as it is
+    try:
+        browser.get(out.as_uri())
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        screenshot(browser, "30_table_page_paper_and_claims")
+        results, shown = table_cells(browser)
+        colours = [browser.execute_script("return getComputedStyle(arguments[0]).backgroundColor", e)
+                   for e in browser.find_elements(By.CSS_SELECTOR, "span.verdict")]
+    finally:
+        browser.close()
+        browser.switch_to.window(report_tab)
+    assert results[2] == ["cifar100", "72.00 ± 1.50", "72.30", "-0.30", "3/3",
+                          "81.00 ± 0.50", "81.40", "-0.40", "2/3 (missing 2)"]
+    assert shown[1][:2] == ["weight selection beats random init (ws_uniform vs random)", "vit_t / cifar100"]
+    assert [r[-1] for r in shown[1:]] == ["holds", "inconclusive"]
+    assert colours == ["rgb(26, 127, 55)", "rgb(154, 103, 0)"]  # green holds, amber inconclusive

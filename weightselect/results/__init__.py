@@ -26,9 +26,11 @@ __all__ = [
     "table2",
     "table3",
     "reading_view",
+    "table_page",
     "to_markdown",
     "unfinished_runs",
     "write_table",
+    "write_table_page",
 ]
 
 
@@ -39,6 +41,7 @@ _HOMES = {  # pandas (and matplotlib, for figures) load when a name is first ask
     "weightselect.results.tables": ("build_table", "paper_gap", "read_finals", "read_table", "reading_view", "table2",
                                     "table3", "to_markdown", "write_table"),
     "weightselect.results.figures": ("plot_curves", "plot_summary"),
+    "weightselect.results.html": ("table_page", "write_table_page"),
 }
 _LAZY = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -336,33 +336,41 @@ def _num_heads(model: Mapping) -> int:
 
 
 def plot_attention_maps(spec: Mapping, teacher_file, init_file, path=None) -> Figure:
-    """Figure 5: ``W_q W_k^T`` and ``W_v W_proj`` of the first head of the first block, for the
-    student at random init (timm's default init, seed 0), the teacher and the weight-selected student.
+    """Figure 5: ``W_q W_k^T`` and ``W_v W_proj`` of one head of one block (``spec`` keys ``block``,
+    ``head``, default 0), for the student at random init (timm's default init, seed 0), the teacher
+    and the weight-selected student, each panel with its colour scale (symmetric about 0).
 
-    ``spec``: ``student_model`` and ``teacher_model`` ({name, kwargs}); the teacher and init files
-    are safetensors. No training is involved. Returns the Figure (2 rows x 3 columns).
+    ``spec``: ``student`` (its name), ``student_model`` and ``teacher_model`` ({name, kwargs}),
+    optionally ``teacher`` (its name); the teacher and init files are safetensors. No training is
+    involved. The panels' titles give each matrix's size (D x D, D the model's width), the figure's
+    title the student, block and head. Returns the Figure (2 rows x 3 panels, each with a colorbar).
     """
     import timm
     import torch
     from safetensors.torch import load_file
 
     torch.manual_seed(int(spec.get("seed", 0)))
+    block, head = int(spec.get("block", 0)), int(spec.get("head", 0))
     student = spec["student_model"]
     net = timm.create_model(student["name"].split(".")[0], pretrained=False, **(student.get("kwargs") or {}))
     heads = int(net.blocks[0].attn.num_heads)
+    teacher = spec.get("teacher") or spec["teacher_model"]["name"]
     columns = [("random init", net.state_dict(), heads),
-               ("teacher", load_file(str(teacher_file)), _num_heads(spec["teacher_model"])),
+               (f"teacher {teacher}", load_file(str(teacher_file)), _num_heads(spec["teacher_model"])),
                ("weight selection", load_file(str(init_file)), heads)]
-    fig = Figure(figsize=(9.0, 6.0))
+    fig = Figure(figsize=(10.5, 6.4))
     for col, (title, state, n_heads) in enumerate(columns):
-        for row, (matrix, name) in enumerate(zip(attention_maps(state, n_heads), ("$W_q W_k^T$", "$W_v W_{proj}$"))):
+        matrices = attention_maps(state, n_heads, block=block, head=head)
+        for row, (matrix, name) in enumerate(zip(matrices, ("$W_q W_k^T$", "$W_v W_{proj}$"))):
             ax = fig.add_subplot(2, 3, row * 3 + col + 1)
             limit = float(np.abs(matrix).max()) or 1.0
-            ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
-            ax.set_title(f"{title}: {name}", fontsize="small")
+            image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+            ax.set_title(f"{title}\n{name} ({matrix.shape[0]} x {matrix.shape[1]})", fontsize="small")
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("first head of the first block")
+    name = spec.get("student") or student["name"]
+    fig.suptitle(f"{name}, block {block}, head {head}: $W_q W_k^T$ and $W_v W_{{proj}}$")
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from weightselect import rulelog
 from weightselect.training import batches as wbatches
 from weightselect.training.distill import feature_distill_loss, logit_distill_loss
 
@@ -166,6 +167,8 @@ def train_one_epoch(ctx, progress: Progress, epoch: int) -> Optional[Dict[str, f
         loss_sum += value * y.shape[0]
         loss_count += y.shape[0]
         micro += 1
+        if dist.is_main and rulelog.progress_due():  # a long epoch: a line at the console every 30 s at most
+            rulelog.progress(f"epoch {epoch + 1}/{recipe.epochs}: batch {micro}/{len(order)}  loss {value:.3f}")
         if bar is not None:
             rate = loss_count * dist.world / max(seconds + time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{value:.3f}", lr=f"{ctx.parts.optimizer.param_groups[0]['lr']:.2e}", img_s=f"{rate:.0f}")

@@ -94,11 +94,16 @@ def torchrun_command(spec: Mapping[str, Any], run_dir: str, *, seed: int, init: 
 
 def _run_relayed(command: List[str]) -> int:
     """Run ``command``, its stdout and stderr copied line by line to this process's stderr (the
-    rule's log, which :mod:`weightselect.rulelog` reopens if a second workflow deleted it)."""
+    rule's log, which :mod:`weightselect.rulelog` reopens if a second workflow deleted it); its
+    epoch lines also go to the job's console (:func:`weightselect.rulelog.progress`, rate-limited)."""
+    from weightselect import rulelog
+
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           errors="replace", bufsize=1) as proc:
         for line in proc.stdout:
             sys.stderr.write(line)
+            if line.startswith("epoch "):
+                rulelog.progress(line)
         return proc.wait()
 
 

@@ -28,6 +28,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
+from weightselect import rulelog
 from weightselect import rundir as names
 from weightselect.models import ModelSpec, create_model
 from weightselect.training import builder
@@ -272,6 +273,9 @@ def _start(spec, ds_name, ds_options, recipe, teacher_spec, init, seed, data_roo
         from weightselect.training.tboard import EventLog
 
         ctx.board = EventLog(run.tensorboard_dir, progress.history)
+    if dist.is_main:
+        rulelog.progress(f"training {spec.name} on {ds_name} from epoch {progress.epoch + 1} of {recipe.epochs} "
+                         f"({data.updates_per_epoch} updates per epoch, device {device})", force=True)
     if progress.epoch >= recipe.epochs:
         run.log(f"{run.path}: all {recipe.epochs} epochs were trained; writing the final files")
     elif resume is not None:
@@ -323,6 +327,9 @@ def _end_epoch(ctx: _Context, progress: Progress, epoch: int, stats: Dict[str, f
     ctx.run.log(f"epoch {epoch + 1}/{ctx.recipe.epochs}  lr {record['lr']:.2e}  train_loss {record['train_loss']:.4f}  "
                 f"test_loss {record['test_loss']:.4f}  top1 {record['test_top1']:.2f}  top5 {record['test_top5']:.2f}  "
                 f"{record['seconds']:.1f}s  {record['images_per_s']:.0f} img/s  ETA {_fmt_time(left)}")
+    if ctx.dist.is_main:  # the console of a workflow job: the first and last epoch, else every 30 s at most
+        rulelog.progress(f"epoch {epoch + 1}/{ctx.recipe.epochs}  top-1 {record['test_top1']:.2f}  "
+                         f"ETA {_fmt_time(left)}", force=epoch == 0 or epoch + 1 == ctx.recipe.epochs)
 
 
 def _stopped(ctx: _Context, progress: Progress, where: str) -> None:
