@@ -234,7 +234,8 @@ def _rotary_note(fam: HFFamily, axes: Mapping[str, Tuple[int, int]], axis_indice
 
 def select(teacher: Any, student: Any = None, method: str = "uniform", layers: str = "first", seed: int = 0,
            overrides: Optional[Mapping[str, Any]] = None, select_head_dim: bool = False,
-           allow_rope_change: bool = False, calibration: Any = None) -> HFSelectionResult:
+           allow_rope_change: bool = False, calibration: Any = None,
+           target_params: Optional[int] = None) -> HFSelectionResult:
     """Initialize a transformers student from a larger teacher by weight selection.
 
     ``teacher``: a folder written by ``save_pretrained`` (``model.safetensors`` or sharded with its
@@ -247,8 +248,10 @@ def select(teacher: Any, student: Any = None, method: str = "uniform", layers: s
     dimension other than the teacher's (whole rotary pairs for RoPE models); ``allow_rope_change``
     a different rotary base or scaling. ``calibration`` (method ``activation`` only): token ids
     ``(N, T)`` or a :class:`~weightselect.selection.importance.Calibration`; every axis keeps its
-    units of largest mean |activation| (:mod:`weightselect.hf.importance`). Raises ValueError naming
-    the fix for pairs it cannot map.
+    units of largest mean |activation| (:mod:`weightselect.hf.importance`). ``target_params``
+    (instead of ``student``): the Llama-like student with at most that many parameters, by
+    :mod:`weightselect.hf.budget`'s rule; the manifest's ``budget`` says which and why. Raises
+    ValueError naming the fix for pairs it cannot map.
     """
     if method not in CONSISTENT_METHODS and method not in DATA_METHODS:
         raise ValueError(f"method '{method}' for transformers models: choose one of "
@@ -259,10 +262,27 @@ def select(teacher: Any, student: Any = None, method: str = "uniform", layers: s
         raise ValueError(f"unknown layer selection '{layers}'; choose one of {', '.join(LAYER_METHODS)}")
     source = open_hf_teacher(teacher) if not isinstance(teacher, HFTeacher) else teacher
     try:
-        return _select(source, student, method, layers, int(seed), overrides, select_head_dim, allow_rope_change,
-                       calibration)
+        student, budget = _budget_student(source, student, target_params)
+        result = _select(source, student, method, layers, int(seed), overrides, select_head_dim, allow_rope_change,
+                         calibration)
+        if budget is not None:
+            result.manifest["budget"] = budget.as_dict()
+        return result
     finally:
         source.close()
+
+
+def _budget_student(source: HFTeacher, student, target_params):
+    """The student given, or the overrides a parameter budget chooses (not both)."""
+    if target_params is None:
+        return student, None
+    if student is not None:
+        raise ValueError("give a student or a parameter budget (target_params=), not both")
+    from weightselect.hf.budget import hf_budget_student
+
+    budget = hf_budget_student(source.config, target_params)
+    log.info("budget %s: %s", f"{int(target_params):,}", budget.rationale)
+    return budget.student, budget
 
 
 def _check_calibration(method: str, calibration: Any) -> None:

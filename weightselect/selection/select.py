@@ -457,6 +457,22 @@ def _runnable_teacher(source, teacher_kwargs) -> nn.Module:
     return model.eval()
 
 
+def _budget_student(teacher, student, student_kwargs, teacher_kwargs, target_params):
+    """``(student, student_kwargs, BudgetChoice or None)``: the student chosen by ``target_params``
+    (``weightselect.selection.budget``), or the one given; one of the two is required."""
+    if target_params is None:
+        if student is None:
+            raise ValueError("no student: give one (a timm name or spec) or a parameter budget (target_params=)")
+        return student, student_kwargs, None
+    if student is not None:
+        raise ValueError("give a student or a parameter budget (target_params=), not both")
+    from weightselect.selection.budget import timm_budget_student
+
+    choice = timm_budget_student(teacher, target_params, student_kwargs, teacher_kwargs)
+    log.info("budget %s: %s", f"{int(target_params):,}", choice.rationale)
+    return choice.student, None, choice
+
+
 def _check_calibration(method: str, calibration: Any) -> None:
     """Calibration data goes with method ``activation`` and only with it (checked before any reading)."""
     if method in DATA_METHODS:
@@ -721,7 +737,7 @@ def _skipped(family: Family, lmap: LayerMap, t_shapes, s_state, clf_keys, exclud
 @elements.one_thread()
 def select(
     teacher: Any,
-    student: Any,
+    student: Any = None,
     method: str = "uniform",
     layers: str = "first",
     seed: int = 0,
@@ -733,6 +749,7 @@ def select(
     dtype: str = "student",
     checkpoint_key: Optional[str] = None,
     calibration: Any = None,
+    target_params: Optional[int] = None,
 ) -> SelectionResult:
     """Initialize ``student`` from ``teacher`` by weight selection.
 
@@ -763,11 +780,17 @@ def select(
     every axis keeps its units of largest mean |activation| on it (``importance``), and the manifest's
     ``calibration`` records the data, its size, the time and each axis's score summary.
 
+    ``target_params`` (instead of ``student``): the student is the configuration of the teacher's
+    family (ViT, ConvNeXt) with at most that many parameters, chosen by
+    :mod:`weightselect.selection.budget`'s rule (``student_kwargs`` apply to every candidate); the
+    manifest's ``budget`` says which and why.
+
     Raises ``ValueError`` (one line, naming the tensor or module and the fix) when the pair cannot
     be selected, and ``NonFiniteTeacherError`` when teacher tensors the student needs hold NaN/inf.
     """
     _check_names(method, layers, dtype)
     _check_calibration(method, calibration)
+    student, student_kwargs, budget = _budget_student(teacher, student, student_kwargs, teacher_kwargs, target_params)
     seed = int(seed)
     model, student_dict = _student_model(student, student_kwargs)
     s_state = model.state_dict()
@@ -805,6 +828,8 @@ def select(
         "skip_head_keys": bool(skip_head_keys), "stripped_prefixes": source.stripped,
         "dtype": _dtype_note(t_dtypes, selected, dtype), "weightselect_version": __version__,
     }
+    if budget is not None:
+        manifest["budget"] = budget.as_dict()
     if calibrated is not None:
         manifest["calibration"] = importance.scores_entry(calibrated, ranked["scores"], axis_indices, axes)
     log.info("selected %d tensors; head %s; %d left at default init", len(selected), head, len(reinitialized))
