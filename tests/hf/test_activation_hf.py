@@ -87,3 +87,24 @@ def test_activation_needs_token_ids(llama_dir):
         wh.select(llama_dir, HALF, method="activation")
     with pytest.raises(ValueError, match="not 'uniform'"):
         wh.select(llama_dir, HALF, calibration=_ids())
+
+
+def test_cli_activation_from_a_token_file_with_a_budget(llama_dir, tmp_path, capsys):
+    from weightselect.cli import main
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text(" ".join(str((i * 7) % 64) for i in range(400)))
+    out = tmp_path / "student"
+    argv = ["select", "--teacher", str(llama_dir), "--target-params", "12000", "--method", "activation",
+            "--calibration", str(ids), "--calibration-samples", "4", "--calibration-length", "16", "-o", str(out)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("budget: ")
+    model = load_strict(out)
+    import json
+
+    manifest = json.loads((out / "weightselect.json").read_text())
+    assert manifest["calibration"]["data"] == {"source": str(ids), "tokens": 400, "length": 16, "seed": 0}
+    assert manifest["calibration"]["shape"] == [4, 16]
+    assert sum(p.numel() for p in model.parameters()) == manifest["budget"]["params"] <= 12000
+    assert main(argv[:3] + ["--student", "hidden_size=16", "--method", "activation", "-o", str(tmp_path / "x")]) == 2
+    assert "add --calibration" in capsys.readouterr().err

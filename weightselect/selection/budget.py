@@ -105,8 +105,10 @@ def _meta_build(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
         return create_model(ModelSpec(name, dict(kwargs)))
 
 
-def _timm_teacher(teacher: Any, teacher_kwargs: Optional[Mapping[str, Any]]) -> Tuple[nn.Module, str]:
-    """The teacher's module (meta for a name) and its architecture name."""
+def _timm_teacher(teacher: Any, teacher_kwargs: Optional[Mapping[str, Any]],
+                  why: str = "a parameter budget builds students of the teacher's architecture") -> Tuple[nn.Module, str]:
+    """The teacher's module (meta for a name) and its architecture name; ``why`` it is needed
+    opens the error for a teacher without an architecture."""
     from weightselect.models import ModelSpec
 
     if isinstance(teacher, nn.Module):
@@ -116,8 +118,8 @@ def _timm_teacher(teacher: Any, teacher_kwargs: Optional[Mapping[str, Any]]) -> 
     elif isinstance(teacher, str) and not teacher.endswith((".safetensors", ".pth", ".pt", ".bin")):
         arch = ModelSpec.from_any(teacher).architecture
         return _meta_build(arch, dict(teacher_kwargs or {})), arch
-    raise ValueError("a parameter budget builds students of the teacher's architecture: give the teacher as a timm "
-                     "name or a timm model (a weights file or state dict names no architecture)")
+    raise ValueError(f"{why}: give the teacher as a timm name or a timm model (a weights file or state dict names "
+                     "no architecture)")
 
 
 def _vit_search(model: nn.Module, arch: str, kwargs: Dict[str, Any]):

@@ -38,6 +38,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 import torch.nn as nn
 
+from weightselect.selection.elements import outer_threads
+
 __all__ = ["Calibration", "Reader", "as_calibration", "axis_scores", "top_units", "score_summary"]
 
 # A dimension laid out as blocks (``+``), each a row-major product of factors: (axis or None, size).
@@ -115,7 +117,8 @@ def _hooks(model: nn.Module, meters: Sequence[_Meter]) -> List[Any]:
 
 def _run(model: nn.Module, cal: Calibration, forward: Callable, meters: Sequence[_Meter]) -> float:
     """The teacher over the calibration data, batch by batch, with no gradients, in its own dtype
-    (float inputs are cast to it); returns the seconds taken."""
+    (float inputs are cast to it), on the threads selection's one-thread mode set aside; returns
+    the seconds taken."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     handles = _hooks(model, meters)
@@ -123,7 +126,7 @@ def _run(model: nn.Module, cal: Calibration, forward: Callable, meters: Sequence
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), outer_threads():
             for batch in cal.data.split(int(cal.batch_size)):
                 batch = batch.to(device=device, dtype=dtype if batch.is_floating_point() else batch.dtype)
                 forward(model, batch)
@@ -258,3 +261,39 @@ def scores_entry(note: Mapping[str, Any], scores: Mapping[str, torch.Tensor], ch
     """``note`` with every axis's score summary and the axes selected without scores (uniformly)."""
     return {**note, "unscored": [a for a, size in axes.items() if a not in scores and size[0] != size[1]],
             "scores": {a: score_summary(scores[a], chosen[a]) for a in axes if a in scores}}
+
+
+def check_dataset(name: str) -> None:
+    """Raises ValueError naming the catalog's datasets when ``name`` is not one of them."""
+    from weightselect.training.catalog import DATASETS
+
+    if name not in DATASETS:
+        raise ValueError(f"--calibration {name}: neither a dataset of the catalog ({', '.join(DATASETS)}) nor a "
+                         ".pt tensor file of images")
+
+
+def image_calibration(dataset: str, samples: int, seed: int, input_size: Sequence[int], mean: Sequence[float],
+                      std: Sequence[float], data_root: Any = None, batch_size: int = 32) -> Calibration:
+    """``samples`` training images of a dataset of the catalog (``weightselect.training.catalog``),
+    drawn without replacement by a generator seeded with ``seed``, resized (shorter side) and
+    centre-cropped to ``input_size`` ``(C, H, W)`` pixels and normalized by ``mean``/``std`` (the
+    teacher's data config, 0-1 scale). Raises ValueError for an unknown dataset or too few images;
+    ``DatasetNotFoundError`` when its files are not under ``data_root``."""
+    from torchvision import transforms
+
+    from weightselect.training.data import _ToMode, build_dataset
+
+    check_dataset(dataset)
+    chans, height, width = (int(v) for v in input_size)
+    transform = transforms.Compose([_ToMode("RGB" if chans == 3 else "L"), transforms.Resize(min(height, width)),
+                                    transforms.CenterCrop((height, width)), transforms.ToTensor(),
+                                    transforms.Normalize(list(mean)[:chans], list(std)[:chans])])
+    ds = build_dataset(dataset, data_root, train=True, img_size=max(height, width), in_chans=chans,
+                       transform=transform)
+    if int(samples) < 1 or int(samples) > len(ds):
+        raise ValueError(f"--calibration-samples {samples}: the {dataset} training split has {len(ds)} images; "
+                         f"give 1 to {len(ds)}")
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(int(seed)))[:int(samples)]
+    data = torch.stack([ds[int(i)][0] for i in order])
+    return Calibration(data, {"source": f"{dataset} train", "seed": int(seed), "input_size": [chans, height, width]},
+                       batch_size)
