@@ -108,3 +108,28 @@ def test_cli_activation_from_a_token_file_with_a_budget(llama_dir, tmp_path, cap
     assert sum(p.numel() for p in model.parameters()) == manifest["budget"]["params"] <= 12000
     assert main(argv[:3] + ["--student", "hidden_size=16", "--method", "activation", "-o", str(tmp_path / "x")]) == 2
     assert "add --calibration" in capsys.readouterr().err
+
+
+def test_moe_experts_keep_uniform_selection_and_say_so(tmp_path):
+    """The experts' fused tensors are no linear layers: their axes are listed as unscored and
+    selected uniformly; the attention and hidden axes are ranked."""
+    from hf_helpers import save_teacher
+    from test_moe import MIXTRAL
+
+    teacher = save_teacher("mixtral", MIXTRAL, tmp_path / "t")
+    student = "hidden_size=16,num_attention_heads=2,num_key_value_heads=1,num_local_experts=2,intermediate_size=24"
+    result = wh.select(teacher, student, method="activation", calibration=_ids())
+    cal, axes = result.manifest["calibration"], result.manifest["axes"]
+    assert "model.layers.0.experts" in cal["unscored"] and "hidden" in cal["scores"]
+    assert axes["model.layers.0.experts"]["indices"] == [0, 2]  # uniform 4 -> 2
+    load_strict(result.save(tmp_path / "s"))
+
+
+def test_encoder_decoder_reads_the_ids_on_both_sides(tmp_path):
+    from hf_helpers import save_teacher
+    from test_t5 import T5
+
+    teacher = save_teacher("t5", T5, tmp_path / "t")
+    result = wh.select(teacher, "d_model=16,d_ff=24,num_heads=2", method="activation", calibration=_ids())
+    assert result.manifest["calibration"]["unscored"] == []
+    load_strict(result.save(tmp_path / "s"), auto="AutoModelForSeq2SeqLM")

@@ -59,9 +59,17 @@ def product_readers(entries: Iterable[Any], model: nn.Module, t_sizes: Mapping[s
 
 
 def forward_ids(model: nn.Module, batch: torch.Tensor) -> Any:
-    """One forward of a transformers model on token ids ``(B, T)``, without a cache."""
-    return model(input_ids=batch, use_cache=False) if "use_cache" in model.forward.__code__.co_varnames \
-        else model(input_ids=batch)
+    """One forward of a transformers model on its calibration batch, without a cache: token ids
+    ``(B, T)`` (an encoder-decoder reads them on both sides, as T5's span corruption pairs do), or
+    images ``(B, C, H, W)`` for a vision model (``pixel_values``)."""
+    if batch.is_floating_point():
+        return model(pixel_values=batch)
+    kwargs: Dict[str, Any] = {"input_ids": batch}
+    if getattr(model.config, "is_encoder_decoder", False):
+        kwargs["decoder_input_ids"] = batch
+    if "use_cache" in model.forward.__code__.co_varnames:
+        kwargs["use_cache"] = False
+    return model(**kwargs)
 
 
 def token_calibration(path: Path, samples: int, length: int, seed: int, tokenizer_folder: Optional[Path] = None,
