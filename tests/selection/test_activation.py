@@ -158,3 +158,18 @@ def test_pretrained_name_runs_the_stored_weights_in_their_dtype(tmp_path, monkey
     by_module = select(teacher, spec, method="activation", calibration=x)
     assert by_name.manifest["calibration"]["dtype"] == "bfloat16"
     assert by_name.manifest["axes"] == by_module.manifest["axes"]
+
+
+def test_weights_file_runs_with_its_architecture(tmp_path):
+    """A teacher file with teacher_model= (its timm spec) ranks as the module itself does."""
+    from weightselect.io import save_state_dict
+
+    teacher = model("convnext_atto")
+    path = tmp_path / "t.safetensors"
+    save_state_dict(teacher.state_dict(), path)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    spec = {"name": "convnext_atto", "kwargs": {"dims": (24, 48, 96, 192), "depths": (1, 1, 2, 1)}}
+    by_file = select(path, spec, method="activation", calibration=x, teacher_model="convnext_atto")
+    by_module = select(teacher, spec, method="activation", calibration=x)
+    assert by_file.manifest["axes"] == by_module.manifest["axes"]
+    assert by_file.manifest["teacher"]["source"] == str(path)

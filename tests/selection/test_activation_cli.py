@@ -62,3 +62,8 @@ def test_pt_images_and_one_line_errors(tmp_path, capsys):
     assert "names no architecture" in err and len(err.strip().splitlines()) == 1
     assert main(base + ["--method", "activation", "--calibration", "nosuchset"]) == 2
     assert "neither a dataset of the catalog" in capsys.readouterr().err
+    assert main(base + ["--method", "activation", "--calibration", "digits"]) == 2
+    assert "--teacher-model" in capsys.readouterr().err
+    assert main(base + ["--method", "activation", "--calibration", str(images), "--teacher-model", "convnext_atto"]) == 0
+    _, manifest = load_init(tmp_path / "o.safetensors")
+    assert manifest["calibration"]["data"] == {"source": str(images)} and manifest["calibration"]["samples"] == 2

@@ -55,6 +55,13 @@ def check_student_args(args: argparse.Namespace) -> None:
                          "catalog such as cifar10 or digits, a .pt tensor, or for transformers a text/token file)")
 
 
+def _teacher_model(args: argparse.Namespace):
+    """--teacher-model (with --teacher-kwargs): the architecture of a teacher file, for activation ranking."""
+    if args.teacher_model is None:
+        return None
+    return {"name": args.teacher_model, "kwargs": dict(args.teacher_kwargs or {})}
+
+
 def _calibration(args: argparse.Namespace):
     """The calibration images of --calibration: a .pt tensor (N, C, H, W), or --calibration-samples
     training images of a catalog dataset drawn with --calibration-seed, at the teacher's input size
@@ -77,7 +84,9 @@ def _calibration(args: argparse.Namespace):
 
     check_dataset(args.calibration)
 
-    teacher, _ = _timm_teacher(args.teacher, args.teacher_kwargs, "method 'activation' runs the teacher")
+    teacher, _ = _timm_teacher(args.teacher_model or args.teacher, args.teacher_kwargs,
+                               "method 'activation' runs the teacher (a weights file: name its architecture with "
+                               "--teacher-model)")
     cfg = student_pretrained_cfg(teacher, args.teacher_kwargs)
     if not cfg.get("input_size"):
         raise ValueError(f"--teacher {args.teacher} has no data config (input size, mean, std): pass the images "
@@ -115,6 +124,7 @@ def _select(args: argparse.Namespace, out: Path) -> int:
         args.student,
         target_params=args.target_params,
         calibration=_calibration(args),
+        teacher_model=_teacher_model(args),
         method=args.method,
         layers=args.layers,
         seed=args.seed,
@@ -236,6 +246,9 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calibration-batch", type=int, default=32, metavar="B",
                    help="samples per forward of the teacher (default 32)")
     g.add_argument("--data-root", default=None, help="where the --calibration dataset's files are")
+    g.add_argument("--teacher-model", default=None, metavar="NAME",
+                   help="the timm architecture of a --teacher weights file (with --teacher-kwargs), which "
+                        "--method activation builds and runs")
 
 
 def _logged(fn):

@@ -439,18 +439,23 @@ def _dim_indices(
     return out
 
 
-def _runnable_teacher(source, teacher_kwargs) -> nn.Module:
-    """The teacher as a module with its weights (a timm name's meta model is built and loaded, in
-    the stored dtype). Raises ValueError for a teacher without an architecture (a weights file)."""
+def _runnable_teacher(source, teacher_kwargs, teacher_model=None) -> nn.Module:
+    """The teacher as a module with its weights: a timm name's architecture, or ``teacher_model``
+    (a spec) for a weights file or state dict, is built and loaded with the stored tensors, in their
+    dtype. Raises ValueError for a teacher without an architecture."""
     model = source.model
     if model is not None and not any(p.is_meta for p in model.parameters()):
         return model
     arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") if model is not None else None
-    if arch is None:
+    if teacher_model is not None:
+        spec = ModelSpec.from_any(teacher_model)
+    elif arch is not None:
+        spec = ModelSpec(arch, dict(teacher_kwargs or {}))
+    else:
         raise ValueError("method 'activation' runs the teacher on calibration data, and a weights file or state dict "
                          "names no architecture: give the teacher as a timm name (with its pretrained tag) or an "
-                         "nn.Module")
-    model = create_model(ModelSpec(arch, dict(teacher_kwargs or {})))
+                         "nn.Module, or its architecture (teacher_model=, CLI --teacher-model)")
+    model = create_model(spec)
     keys = [k for k in model.state_dict() if k in source.tensors.shapes]
     state = {k: v.clone() for k, v in source.tensors.iter_tensors(keys)}
     model.load_state_dict(state, strict=True, assign=True)
@@ -482,11 +487,11 @@ def _check_calibration(method: str, calibration: Any) -> None:
                          "drop it or choose method='activation'")
 
 
-def _rank_by_activation(source, entries, model, calibration, teacher_kwargs):
+def _rank_by_activation(source, entries, model, calibration, teacher_kwargs, teacher_model=None):
     """Mean |activation| of every axis over the calibration data (``importance``): the
     ``ranked`` argument of :func:`_choose_axes` and the manifest's ``calibration`` entry."""
     cal = importance.as_calibration(calibration)
-    t_model = _runnable_teacher(source, teacher_kwargs)
+    t_model = _runnable_teacher(source, teacher_kwargs, teacher_model)
     readers = importance.plan_readers(entries, t_model)
     scores, seconds = importance.axis_scores(t_model, readers, cal)
     groups = importance.head_groups(entries, t_model, model)
@@ -750,6 +755,7 @@ def select(
     checkpoint_key: Optional[str] = None,
     calibration: Any = None,
     target_params: Optional[int] = None,
+    teacher_model: Any = None,
 ) -> SelectionResult:
     """Initialize ``student`` from ``teacher`` by weight selection.
 
@@ -778,7 +784,9 @@ def select(
     ``calibration`` (method ``activation`` only): images ``(N, C, H, W)`` as the teacher takes them,
     or an :class:`~weightselect.selection.importance.Calibration` (data, description, batch size);
     every axis keeps its units of largest mean |activation| on it (``importance``), and the manifest's
-    ``calibration`` records the data, its size, the time and each axis's score summary.
+    ``calibration`` records the data, its size, the time and each axis's score summary. A teacher
+    given as a weights file or state dict then needs ``teacher_model``: its timm spec (name or
+    ``{"name", "kwargs"}``), built and loaded with the file's tensors to run it.
 
     ``target_params`` (instead of ``student``): the student is the configuration of the teacher's
     family (ViT, ConvNeXt) with at most that many parameters, chosen by
@@ -806,8 +814,9 @@ def select(
 
         special = _token_resamplers(family, source, model, t_shapes, s_state, skip)
         entries, axes = _plan(family, lmap, t_shapes, model, s_state, skip, special)
-        ranked, calibrated = (_rank_by_activation(source, entries, model, calibration, teacher_kwargs)
-                              if method in DATA_METHODS else (None, None))
+        ranked, calibrated = (None, None)
+        if method in DATA_METHODS:
+            ranked, calibrated = _rank_by_activation(source, entries, model, calibration, teacher_kwargs, teacher_model)
         axis_indices, manifest_axes = _choose_axes(axes, method, seed, family, ranked)
 
         log.info("family %s; layer map: %s", family.name, lmap.as_dict() or "identity")
