@@ -173,3 +173,27 @@ def test_weights_file_runs_with_its_architecture(tmp_path):
     by_module = select(teacher, spec, method="activation", calibration=x)
     assert by_file.manifest["axes"] == by_module.manifest["axes"]
     assert by_file.manifest["teacher"]["source"] == str(path)
+
+
+def test_workflow_calibration_spec_runs_a_teacher_file(tmp_path):
+    """What the select rule does for a variant with method activation: images from the variant's
+    calibration spec at the teacher's input size, the teacher file run through its model spec."""
+    from weightselect.io import save_state_dict
+    from weightselect.selection.importance import study_calibration
+    from weightselect.training.catalog import dataset_info
+
+    kwargs = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 64, "depth": 2, "num_heads": 2}
+    torch.manual_seed(6)
+    teacher = timm.create_model("vit_small_patch16_224", **kwargs).eval()
+    save_state_dict(teacher.state_dict(), tmp_path / "t.safetensors")
+    spec = {"dataset": "digits", "samples": 5, "seed": 1,
+            "teacher_model": {"name": "vit_small_patch16_224", "kwargs": kwargs}}
+    cal = study_calibration(spec)
+    assert cal.data.shape == (5, 1, 16, 16) and cal.description["source"] == "digits train"
+    mean, std = dataset_info("digits").norm(1)
+    assert cal.data.min() >= (0 - mean[0]) / std[0] - 1e-6 and cal.data.max() <= (1 - mean[0]) / std[0] + 1e-6
+    assert torch.equal(cal.data, study_calibration(spec).data)  # seeded draw
+    student = {"name": "vit_small_patch16_224", "kwargs": dict(kwargs, embed_dim=32, num_heads=1)}
+    result = select(tmp_path / "t.safetensors", student, method="activation", calibration=cal,
+                    teacher_model=spec["teacher_model"])
+    assert result.manifest["axes"] == select(teacher, student, method="activation", calibration=cal).manifest["axes"]

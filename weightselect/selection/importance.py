@@ -297,3 +297,23 @@ def image_calibration(dataset: str, samples: int, seed: int, input_size: Sequenc
     data = torch.stack([ds[int(i)][0] for i in order])
     return Calibration(data, {"source": f"{dataset} train", "seed": int(seed), "input_size": [chans, height, width]},
                        batch_size)
+
+
+def study_calibration(spec: Mapping[str, Any]) -> Calibration:
+    """The calibration images of a workflow variant's ``calibration`` (config.yaml: ``dataset``,
+    ``samples``, ``seed``, ``img_size``; the select rule adds ``teacher_model`` and ``data_root``):
+    at the teacher's input channels and size (``img_size`` overrides the size), normalized with the
+    dataset's own mean and std, as the study's teachers are pretrained on catalog datasets."""
+    from weightselect.models import ModelSpec, create_model
+    from weightselect.selection.select import student_pretrained_cfg
+    from weightselect.training.catalog import dataset_info
+
+    model_spec = ModelSpec.from_any(spec["teacher_model"])
+    with torch.device("meta"):
+        teacher = create_model(model_spec)
+    chans, height, width = student_pretrained_cfg(teacher, model_spec.kwargs).get("input_size") or (3, 224, 224)
+    if spec.get("img_size"):
+        height = width = int(spec["img_size"])
+    mean, std = dataset_info(spec["dataset"]).norm(int(chans))
+    return image_calibration(spec["dataset"], int(spec.get("samples", 256)), int(spec.get("seed", 0)),
+                             (chans, height, width), mean, std, spec.get("data_root"))
