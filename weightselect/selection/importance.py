@@ -109,9 +109,11 @@ def _hooks(model: nn.Module, meters: Sequence[_Meter]) -> List[Any]:
     for meter in meters:
         module = modules[meter.reader.module]
         if meter.reader.output:
-            handles.append(module.register_forward_hook(lambda m, a, out, meter=meter: meter.add(out)))
+            handles.append(module.register_forward_hook(
+                lambda m, a, out, meter=meter: meter.add(out) if isinstance(out, torch.Tensor) else None))
         else:
-            handles.append(module.register_forward_pre_hook(lambda m, a, meter=meter: meter.add(a[0])))
+            handles.append(module.register_forward_pre_hook(
+                lambda m, a, meter=meter: meter.add(a[0]) if a and isinstance(a[0], torch.Tensor) else None))
     return handles
 
 
