@@ -142,6 +142,20 @@ def selection_spec(wildcards):
     return STUDY.init_of(wildcards.variant)[1]
 
 
+def selection_calibration(wildcards):
+    """What method activation runs the teacher on: its model spec and the calibration images."""
+    init = STUDY.init_of(wildcards.variant)[1]
+    if "calibration" not in init:
+        return None
+    teacher = STUDY.init_teacher(wildcards.student, wildcards.variant)
+    cal = init["calibration"]
+    return dict(
+        cal,
+        teacher_model=STUDY.teachers[teacher]["model"],
+        data_root=_root_of(cal["dataset"]),
+    )
+
+
 # ------------------------------------------------------------------------------ training
 def train_inputs(wildcards):
     """The init file (weight selection), the distillation teacher and the downloaded dataset."""

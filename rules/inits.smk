@@ -24,5 +24,6 @@ rule select_weights:
     params:
         student=selection_student,
         init=selection_spec,
+        calibration=selection_calibration,
     script:
         "../workflow_scripts/select.py"

@@ -29,6 +29,19 @@ def add_select_arguments(parser: argparse.ArgumentParser) -> None:
                    help="allow a student rotary base or scaling other than the teacher's")
 
 
+def _token_calibration(args: argparse.Namespace):
+    """--calibration for a transformers teacher: --calibration-samples windows of
+    --calibration-length tokens from a token or text file (tokenized by the teacher's tokenizer)."""
+    if getattr(args, "calibration", None) is None:
+        return None
+    from weightselect.hf.importance import token_calibration
+    from weightselect.hf.sources import resolve_hf_folder, tokenizer_files
+
+    folder = resolve_hf_folder(args.teacher)[0]
+    return token_calibration(Path(args.calibration), args.calibration_samples, args.calibration_length,
+                             args.calibration_seed, folder if tokenizer_files(folder) else None, args.calibration_batch)
+
+
 def run_hf_select(args: argparse.Namespace) -> int:
     """Run weight selection for a transformers teacher and write the student's folder."""
     try:
@@ -51,13 +64,18 @@ def run_hf_select(args: argparse.Namespace) -> int:
         raise ValueError(f"for a transformers teacher the output is a folder: name it '{out.with_suffix('')}'")
     if out.exists() and not args.force:
         raise ValueError(f"{out} already exists; pass --force to replace it")
+    if getattr(args, "target_params", None) is not None and args.student_kwargs:
+        raise ValueError("--student-kwargs would change the shapes --target-params chooses: drop one of them")
     result = select(
         args.teacher, args.student, method=args.method, layers=args.layers, seed=args.seed,
         overrides=args.student_kwargs, select_head_dim=args.select_head_dim,
-        allow_rope_change=args.allow_rope_change,
+        allow_rope_change=args.allow_rope_change, calibration=_token_calibration(args),
+        target_params=getattr(args, "target_params", None),
     )
     result.save(out, force=args.force)
     m = result.manifest
+    if "budget" in m:
+        print(f"budget: {m['budget']['rationale']}")
     print(f"wrote {out} ({m['family']} family, {len(result.state_dict)} tensors, "
           f"{len(m['layer_map'])} layers; manifest {out / MANIFEST})")
     return 0

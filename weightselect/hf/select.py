@@ -35,7 +35,9 @@ from weightselect.hf.families import (
 from weightselect.hf.sources import HFTeacher, Merged, checkpoint_names, open_hf_teacher, tokenizer_files
 from weightselect.io import exclusive_lock, save_state_dict, write_json
 from weightselect.selection.elements import CONSISTENT_METHODS, select_indices, take
+from weightselect.selection.importance import as_calibration, axis_scores, calibration_note, scores_entry, top_units
 from weightselect.selection.layers import LAYER_METHODS, LayerMap, build_layer_map
+from weightselect.selection.names import DATA_METHODS
 
 __all__ = ["select", "HFSelectionResult", "MANIFEST", "HF_FORMAT", "build_meta_model", "model_card"]
 
@@ -232,7 +234,8 @@ def _rotary_note(fam: HFFamily, axes: Mapping[str, Tuple[int, int]], axis_indice
 
 def select(teacher: Any, student: Any = None, method: str = "uniform", layers: str = "first", seed: int = 0,
            overrides: Optional[Mapping[str, Any]] = None, select_head_dim: bool = False,
-           allow_rope_change: bool = False) -> HFSelectionResult:
+           allow_rope_change: bool = False, calibration: Any = None,
+           target_params: Optional[int] = None) -> HFSelectionResult:
     """Initialize a transformers student from a larger teacher by weight selection.
 
     ``teacher``: a folder written by ``save_pretrained`` (``model.safetensors`` or sharded with its
@@ -243,22 +246,65 @@ def select(teacher: Any, student: Any = None, method: str = "uniform", layers: s
     ``consecutive`` or ``random`` (one index set per axis, so heads and KV groups stay whole);
     ``layers``: ``first``, ``uniform``, ``mid``, ``last``. ``select_head_dim`` allows a student head
     dimension other than the teacher's (whole rotary pairs for RoPE models); ``allow_rope_change``
-    a different rotary base or scaling. Raises ValueError naming the fix for pairs it cannot map.
+    a different rotary base or scaling. ``calibration`` (method ``activation`` only): token ids
+    ``(N, T)`` or a :class:`~weightselect.selection.importance.Calibration`; every axis keeps its
+    units of largest mean |activation| (:mod:`weightselect.hf.importance`). ``target_params``
+    (instead of ``student``): the Llama-like student with at most that many parameters, by
+    :mod:`weightselect.hf.budget`'s rule; the manifest's ``budget`` says which and why. Raises
+    ValueError naming the fix for pairs it cannot map.
     """
-    if method not in CONSISTENT_METHODS:
-        raise ValueError(f"method '{method}' for transformers models: choose one of {', '.join(CONSISTENT_METHODS)} "
+    if method not in CONSISTENT_METHODS and method not in DATA_METHODS:
+        raise ValueError(f"method '{method}' for transformers models: choose one of "
+                         f"{', '.join(tuple(CONSISTENT_METHODS) + DATA_METHODS)} "
                          "(one index set per axis keeps whole heads and KV groups)")
+    _check_calibration(method, calibration)
     if layers not in LAYER_METHODS:
         raise ValueError(f"unknown layer selection '{layers}'; choose one of {', '.join(LAYER_METHODS)}")
     source = open_hf_teacher(teacher) if not isinstance(teacher, HFTeacher) else teacher
     try:
-        return _select(source, student, method, layers, int(seed), overrides, select_head_dim, allow_rope_change)
+        student, budget = _budget_student(source, student, target_params)
+        result = _select(source, student, method, layers, int(seed), overrides, select_head_dim, allow_rope_change,
+                         calibration)
+        if budget is not None:
+            result.manifest["budget"] = budget.as_dict()
+        return result
     finally:
         source.close()
 
 
+def _budget_student(source: HFTeacher, student, target_params):
+    """The student given, or the overrides a parameter budget chooses (not both)."""
+    if target_params is None:
+        return student, None
+    if student is not None:
+        raise ValueError("give a student or a parameter budget (target_params=), not both")
+    from weightselect.hf.budget import hf_budget_student
+
+    budget = hf_budget_student(source.config, target_params)
+    log.info("budget %s: %s", f"{int(target_params):,}", budget.rationale)
+    return budget.student, budget
+
+
+def _check_calibration(method: str, calibration: Any) -> None:
+    if method in DATA_METHODS:
+        as_calibration(calibration)
+    elif calibration is not None:
+        raise ValueError(f"calibration data ranks units for method 'activation' only, not '{method}': "
+                         "drop it or choose method='activation'")
+
+
+def _rank(source: HFTeacher, entries, t_sizes, calibration):
+    """Each axis's mean |activation| over the calibration token ids, and the manifest's note."""
+    from weightselect.hf.importance import forward_ids, load_teacher_model, product_readers
+
+    cal = as_calibration(calibration)
+    model = load_teacher_model(source.folder, source.config)
+    scores, seconds = axis_scores(model, product_readers(entries, model, t_sizes), cal, forward_ids)
+    return scores, calibration_note(cal, model, seconds, {})
+
+
 def _select(source: HFTeacher, student, method, layers, seed, overrides, select_head_dim,
-            allow_rope_change) -> HFSelectionResult:
+            allow_rope_change, calibration=None) -> HFSelectionResult:
     t_cfg = source.config
     s_cfg, s_spec, s_folder = student_config(t_cfg, student, overrides, layers)
     fam = check_pair(t_cfg, s_cfg, source.folder, s_folder, select_head_dim, allow_rope_change)
@@ -270,7 +316,10 @@ def _select(source: HFTeacher, student, method, layers, seed, overrides, select_
     check_layer_kinds(lmap.groups, t_cfg, s_cfg)
     t_sizes, s_sizes = axis_sizes(t_cfg), axis_sizes(s_cfg)
     entries, axes = _plan(fam, lmap, t_shapes, s_shapes, t_sizes, s_sizes)
-    axis_indices = {name: select_indices(method, t, s, seed=seed, axis=name) for name, (t, s) in axes.items()}
+    scores, calibrated = (_rank(source, entries, t_sizes, calibration) if method in DATA_METHODS else ({}, None))
+    axis_indices = {name: top_units(scores[name], s) if name in scores else
+                    select_indices(method if method in CONSISTENT_METHODS else "uniform", t, s, seed=seed, axis=name)
+                    for name, (t, s) in axes.items()}
     log.info("family %s; layer map: %s", fam.family.name, lmap.as_dict())
     log.info("%d axes: %s", len(axes), ", ".join(f"{a} {t}->{s}" for a, (t, s) in list(axes.items())[:12]))
     state: Dict[str, torch.Tensor] = {}
@@ -299,4 +348,6 @@ def _select(source: HFTeacher, student, method, layers, seed, overrides, select_
         "rotary": _rotary_note(fam, axes, axis_indices, t_cfg, s_cfg),
         "weightselect_version": __version__,
     }
+    if calibrated is not None:
+        manifest["calibration"] = scores_entry(calibrated, scores, axis_indices, axes)
     return HFSelectionResult(state, s_cfg, manifest, source.folder)

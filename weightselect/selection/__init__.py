@@ -4,10 +4,12 @@
 - :mod:`~weightselect.selection.families`: which tensor dimension is which named axis;
 - :mod:`~weightselect.selection.elements`: how the index set of an axis is chosen;
 - :mod:`~weightselect.selection.baselines`: the initializations the paper compares against;
+- :mod:`~weightselect.selection.importance`: ``method="activation"``, units ranked on calibration data;
+- :mod:`~weightselect.selection.budget`: a student of the teacher's family for a parameter budget;
 - :func:`select` runs the three steps; :func:`apply_init` puts an init into a built model.
 """
 from weightselect._lazy import lazy_package
-from weightselect.selection.names import BASELINES, LAYER_METHODS, METHODS
+from weightselect.selection.names import BASELINES, DATA_METHODS, LAYER_METHODS, METHODS
 
 __all__ = [
     "select",
@@ -16,8 +18,10 @@ __all__ = [
     "load_init_tensors",
     "apply_baseline",
     "InitMismatchError",
+    "Calibration",
     "BASELINES",
     "METHODS",
+    "DATA_METHODS",
     "LAYER_METHODS",
 ]
 
@@ -29,6 +33,7 @@ _LAZY = {
     "load_init_tensors": "weightselect.selection.apply",
     "InitMismatchError": "weightselect.selection.apply",
     "apply_baseline": "weightselect.selection.baselines",
+    "Calibration": "weightselect.selection.importance",
 }
 
 

@@ -43,8 +43,63 @@ def _check_output(path: Path, force: bool) -> None:
         raise ValueError(f"{path} already exists; pass --force to overwrite it")
 
 
+def check_student_args(args: argparse.Namespace) -> None:
+    """--student or --target-params (one of them); the calibration options go with --method activation."""
+    if (args.student is None) == (args.target_params is None):
+        raise ValueError("give the student (--student) or a parameter budget (--target-params N), one of them")
+    if args.calibration is not None and args.method != "activation":
+        raise ValueError(f"--calibration ranks units for --method activation, not {args.method}: add "
+                         "--method activation or drop --calibration")
+    if args.method == "activation" and args.calibration is None:
+        raise ValueError("--method activation ranks units on calibration data: add --calibration (a dataset of the "
+                         "catalog such as cifar10 or digits, a .pt tensor, or for transformers a text/token file)")
+
+
+def _teacher_model(args: argparse.Namespace):
+    """--teacher-model (with --teacher-kwargs): the architecture of a teacher file, for activation ranking."""
+    if args.teacher_model is None:
+        return None
+    return {"name": args.teacher_model, "kwargs": dict(args.teacher_kwargs or {})}
+
+
+def _calibration(args: argparse.Namespace):
+    """The calibration images of --calibration: a .pt tensor (N, C, H, W), or --calibration-samples
+    training images of a catalog dataset drawn with --calibration-seed, at the teacher's input size
+    and normalization (its timm data config)."""
+    if args.calibration is None:
+        return None
+    from weightselect.selection.importance import Calibration, image_calibration
+
+    if args.calibration.endswith(".pt"):
+        import torch
+
+        data = torch.load(args.calibration, weights_only=True)
+        if not isinstance(data, torch.Tensor) or data.dim() != 4 or not data.is_floating_point():
+            raise ValueError(f"--calibration {args.calibration}: a .pt file of images holds one float tensor "
+                             "(N, C, H, W), normalized as the teacher expects")
+        return Calibration(data, {"source": args.calibration}, args.calibration_batch)
+    from weightselect.selection.budget import _timm_teacher
+    from weightselect.selection.importance import check_dataset
+    from weightselect.selection.select import student_pretrained_cfg
+
+    check_dataset(args.calibration)
+
+    teacher, _ = _timm_teacher(args.teacher_model or args.teacher, args.teacher_kwargs,
+                               "method 'activation' runs the teacher (a weights file: name its architecture with "
+                               "--teacher-model)")
+    cfg = student_pretrained_cfg(teacher, args.teacher_kwargs)
+    if not cfg.get("input_size"):
+        raise ValueError(f"--teacher {args.teacher} has no data config (input size, mean, std): pass the images "
+                         "as a .pt tensor (--calibration images.pt)")
+    return image_calibration(args.calibration, args.calibration_samples, args.calibration_seed, cfg["input_size"],
+                             cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3), args.data_root,
+                             args.calibration_batch)
+
+
 def run_select(args: argparse.Namespace) -> int:
     from weightselect.hf.cli import is_hf_teacher, run_hf_select
+
+    check_student_args(args)
 
     if is_hf_teacher(args.teacher):  # a transformers folder or hub id: weightselect.hf
         return run_hf_select(args)
@@ -67,6 +122,9 @@ def _select(args: argparse.Namespace, out: Path) -> int:
     result = select(
         args.teacher,
         args.student,
+        target_params=args.target_params,
+        calibration=_calibration(args),
+        teacher_model=_teacher_model(args),
         method=args.method,
         layers=args.layers,
         seed=args.seed,
@@ -80,6 +138,8 @@ def _select(args: argparse.Namespace, out: Path) -> int:
     )
     result.save(out)
     m = result.manifest
+    if "budget" in m:
+        print(f"budget: {m['budget']['rationale']}")
     print(f"wrote {out} ({len(result.state_dict)} tensors; head {m['head']}; "
           f"{len(m['reinitialized'])} left at default init) and {manifest_path(out)}")
     return 0
@@ -118,7 +178,7 @@ def _baseline(args: argparse.Namespace, out: Path) -> int:
 
 
 def register(subparsers) -> None:
-    from weightselect.selection.names import BASELINES, LAYER_METHODS, METHODS, TEACHER_IDENTITIES
+    from weightselect.selection.names import BASELINES, DATA_METHODS, LAYER_METHODS, METHODS, TEACHER_IDENTITIES
 
     p = subparsers.add_parser(
         "select", help="initialize a student from a larger teacher (weight selection)",
@@ -127,10 +187,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--teacher", required=True,
                    help="timm name with optional pretrained tag, or a .safetensors/.pth file")
-    p.add_argument("--student", required=True, help="timm model name of the student")
+    p.add_argument("--student", default=None,
+                   help="timm model name of the student (or --target-params); transformers: config overrides")
     p.add_argument("--student-kwargs", type=_json_dict, default=None, help="JSON kwargs for the student")
     p.add_argument("--teacher-kwargs", type=_json_dict, default=None, help="JSON kwargs for the teacher")
-    p.add_argument("--method", choices=METHODS, default="uniform", help="element selection (default uniform)")
+    p.add_argument("--method", choices=METHODS + DATA_METHODS, default="uniform",
+                   help="element selection (default uniform; activation ranks units on --calibration data)")
     p.add_argument("--layers", choices=LAYER_METHODS, default="first", help="layer selection (default first)")
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--exclude", nargs="*", default=[], metavar="COMPONENT",
@@ -149,6 +211,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output .safetensors (manifest written beside it)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("-v", "--verbose", action="store_true", help="log the layer map and axes")
+    _add_data_arguments(p)
     from weightselect.hf.cli import add_select_arguments
 
     add_select_arguments(p)
@@ -165,6 +228,27 @@ def register(subparsers) -> None:
     b.add_argument("--force", action="store_true")
     b.add_argument("-v", "--verbose", action="store_true")
     b.set_defaults(func=_logged(run_baseline))
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("activation ranking and parameter budgets")
+    g.add_argument("--target-params", type=int, default=None, metavar="N",
+                   help="instead of --student: the student of the teacher's family with at most N parameters "
+                        "(width first at the teacher's depth; the choice and why are printed and recorded)")
+    g.add_argument("--calibration", default=None, metavar="SOURCE",
+                   help="--method activation's data: a dataset of the catalog (its training split) or a .pt image "
+                        "tensor (N, C, H, W); transformers: a .pt tensor of token ids, or a text file")
+    g.add_argument("--calibration-samples", type=int, default=256, metavar="N",
+                   help="images (or token windows) drawn from --calibration (default 256)")
+    g.add_argument("--calibration-seed", type=seed_arg, default=0, help="seed of that draw (default 0)")
+    g.add_argument("--calibration-length", type=int, default=128, metavar="T",
+                   help="tokens per window for transformers (default 128)")
+    g.add_argument("--calibration-batch", type=int, default=32, metavar="B",
+                   help="samples per forward of the teacher (default 32)")
+    g.add_argument("--data-root", default=None, help="where the --calibration dataset's files are")
+    g.add_argument("--teacher-model", default=None, metavar="NAME",
+                   help="the timm architecture of a --teacher weights file (with --teacher-kwargs), which "
+                        "--method activation builds and runs")
 
 
 def _logged(fn):

@@ -79,7 +79,24 @@ def one_thread() -> Iterator[None]:
     wait on a busy second core otherwise (measured: one ViT block 0.64 ms on one thread, 44-52 ms
     on two threads of a busy 2-core machine). Usable as a decorator."""
     before = torch.get_num_threads()
+    _OUTER_THREADS.append(before)
     torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        _OUTER_THREADS.pop()
+        torch.set_num_threads(before)
+
+
+_OUTER_THREADS: list = []  # the thread counts one_thread replaced, innermost last
+
+
+@contextlib.contextmanager
+def outer_threads() -> Iterator[None]:
+    """Inside :func:`one_thread`, run heavy work (a teacher's forward on calibration data) on the
+    threads from before it; elsewhere, a no-op."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(_OUTER_THREADS[0] if _OUTER_THREADS else before)
     try:
         yield
     finally:

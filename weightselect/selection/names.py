@@ -5,7 +5,7 @@ them without importing the library.
 """
 from __future__ import annotations
 
-__all__ = ["METHODS", "LAYER_METHODS", "BASELINES", "TEACHER_IDENTITIES"]
+__all__ = ["METHODS", "DATA_METHODS", "LAYER_METHODS", "BASELINES", "TEACHER_IDENTITIES"]
 
 # Element selection (section 3; Table 7's pruning methods l1 and magnitude).
 METHODS = ("uniform", "consecutive", "random", "random_nocons", "l1", "magnitude")
@@ -15,3 +15,5 @@ LAYER_METHODS = ("first", "uniform", "mid", "last")
 BASELINES = ("random", "xavier", "kaiming", "mimetic")
 # How a manifest identifies a teacher file: its full sha256, or its header's sha256 + its size.
 TEACHER_IDENTITIES = ("sha256", "header")
+# Element selection ranked on calibration data (needs the teacher's forward and the data).
+DATA_METHODS = ("activation",)

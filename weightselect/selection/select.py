@@ -24,7 +24,7 @@ import torch.nn as nn
 from weightselect import __version__
 from weightselect.io import save_init
 from weightselect.models import ModelSpec, create_model
-from weightselect.selection import elements
+from weightselect.selection import elements, importance
 from weightselect.selection.families import (
     GENERIC,
     RESNET,
@@ -39,6 +39,7 @@ from weightselect.selection.families import (
     infer_dims,
     infer_layer_pattern,
 )
+from weightselect.selection.names import DATA_METHODS
 from weightselect.selection.layers import LAYER_METHODS, LayerMap, build_layer_map, layer_indices
 from weightselect.selection.sources import convert_upstream, open_teacher, strip_wrappers
 from weightselect.selection.tokens import file_layout, model_layout, resample_pos_embed
@@ -438,6 +439,66 @@ def _dim_indices(
     return out
 
 
+def _runnable_teacher(source, teacher_kwargs, teacher_model=None) -> nn.Module:
+    """The teacher as a module with its weights: a timm name's architecture, or ``teacher_model``
+    (a spec) for a weights file or state dict, is built and loaded with the stored tensors, in their
+    dtype. Raises ValueError for a teacher without an architecture."""
+    model = source.model
+    if model is not None and not any(p.is_meta for p in model.parameters()):
+        return model
+    arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") if model is not None else None
+    if teacher_model is not None:
+        spec = ModelSpec.from_any(teacher_model)
+    elif arch is not None:
+        spec = ModelSpec(arch, dict(teacher_kwargs or {}))
+    else:
+        raise ValueError("method 'activation' runs the teacher on calibration data, and a weights file or state dict "
+                         "names no architecture: give the teacher as a timm name (with its pretrained tag) or an "
+                         "nn.Module, or its architecture (teacher_model=, CLI --teacher-model)")
+    model = create_model(spec)
+    keys = [k for k in model.state_dict() if k in source.tensors.shapes]
+    state = {k: v.clone() for k, v in source.tensors.iter_tensors(keys)}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def _budget_student(teacher, student, student_kwargs, teacher_kwargs, target_params):
+    """``(student, student_kwargs, BudgetChoice or None)``: the student chosen by ``target_params``
+    (``weightselect.selection.budget``), or the one given; one of the two is required."""
+    if target_params is None:
+        if student is None:
+            raise ValueError("no student: give one (a timm name or spec) or a parameter budget (target_params=)")
+        return student, student_kwargs, None
+    if student is not None:
+        raise ValueError("give a student or a parameter budget (target_params=), not both")
+    from weightselect.selection.budget import timm_budget_student
+
+    choice = timm_budget_student(teacher, target_params, student_kwargs, teacher_kwargs)
+    log.info("budget %s: %s", f"{int(target_params):,}", choice.rationale)
+    return choice.student, None, choice
+
+
+def _check_calibration(method: str, calibration: Any) -> None:
+    """Calibration data goes with method ``activation`` and only with it (checked before any reading)."""
+    if method in DATA_METHODS:
+        importance.as_calibration(calibration)
+    elif calibration is not None:
+        raise ValueError(f"calibration data ranks units for method 'activation' only, not '{method}': "
+                         "drop it or choose method='activation'")
+
+
+def _rank_by_activation(source, entries, model, calibration, teacher_kwargs, teacher_model=None):
+    """Mean |activation| of every axis over the calibration data (``importance``): the
+    ``ranked`` argument of :func:`_choose_axes` and the manifest's ``calibration`` entry."""
+    cal = importance.as_calibration(calibration)
+    t_model = _runnable_teacher(source, teacher_kwargs, teacher_model)
+    readers = importance.plan_readers(entries, t_model)
+    scores, seconds = importance.axis_scores(t_model, readers, cal)
+    groups = importance.head_groups(entries, t_model, model)
+    note = importance.calibration_note(cal, t_model, seconds, groups)
+    return {"scores": scores, "groups": groups}, note
+
+
 def _consistent_method(method: str) -> str:
     """The method that chooses the shared index sets (l1 prunes only embedding axes per tensor)."""
     return method if method in elements.CONSISTENT_METHODS else "uniform"
@@ -500,14 +561,19 @@ def _token_resamplers(family, source, model, t_shapes, s_state, skip) -> Dict[st
     return {"pos_embed": lambda tensor, s_full: resample_pos_embed(tensor, t_layout, s_layout)}
 
 
-def _choose_axes(axes, method: str, seed: int, family: Family):
-    """One index set per axis, and the manifest's ``axes`` entry."""
+def _choose_axes(axes, method: str, seed: int, family: Family, ranked: Optional[Mapping[str, Any]] = None):
+    """One index set per axis, and the manifest's ``axes`` entry. ``ranked`` (method
+    ``activation``): ``{"scores": {axis: scores}, "groups": {axis: head_dim}}``; an axis without
+    scores takes uniform selection."""
     chooser = _consistent_method(method)
     per_tensor = method in ("random_nocons", "magnitude")
     axis_indices: Dict[str, torch.Tensor] = {}
     manifest_axes: Dict[str, Dict[str, Any]] = {}
     for name, (t, s, _) in axes.items():
-        idx = elements.select_indices(chooser, t, s, seed=seed, axis=name)
+        if ranked is not None and name in ranked["scores"]:
+            idx = importance.top_units(ranked["scores"][name], s, ranked["groups"].get(name, 1))
+        else:
+            idx = elements.select_indices(chooser, t, s, seed=seed, axis=name)
         axis_indices[name] = idx
         shared = not per_tensor and not (method == "l1" and family.is_embedding_axis(name))
         manifest_axes[name] = {"teacher": t, "student": s, "indices": idx.tolist() if shared else None}
@@ -645,8 +711,9 @@ def _teacher_only(t_shapes, entries, lmap: LayerMap, skip) -> List[str]:
 
 
 def _check_names(method: str, layers: str, dtype: str = "student") -> None:
-    if method not in elements.METHODS:
-        raise ValueError(f"unknown selection method '{method}'; choose one of {', '.join(elements.METHODS)}")
+    if method not in elements.METHODS + DATA_METHODS:
+        raise ValueError(f"unknown selection method '{method}'; choose one of "
+                         f"{', '.join(elements.METHODS + DATA_METHODS)}")
     if layers not in LAYER_METHODS:
         raise ValueError(f"unknown layer selection '{layers}'; choose one of {', '.join(LAYER_METHODS)}")
     if dtype not in DTYPES:
@@ -675,7 +742,7 @@ def _skipped(family: Family, lmap: LayerMap, t_shapes, s_state, clf_keys, exclud
 @elements.one_thread()
 def select(
     teacher: Any,
-    student: Any,
+    student: Any = None,
     method: str = "uniform",
     layers: str = "first",
     seed: int = 0,
@@ -686,6 +753,9 @@ def select(
     teacher_identity: str = "sha256",
     dtype: str = "student",
     checkpoint_key: Optional[str] = None,
+    calibration: Any = None,
+    target_params: Optional[int] = None,
+    teacher_model: Any = None,
 ) -> SelectionResult:
     """Initialize ``student`` from ``teacher`` by weight selection.
 
@@ -711,10 +781,24 @@ def select(
     (``model`` or ``model_ema``, ``state_dict`` or ``state_dict_ema``); by default the non-EMA one.
     Both choices are recorded in the manifest (``dtype``; ``teacher.checkpoint_key``).
 
+    ``calibration`` (method ``activation`` only): images ``(N, C, H, W)`` as the teacher takes them,
+    or an :class:`~weightselect.selection.importance.Calibration` (data, description, batch size);
+    every axis keeps its units of largest mean |activation| on it (``importance``), and the manifest's
+    ``calibration`` records the data, its size, the time and each axis's score summary. A teacher
+    given as a weights file or state dict then needs ``teacher_model``: its timm spec (name or
+    ``{"name", "kwargs"}``), built and loaded with the file's tensors to run it.
+
+    ``target_params`` (instead of ``student``): the student is the configuration of the teacher's
+    family (ViT, ConvNeXt) with at most that many parameters, chosen by
+    :mod:`weightselect.selection.budget`'s rule (``student_kwargs`` apply to every candidate); the
+    manifest's ``budget`` says which and why.
+
     Raises ``ValueError`` (one line, naming the tensor or module and the fix) when the pair cannot
     be selected, and ``NonFiniteTeacherError`` when teacher tensors the student needs hold NaN/inf.
     """
     _check_names(method, layers, dtype)
+    _check_calibration(method, calibration)
+    student, student_kwargs, budget = _budget_student(teacher, student, student_kwargs, teacher_kwargs, target_params)
     seed = int(seed)
     model, student_dict = _student_model(student, student_kwargs)
     s_state = model.state_dict()
@@ -730,7 +814,10 @@ def select(
 
         special = _token_resamplers(family, source, model, t_shapes, s_state, skip)
         entries, axes = _plan(family, lmap, t_shapes, model, s_state, skip, special)
-        axis_indices, manifest_axes = _choose_axes(axes, method, seed, family)
+        ranked, calibrated = (None, None)
+        if method in DATA_METHODS:
+            ranked, calibrated = _rank_by_activation(source, entries, model, calibration, teacher_kwargs, teacher_model)
+        axis_indices, manifest_axes = _choose_axes(axes, method, seed, family, ranked)
 
         log.info("family %s; layer map: %s", family.name, lmap.as_dict() or "identity")
         log.info("%d axes: %s", len(axes), ", ".join(f"{a} {t}->{s}" for a, (t, s, _) in list(axes.items())[:12]))
@@ -750,5 +837,9 @@ def select(
         "skip_head_keys": bool(skip_head_keys), "stripped_prefixes": source.stripped,
         "dtype": _dtype_note(t_dtypes, selected, dtype), "weightselect_version": __version__,
     }
+    if budget is not None:
+        manifest["budget"] = budget.as_dict()
+    if calibrated is not None:
+        manifest["calibration"] = importance.scores_entry(calibrated, ranked["scores"], axis_indices, axes)
     log.info("selected %d tensors; head %s; %d left at default init", len(selected), head, len(reinitialized))
     return SelectionResult(selected, manifest)
