@@ -184,7 +184,8 @@ def test_workflow_calibration_spec_runs_a_teacher_file(tmp_path):
 
     kwargs = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 64, "depth": 2, "num_heads": 2}
     torch.manual_seed(6)
-    teacher = timm.create_model("vit_small_patch16_224", **kwargs).eval()
+    # pretrained by the workflow on 26 letters: its stored head has 26 rows, its model spec says nothing
+    teacher = timm.create_model("vit_small_patch16_224", num_classes=26, **kwargs).eval()
     save_state_dict(teacher.state_dict(), tmp_path / "t.safetensors")
     spec = {"dataset": "digits", "samples": 5, "seed": 1,
             "teacher_model": {"name": "vit_small_patch16_224", "kwargs": kwargs}}

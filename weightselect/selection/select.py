@@ -455,11 +455,28 @@ def _runnable_teacher(source, teacher_kwargs, teacher_model=None) -> nn.Module:
         raise ValueError("method 'activation' runs the teacher on calibration data, and a weights file or state dict "
                          "names no architecture: give the teacher as a timm name (with its pretrained tag) or an "
                          "nn.Module, or its architecture (teacher_model=, CLI --teacher-model)")
-    model = create_model(spec)
+    model = create_model(_with_stored_classes(spec, source))
     keys = [k for k in model.state_dict() if k in source.tensors.shapes]
     state = {k: v.clone() for k, v in source.tensors.iter_tensors(keys)}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def _with_stored_classes(spec: ModelSpec, source) -> ModelSpec:
+    """``spec`` with ``num_classes`` from the stored classifier's rows when the spec does not set it
+    (a workflow teacher pretrained on 26 letters is stored with a 26-class head; timm's default is
+    1000). Built on the meta device to find the classifier's name; no memory."""
+    if "num_classes" in spec.kwargs:
+        return spec
+    import torch
+
+    with torch.device("meta"):
+        probe = create_model(spec)
+    for name in (k for k in classifier_keys(probe) if k.endswith("weight")):
+        shape = source.tensors.shapes.get(name)
+        if shape is not None and shape[0] != getattr(probe, "num_classes", shape[0]):
+            return ModelSpec(spec.name, {**spec.kwargs, "num_classes": int(shape[0])})
+    return spec
 
 
 def _budget_student(teacher, student, student_kwargs, teacher_kwargs, target_params):
