@@ -152,7 +152,35 @@ def test_ci_all_study_end_to_end(tmp_path):
         check_every_cell(results / "tables" / f"{table}.csv", study, table)
         assert (results / "tables" / f"{table}.md").read_text().count("\n") >= 3
     check_figures(results, study)
+    check_claims(results, study)
     check_weight_selection_beats_random(results, study)
+
+
+def check_claims(results: Path, study) -> None:
+    """Every claim of every table and figure has a verdict per scope, from every run it compares;
+    results/claims.csv has each claim once, with the verdict of its own file's overall row."""
+    from weightselect.results.claims import VERDICTS
+
+    files = [(results / "tables" / f"{t}.claims.csv", spec["claims"]) for t, spec in study.tables.items()]
+    files += [(results / "figures" / f"{f}.claims.csv", spec["claims"]) for f, spec in study.figures.items()
+              if spec["claims"]]
+    summary = pd.read_csv(results / "claims.csv")
+    assert len(summary) == sum(len(claims) for _, claims in files)
+    for path, claims in files:
+        df = pd.read_csv(path)
+        assert set(df["verdict"]) <= set(VERDICTS), path
+        for claim in claims:
+            rows = df[(df["better"] == claim["better"]) & (df["than"] == claim["than"])]
+            scoped = rows[rows["scope"] != "all"]
+            assert len(scoped) == len(claim["scopes"]), (path, claim["claim"])
+            if path.parent.name == "tables":  # runs: every seed of every draw on each side
+                for scope, (_, row) in zip(claim["scopes"], scoped.iterrows()):
+                    assert row["n_better"] == len(scope["better"]) * len(study.seeds), (path, claim["claim"])
+                    assert row["n_than"] == len(scope["than"]) * len(study.seeds), (path, claim["claim"])
+            overall = rows[rows["scope"] == "all"] if len(scoped) > 1 else scoped
+            mine = summary[(summary["result"] == path.name[: -len(".claims.csv")])
+                           & (summary["better"] == claim["better"]) & (summary["than"] == claim["than"])]
+            assert list(mine["verdict"]) == list(overall["verdict"]), (path, claim["claim"])
 
 
 def check_every_cell(csv: Path, study, table: str) -> None:
