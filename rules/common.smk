@@ -142,6 +142,11 @@ def selection_spec(wildcards):
     return STUDY.init_of(wildcards.variant)[1]
 
 
+def calibrated(variant):
+    """Whether a selection variant ranks on data (its init has `calibration`: method activation)."""
+    return "calibration" in STUDY.init_of(variant)[1]
+
+
 def selection_calibration(wildcards):
     """What method activation runs the teacher on: its model spec and the calibration images."""
     init = STUDY.init_of(wildcards.variant)[1]

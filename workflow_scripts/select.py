@@ -3,12 +3,10 @@ import logging
 
 from weightselect import rulelog
 from weightselect.selection import select
-from weightselect.selection.importance import study_calibration
 
 rulelog.start(snakemake.log[0])  # messages and any traceback go to the rule's log, appended
 
 init = snakemake.params.init
-calibration = snakemake.params.calibration  # method activation: the teacher's spec and the images
 result = select(
     snakemake.input.teacher,
     snakemake.params.student,
@@ -16,8 +14,6 @@ result = select(
     layers=init.get("layers", "first"),
     seed=init.get("seed", 0),
     exclude=init.get("exclude", ()),
-    calibration=study_calibration(calibration) if calibration else None,
-    teacher_model=calibration["teacher_model"] if calibration else None,
 )
 result.save(snakemake.output.weights)
 logging.info("wrote %s (%d tensors)", snakemake.output.weights, len(result.state_dict))
