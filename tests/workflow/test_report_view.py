@@ -128,7 +128,7 @@ def test_tables_show_inline_with_ours_beside_the_seeds(page, report):
 
     results = page.execute_script("return results")
     pages = {p: r for p, r in results.items() if r["mime_type"] == "text/html" and "/tables/" in p}
-    csvs = {p: r for p, r in results.items() if r["mime_type"] == "text/csv"}
+    csvs = {p: r for p, r in results.items() if r["mime_type"] == "text/csv" and "/tables/" in p}
     assert pages and len(pages) == len(csvs), f"a readable page per table: {sorted(pages)} vs {sorted(csvs)}"
     for i, (path, entry) in enumerate(sorted(pages.items())):
         table = pd.read_csv(io.BytesIO(decode(csvs[path[: -len(".html")] + ".csv"]["data_uri"])))
@@ -157,8 +157,11 @@ def test_tables_show_inline_with_ours_beside_the_seeds(page, report):
 
 def test_tables_are_listed_with_captions_and_their_rows_are_readable(page, report):
     results = page.execute_script("return results")
-    tables = {path: r for path, r in results.items() if r["mime_type"] == "text/csv"}
+    tables = {path: r for path, r in results.items() if r["mime_type"] == "text/csv" and "/tables/" in path}
     assert tables, "no table in the report"
+    # the claims' verdicts are a report item of their own (category Claims), not a table
+    claims = {path for path, r in results.items() if r["mime_type"] == "text/csv" and path not in tables}
+    assert "results/claims.csv" in {Path(c).as_posix()[-len("results/claims.csv"):] for c in claims}
     category = next(c for c, subs in page.execute_script("return categories").items()
                     if any(p in tables for paths in subs.values() for p in paths))
     open_category(page, report, category)
