@@ -24,3 +24,27 @@ def test_create_model_applies_kwargs_without_downloading():
 def test_unknown_model_names_the_fix():
     with pytest.raises(UnknownModelError, match="timm.list_models"):
         create_model("vit_tinyy_patch16")
+
+
+def test_stored_spec_takes_classes_and_channels_from_the_stored_weights(tmp_path):
+    """The manifest beside a weights file first (its dataset's classes and channels), else the
+    stored classifier's rows, else the pretrained tag's class count; the spec's own kwargs win."""
+    import json
+
+    from weightselect.models import stored_spec
+
+    tiny = {"img_size": 16, "patch_size": 4, "depth": 1, "embed_dim": 32, "num_heads": 2}
+    name = "vit_tiny_patch16_224"
+    head26 = {k: tuple(v.shape) for k, v in create_model(name, num_classes=26, **tiny).state_dict().items()}
+    assert stored_spec({"name": name, "kwargs": tiny}, head26).kwargs == {**tiny, "num_classes": 26}
+    weights = tmp_path / "t.safetensors"
+    (tmp_path / "t.json").write_text(json.dumps({"final": {"dataset": "letters"}}))
+    assert stored_spec({"name": name, "kwargs": tiny}, head26, weights).kwargs == {**tiny, "num_classes": 26, "in_chans": 1}
+    assert stored_spec({"name": name, "kwargs": {**tiny, "in_chans": 3}}, head26, weights).kwargs["in_chans"] == 3
+    own = {"name": name, "kwargs": {**tiny, "num_classes": 5}}
+    assert stored_spec(own, head26) == ModelSpec.from_any(own)
+    headless = {k: s for k, s in head26.items() if not k.startswith("head.")}
+    mae = {"name": "vit_base_patch16_224.mae", "kwargs": tiny}
+    assert stored_spec(mae, headless).kwargs == {**tiny, "num_classes": 0}  # the tag's pretrained config
+    assert stored_spec(name + ".augreg_in21k", headless).kwargs == {"num_classes": 21843}
+    assert stored_spec(name, headless) == ModelSpec(name, {})

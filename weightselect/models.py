@@ -1,9 +1,10 @@
 """Model specifications: a timm model name plus keyword arguments."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 if TYPE_CHECKING:  # torch is imported only when a model is built
     import torch
@@ -11,7 +12,7 @@ if TYPE_CHECKING:  # torch is imported only when a model is built
 
 __all__ = [
     "ModelSpec", "UnknownModelError", "ModelKwargsError", "ModelKwargError", "create_model", "model_keywords",
-    "check_known", "load_weights", "WeightsMismatchError",
+    "check_known", "load_weights", "WeightsMismatchError", "classifier_keys", "trained_dataset", "stored_spec",
 ]
 
 
@@ -222,3 +223,87 @@ def load_weights(
         raise error(message + (f". {hint}" if hint else ""), mismatched, unexpected, not_allowed)
     model.load_state_dict(dict(state_dict), strict=False)
     return {"missing": missing}
+
+
+def classifier_keys(model: "nn.Module") -> List[str]:
+    """Parameter names of the model's classifier(s), from timm's ``pretrained_cfg['classifier']``
+    or ``get_classifier()``."""
+    names: List[str] = []
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    declared = cfg.get("classifier")
+    if declared:
+        names = [declared] if isinstance(declared, str) else list(declared)
+    modules = dict(model.named_modules())
+    names = [n for n in names if n in modules]
+    if not names and hasattr(model, "get_classifier"):
+        clf = model.get_classifier()
+        names = [n for n, m in modules.items() if m is clf and n]
+    sd_keys = model.state_dict().keys()
+    return [k for k in sd_keys if any(k.startswith(n + ".") for n in names)]
+
+
+def trained_dataset(weights: "str | os.PathLike | None") -> Optional[str]:
+    """The catalog dataset (``weightselect.training.catalog.DATASETS``) that a model pretrained by
+    this project's trainer was trained on: the ``final.dataset`` of the JSON manifest beside its
+    weights file (``x.safetensors`` -> ``x.json``); None without a weights file, a manifest or a
+    catalog name there."""
+    from weightselect.io import manifest_path, read_json
+    from weightselect.training.catalog import DATASETS
+
+    if not weights:
+        return None
+    mpath = manifest_path(weights)
+    manifest = read_json(mpath) if mpath.is_file() else {}
+    dataset = (manifest.get("final") or {}).get("dataset") if isinstance(manifest, dict) else None
+    return dataset if dataset in DATASETS else None
+
+
+def stored_spec(spec: "ModelSpec | str | Mapping[str, Any]", shapes: Mapping[str, Sequence[int]],
+                weights: "str | os.PathLike | None" = None) -> ModelSpec:
+    """``spec`` with the ``num_classes`` / ``in_chans`` that stored weights were made with, for the
+    keys its kwargs leave out, so that the model it builds takes those weights. ``shapes``: the
+    stored tensors' ``{name: shape}``; ``weights``: the weights file, if any. Taken from, first found:
+
+    1. the manifest beside ``weights`` of a model pretrained by this project's trainer
+       (:func:`trained_dataset`): its dataset's ``num_classes`` and ``in_chans``;
+    2. the stored classifier: ``num_classes`` = the rows of its weight (the model is built on the
+       meta device to name the classifier; no memory);
+    3. the spec's pretrained tag (``vit_small_patch16_224.augreg_in21k``: 21,843) from timm's
+       pretrained config: a hub teacher's weights without a classifier (``num_classes`` 0).
+
+    Imports timm and torch; raises as :func:`create_model` does for a spec that does not build.
+    """
+    spec = ModelSpec.from_any(spec)
+    fill = _manifest_fill(spec, weights)
+    if "num_classes" not in spec.kwargs and "num_classes" not in fill:
+        fill.update(_stored_head_fill(spec, shapes))
+    return ModelSpec(spec.name, {**spec.kwargs, **fill}) if fill else spec
+
+
+def _manifest_fill(spec: ModelSpec, weights) -> Dict[str, Any]:
+    """num_classes / in_chans from the dataset of the manifest beside ``weights``, those the spec lacks."""
+    from weightselect.training.catalog import DATASETS
+
+    dataset = trained_dataset(weights)
+    if dataset is None:
+        return {}
+    info = DATASETS[dataset]
+    return {k: v for k, v in (("num_classes", info.num_classes), ("in_chans", info.in_chans)) if k not in spec.kwargs}
+
+
+def _stored_head_fill(spec: ModelSpec, shapes: Mapping[str, Sequence[int]]) -> Dict[str, Any]:
+    """num_classes from the stored classifier's rows where they differ from the model's default;
+    without a stored classifier, the num_classes of the spec's pretrained tag where it has one."""
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        probe = create_model(spec)
+    stored = [tuple(shapes[k]) for k in classifier_keys(probe) if k.endswith("weight") and k in shapes]
+    for shape in stored:
+        if shape[0] != getattr(probe, "num_classes", shape[0]):
+            return {"num_classes": int(shape[0])}
+    if stored or spec.tag is None:
+        return {}
+    cfg = timm.models.get_pretrained_cfg(spec.name)
+    return {"num_classes": cfg.num_classes} if cfg is not None and cfg.num_classes is not None else {}

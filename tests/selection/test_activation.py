@@ -198,3 +198,24 @@ def test_workflow_calibration_spec_runs_a_teacher_file(tmp_path):
     result = select(tmp_path / "t.safetensors", student, method="activation", calibration=cal,
                     teacher_model=spec["teacher_model"])
     assert result.manifest["axes"] == select(teacher, student, method="activation", calibration=cal).manifest["axes"]
+
+
+def test_a_teacher_file_takes_its_channels_from_its_manifest(tmp_path):
+    """A teacher pretrained by the workflow on digits (one channel, 10 classes) whose teacher_model
+    says neither: the manifest beside its weights gives both (``models.stored_spec``), as for a
+    distillation teacher."""
+    import json
+
+    from weightselect.io import save_state_dict
+
+    kwargs = {"img_size": 16, "patch_size": 4, "embed_dim": 64, "depth": 2, "num_heads": 2}
+    torch.manual_seed(7)
+    teacher = timm.create_model("vit_small_patch16_224", num_classes=10, in_chans=1, **kwargs).eval()
+    path = tmp_path / "t.safetensors"
+    save_state_dict(teacher.state_dict(), path)
+    (tmp_path / "t.json").write_text(json.dumps({"final": {"dataset": "digits"}}))
+    x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    student = {"name": "vit_small_patch16_224", "kwargs": dict(kwargs, in_chans=1, num_classes=10, embed_dim=32)}
+    by_file = select(path, student, method="activation", calibration=x,
+                     teacher_model={"name": "vit_small_patch16_224", "kwargs": kwargs})
+    assert by_file.manifest["axes"] == select(teacher, student, method="activation", calibration=x).manifest["axes"]

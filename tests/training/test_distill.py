@@ -161,16 +161,19 @@ def test_distillation_errors(tmp_path, tiny_vit, fast_recipe, digits_teacher):
 
 
 def test_a_workflow_pretrained_teacher_gets_its_classes_from_its_manifest(tmp_path, tiny_vit):
-    """A teacher pretrained by the workflow on letters (26 classes) whose spec, like the study's
-    teacher specs, leaves num_classes to the dataset: the manifest beside its weights supplies it,
-    so feature distillation from a selection teacher loads its weights as they are."""
-    kwargs = {**tiny_vit["kwargs"], "in_chans": 1}
-    trained = create_model({"name": tiny_vit["name"], "kwargs": {**kwargs, "num_classes": 26}})
+    """A teacher pretrained by the workflow on letters (26 classes, one channel) whose spec, like the
+    study's teacher specs, leaves num_classes and in_chans to the dataset: the manifest beside its
+    weights supplies both, so feature distillation from a selection teacher loads its weights as
+    they are; without the manifest the stored head still gives the 26 classes, but not the channel."""
+    kwargs = dict(tiny_vit["kwargs"])
+    trained = create_model({"name": tiny_vit["name"], "kwargs": {**kwargs, "num_classes": 26, "in_chans": 1}})
     path = tmp_path / "letters_teacher.safetensors"
     save_state_dict(trained.state_dict(), path)
     spec = {"name": tiny_vit["name"], "kwargs": kwargs, "weights": str(path)}
-    with pytest.raises(ValueError, match="num_classes"):  # without the manifest: timm's 1000 classes do not fit
+    with pytest.raises(ValueError, match="patch_embed"):  # without the manifest: timm's 3 channels do not fit
         load_teacher(spec)
+    one_channel = load_teacher({**spec, "kwargs": {**kwargs, "in_chans": 1}})  # the classes: the stored head's rows
+    assert one_channel.num_classes == 26
     (tmp_path / "letters_teacher.json").write_text(json.dumps({"final": {"dataset": "letters"}}))
     model = load_teacher(spec)
     assert model.num_classes == 26 and not model.training

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from weightselect import __version__
 from weightselect.io import save_init
-from weightselect.models import ModelSpec, create_model
+from weightselect.models import ModelSpec, classifier_keys, create_model, stored_spec
 from weightselect.selection import elements, importance
 from weightselect.selection.families import (
     GENERIC,
@@ -140,23 +140,6 @@ def _shape_model(spec: ModelSpec) -> nn.Module:
 @functools.lru_cache(maxsize=16)
 def _cached_shape_model(spec_json: str) -> nn.Module:
     return _shape_model(ModelSpec.from_any(json.loads(spec_json)))
-
-
-def classifier_keys(model: nn.Module) -> List[str]:
-    """Parameter names of the model's classifier(s), from timm's ``pretrained_cfg['classifier']``
-    or ``get_classifier()``."""
-    names: List[str] = []
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    declared = cfg.get("classifier")
-    if declared:
-        names = [declared] if isinstance(declared, str) else list(declared)
-    modules = dict(model.named_modules())
-    names = [n for n in names if n in modules]
-    if not names and hasattr(model, "get_classifier"):
-        clf = model.get_classifier()
-        names = [n for n, m in modules.items() if m is clf and n]
-    sd_keys = model.state_dict().keys()
-    return [k for k in sd_keys if any(k.startswith(n + ".") for n in names)]
 
 
 def _excluded_keys(family: Family, keys: Sequence[str], exclude: Sequence[str]) -> Dict[str, List[str]]:
@@ -442,7 +425,8 @@ def _dim_indices(
 def _runnable_teacher(source, teacher_kwargs, teacher_model=None) -> nn.Module:
     """The teacher as a module with its weights: a timm name's architecture, or ``teacher_model``
     (a spec) for a weights file or state dict, is built and loaded with the stored tensors, in their
-    dtype. Raises ValueError for a teacher without an architecture."""
+    dtype, with the class count and input channels of the stored weights (``models.stored_spec``).
+    Raises ValueError for a teacher without an architecture."""
     model = source.model
     if model is not None and not any(p.is_meta for p in model.parameters()):
         return model
@@ -455,28 +439,13 @@ def _runnable_teacher(source, teacher_kwargs, teacher_model=None) -> nn.Module:
         raise ValueError("method 'activation' runs the teacher on calibration data, and a weights file or state dict "
                          "names no architecture: give the teacher as a timm name (with its pretrained tag) or an "
                          "nn.Module, or its architecture (teacher_model=, CLI --teacher-model)")
-    model = create_model(_with_stored_classes(spec, source))
+    path = source.description.get("source")
+    weights = path if isinstance(path, str) and Path(path).is_file() else None
+    model = create_model(stored_spec(spec, source.tensors.shapes, weights))
     keys = [k for k in model.state_dict() if k in source.tensors.shapes]
     state = {k: v.clone() for k, v in source.tensors.iter_tensors(keys)}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
-
-
-def _with_stored_classes(spec: ModelSpec, source) -> ModelSpec:
-    """``spec`` with ``num_classes`` from the stored classifier's rows when the spec does not set it
-    (a workflow teacher pretrained on 26 letters is stored with a 26-class head; timm's default is
-    1000). Built on the meta device to find the classifier's name; no memory."""
-    if "num_classes" in spec.kwargs:
-        return spec
-    import torch
-
-    with torch.device("meta"):
-        probe = create_model(spec)
-    for name in (k for k in classifier_keys(probe) if k.endswith("weight")):
-        shape = source.tensors.shapes.get(name)
-        if shape is not None and shape[0] != getattr(probe, "num_classes", shape[0]):
-            return ModelSpec(spec.name, {**spec.kwargs, "num_classes": int(shape[0])})
-    return spec
 
 
 def _budget_student(teacher, student, student_kwargs, teacher_kwargs, target_params):

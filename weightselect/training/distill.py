@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from weightselect.models import ModelSpec, create_model
+from weightselect.models import ModelSpec, create_model, stored_spec, trained_dataset
 
 __all__ = [
     "logit_distill_loss",
@@ -143,7 +143,7 @@ def teacher_norm(spec: "TeacherSpec", model: nn.Module) -> Tuple[Tuple[float, ..
         from weightselect.io import manifest_path
         from weightselect.training.catalog import DATASETS
 
-        dataset = _manifest_dataset(spec.weights)
+        dataset = trained_dataset(spec.weights)
         if dataset is not None:
             mean, std = DATASETS[dataset].norm(in_chans)
             return mean, std, f"{manifest_path(spec.weights).name}: trained on {dataset}"
@@ -182,43 +182,12 @@ class Teacher(nn.Module):
         return pooled_features(self.model, self.renormalize(x))
 
 
-def _manifest_dataset(weights: str) -> Optional[str]:
-    """The catalog dataset a teacher pretrained by this project's trainer was trained on: the
-    ``final.dataset`` of the manifest beside its weights (None without one)."""
-    from weightselect.io import manifest_path, read_json
-    from weightselect.training.catalog import DATASETS
-
-    mpath = manifest_path(weights)
-    manifest = read_json(mpath) if mpath.is_file() else {}
-    dataset = (manifest.get("final") or {}).get("dataset") if isinstance(manifest, dict) else None
-    return dataset if dataset in DATASETS else None
-
-
-def _trained_on(t: "TeacherSpec") -> Dict[str, Any]:
-    """num_classes / in_chans that a teacher pretrained by this project's trainer got from its
-    dataset (:func:`_manifest_dataset`) and its spec leaves out."""
-    from weightselect.training.catalog import DATASETS
-
-    dataset = _manifest_dataset(t.weights)
-    if dataset is None:
-        return {}
-    info = DATASETS[dataset]
-    return {k: v for k, v in (("num_classes", info.num_classes), ("in_chans", info.in_chans)) if k not in t.spec.kwargs}
-
-
-def _tag_config(t: "TeacherSpec") -> Dict[str, Any]:
-    """num_classes of a tagged timm name (``vit_small_patch16_224.augreg_in21k``: 21,843) from the
-    tag's pretrained config, where the spec leaves it out: the weights of a hub teacher have it."""
-    import timm
-
-    if t.spec.name == t.spec.architecture or "num_classes" in t.spec.kwargs:
-        return {}
-    cfg = timm.models.get_pretrained_cfg(t.spec.name)
-    return {"num_classes": cfg.num_classes} if cfg is not None and cfg.num_classes is not None else {}
-
-
 def load_teacher(teacher: Any, device: torch.device | str = "cpu") -> nn.Module:
     """Build the teacher, load its weights (safetensors or weights_only), freeze it, eval mode.
+
+    A weights file's teacher takes the ``num_classes`` / ``in_chans`` its spec leaves out from the
+    file (:func:`weightselect.models.stored_spec`: the manifest beside it, else its stored
+    classifier's rows, else the spec's pretrained tag).
 
     Raises weightselect.models.WeightsMismatchError (a ValueError) when the weights do not fit the spec.
     """
@@ -227,8 +196,9 @@ def load_teacher(teacher: Any, device: torch.device | str = "cpu") -> nn.Module:
 
     t = TeacherSpec.from_any(teacher)
     if t.weights:
-        model = create_model(t.spec, **{**_tag_config(t), **_trained_on(t)})
-        load_weights(model, load_state_dict(t.weights), source=f"teacher weights {t.weights} ({t.spec.name} {t.spec.kwargs})",
+        state = load_state_dict(t.weights)
+        model = create_model(stored_spec(t.spec, {k: tuple(v.shape) for k, v in state.items()}, t.weights))
+        load_weights(model, state, source=f"teacher weights {t.weights} ({t.spec.name} {t.spec.kwargs})",
                      hint="Give the teacher the kwargs it was trained with (num_classes, in_chans, img_size, ...).")
     else:
         model = create_model(t.spec, pretrained=True)
