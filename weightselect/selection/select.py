@@ -724,6 +724,75 @@ def _skipped(family: Family, lmap: LayerMap, t_shapes, s_state, clf_keys, exclud
     return excluded, head, skip
 
 
+@dataclass
+class _SelectionPlan:
+    """What selection decides before reading a tensor: the family, the layer map, the student names
+    left at init and why, the planned tensors and their axes; then (:func:`_choose`) one index set
+    per axis, the manifest's ``axes`` entry and, for method ``activation``, the ranking."""
+
+    t_shapes: Mapping[str, Tuple[int, ...]]
+    s_keys: List[str]
+    family: Family
+    lmap: LayerMap
+    excluded: Dict[str, List[str]]
+    head: str
+    skip: set
+    entries: List[_Entry]
+    axes: Dict[str, Tuple[int, int, str]]
+    axis_indices: Dict[str, torch.Tensor] = field(default_factory=dict)
+    manifest_axes: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    ranked: Optional[Dict[str, Any]] = None
+    calibrated: Optional[Dict[str, Any]] = None
+
+
+def _make_plan(source, model: nn.Module, s_state, student_dict, layers: str, exclude, skip_head_keys: bool):
+    """Steps 1 and 2 of selection, from names and shapes: a :class:`_SelectionPlan` without indices."""
+    t_shapes = source.tensors.shapes
+    family = _family(source, t_shapes, s_state, student_dict)
+    lmap = _layer_map(family, source, model, t_shapes, s_state, layers)
+    clf_keys = classifier_keys(model)
+    excluded, head, skip = _skipped(family, lmap, t_shapes, s_state, clf_keys, exclude, skip_head_keys)
+    special = _token_resamplers(family, source, model, t_shapes, s_state, skip)
+    entries, axes = _plan(family, lmap, t_shapes, model, s_state, skip, special)
+    return _SelectionPlan(t_shapes, list(s_state), family, lmap, excluded, head, skip, entries, axes)
+
+
+def _choose(plan: _SelectionPlan, source, model: nn.Module, method: str, seed: int, data) -> None:
+    """Step 3's index sets into ``plan``: ranked on the calibration data for method ``activation``
+    (``data``: calibration, teacher_kwargs, teacher_model), else by ``method``."""
+    if method in DATA_METHODS:
+        calibration, teacher_kwargs, teacher_model = data
+        plan.ranked, plan.calibrated = _rank_by_activation(source, plan.entries, model, calibration, teacher_kwargs,
+                                                           teacher_model)
+    plan.axis_indices, plan.manifest_axes = _choose_axes(plan.axes, method, seed, plan.family, plan.ranked)
+    log.info("family %s; layer map: %s", plan.family.name, plan.lmap.as_dict() or "identity")
+    log.info("%d axes: %s", len(plan.axes), ", ".join(f"{a} {t}->{s}" for a, (t, s, _) in list(plan.axes.items())[:12]))
+
+
+def _manifest(plan: _SelectionPlan, source, model: nn.Module, student_dict, settings: Mapping[str, Any],
+              dtype_note: Dict[str, Any], budget) -> Dict[str, Any]:
+    """The init file's manifest (docs/selection.md): ``settings`` holds the call's method, layers,
+    seed, teacher_kwargs and skip_head_keys; ``budget`` the budget's choice or None."""
+    teacher_only = _teacher_only(plan.t_shapes, plan.entries, plan.lmap, plan.skip)
+    teacher_kwargs = settings["teacher_kwargs"]
+    manifest = {  # the keys and their order are the init file format (docs/selection.md)
+        "format": INIT_FORMAT, "method": settings["method"], "layers": settings["layers"], "seed": settings["seed"],
+        "teacher": {**source.description, **({"kwargs": dict(teacher_kwargs)} if teacher_kwargs else {})},
+        "student": student_dict, "pretrained_cfg": student_pretrained_cfg(model, student_dict.get("kwargs")),
+        "family": plan.family.name, "layer_map": plan.lmap.as_dict(), "axes": plan.manifest_axes,
+        "head": plan.head, "reinitialized": [k for k in plan.s_keys if k in plan.skip], "excluded": list(plan.excluded),
+        "resampled": [e.key for e in plan.entries if e.resample is not None], "teacher_only": teacher_only,
+        "skip_head_keys": bool(settings["skip_head_keys"]), "stripped_prefixes": source.stripped,
+        "dtype": dtype_note, "weightselect_version": __version__,
+    }
+    if budget is not None:
+        manifest["budget"] = budget.as_dict()
+    if plan.calibrated is not None:
+        manifest["calibration"] = importance.scores_entry(plan.calibrated, plan.ranked["scores"], plan.axis_indices,
+                                                         plan.axes)
+    return manifest
+
+
 # ---------------------------------------------------------------------------------------------
 @elements.one_thread()
 def select(
@@ -788,44 +857,18 @@ def select(
     seed = int(seed)
     model, student_dict = _student_model(student, student_kwargs)
     s_state = model.state_dict()
-    clf_keys = classifier_keys(model)
 
     source = strip_wrappers(open_teacher(teacher, teacher_kwargs, teacher_identity, checkpoint_key), s_state.keys())
     try:
         source = convert_upstream(source, model, s_state.keys())
-        t_shapes = source.tensors.shapes
-        family = _family(source, t_shapes, s_state, student_dict)
-        lmap = _layer_map(family, source, model, t_shapes, s_state, layers)
-        excluded, head, skip = _skipped(family, lmap, t_shapes, s_state, clf_keys, exclude, skip_head_keys)
-
-        special = _token_resamplers(family, source, model, t_shapes, s_state, skip)
-        entries, axes = _plan(family, lmap, t_shapes, model, s_state, skip, special)
-        ranked, calibrated = (None, None)
-        if method in DATA_METHODS:
-            ranked, calibrated = _rank_by_activation(source, entries, model, calibration, teacher_kwargs, teacher_model)
-        axis_indices, manifest_axes = _choose_axes(axes, method, seed, family, ranked)
-
-        log.info("family %s; layer map: %s", family.name, lmap.as_dict() or "identity")
-        log.info("%d axes: %s", len(axes), ", ".join(f"{a} {t}->{s}" for a, (t, s, _) in list(axes.items())[:12]))
-        selected, t_dtypes = _read_and_select(source, entries, method, seed, family, axis_indices, dtype)
+        plan = _make_plan(source, model, s_state, student_dict, layers, exclude, skip_head_keys)
+        _choose(plan, source, model, method, seed, (calibration, teacher_kwargs, teacher_model))
+        selected, t_dtypes = _read_and_select(source, plan.entries, method, seed, plan.family, plan.axis_indices, dtype)
     finally:
         source.close()
-    teacher_only = _teacher_only(t_shapes, entries, lmap, skip)
-
-    reinitialized = [k for k in s_state if k in skip]
-    manifest = {  # the keys and their order are the init file format (docs/selection.md)
-        "format": INIT_FORMAT, "method": method, "layers": layers, "seed": seed,
-        "teacher": {**source.description, **({"kwargs": dict(teacher_kwargs)} if teacher_kwargs else {})},
-        "student": student_dict, "pretrained_cfg": student_pretrained_cfg(model, student_dict.get("kwargs")),
-        "family": family.name, "layer_map": lmap.as_dict(), "axes": manifest_axes,
-        "head": head, "reinitialized": reinitialized, "excluded": list(excluded),
-        "resampled": [e.key for e in entries if e.resample is not None], "teacher_only": teacher_only,
-        "skip_head_keys": bool(skip_head_keys), "stripped_prefixes": source.stripped,
-        "dtype": _dtype_note(t_dtypes, selected, dtype), "weightselect_version": __version__,
-    }
-    if budget is not None:
-        manifest["budget"] = budget.as_dict()
-    if calibrated is not None:
-        manifest["calibration"] = importance.scores_entry(calibrated, ranked["scores"], axis_indices, axes)
-    log.info("selected %d tensors; head %s; %d left at default init", len(selected), head, len(reinitialized))
+    settings = {"method": method, "layers": layers, "seed": seed, "teacher_kwargs": teacher_kwargs,
+                "skip_head_keys": skip_head_keys}
+    manifest = _manifest(plan, source, model, student_dict, settings, _dtype_note(t_dtypes, selected, dtype), budget)
+    log.info("selected %d tensors; head %s; %d left at default init", len(selected), plan.head,
+             len(manifest["reinitialized"]))
     return SelectionResult(selected, manifest)
