@@ -1,6 +1,7 @@
 """The :class:`Study`: one study of config.yaml with its variants, recipes and runs resolved and
-checked (its tables: :mod:`weightselect.study.tables`; figures: :mod:`weightselect.study.figures`),
-and :func:`load_study` to read one outside Snakemake.
+checked (its tables: :mod:`weightselect.study.tables`; figures: :mod:`weightselect.study.figures`;
+recipes and what a train job gets: :mod:`weightselect.study.recipes`), and :func:`load_study` to
+read one outside Snakemake.
 """
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from weightselect.study.base import Run, StudyConfigError, _digest, model_shape, recipe_epochs, recipe_rows
+from weightselect.study.base import Run, StudyConfigError, model_shape
 from weightselect.study.figures import StudyFigures
+from weightselect.study.recipes import StudyRecipes
 from weightselect.study.tables import StudyTables
 
 __all__ = ["Study", "load_study"]
 
 
 # ------------------------------------------------------------------------------ the study
-class Study(StudyTables, StudyFigures):
+class Study(StudyTables, StudyFigures, StudyRecipes):
     """One study of ``config.yaml`` with every variant, table and figure resolved and checked.
 
     ``config``: the whole config (validated against schemas/config.schema.yaml); ``name``: a key
@@ -126,29 +128,6 @@ class Study(StudyTables, StudyFigures):
     def teacher_file(self, teacher: str) -> str:
         return f"results/teachers/{teacher}.safetensors"
 
-    # -------------------------------------------------------------------------- recipes
-    def recipe(self, student: str, dataset: str, variant: str) -> Dict[str, Any]:
-        """Recipe overrides of one run: the study's, the dataset's, the student's, the variant's."""
-        out = dict(self.spec.get("recipe", {}))
-        out.update(self.datasets[dataset].get("recipe", {}))
-        out.update(self.students[student].get("recipe", {}))
-        out.update(self.variant(variant).get("recipe", {}))
-        return out
-
-    def source_dataset(self, dataset: str) -> str:
-        return self.datasets[dataset].get("dataset", dataset)
-
-    def recipe_source(self, student: str, dataset: str) -> str:
-        """A digest of the recipes.yaml rows a run starts from: an edit of them reruns the run."""
-        family = model_shape(self.students[student]["model"])[0]
-        return _digest(recipe_rows(family, self.source_dataset(dataset)))
-
-    def epochs(self, student: str, dataset: str, variant: str) -> int:
-        """The run's epochs: its overrides, else the recipes.yaml row (read as data, no torch)."""
-        return recipe_epochs(self.students[student]["model"], self.source_dataset(dataset),
-                             self.recipe(student, dataset, variant))
-
-    # -------------------------------------------------------------------------- tables
     # -------------------------------------------------------------------------- the whole study
     def runs(self) -> List[Run]:
         """Every run of the study, once (tables and figures share runs)."""
@@ -193,34 +172,6 @@ class Study(StudyTables, StudyFigures):
             self._fail(where, f"the student is wider ({s_width}) than the teacher ({t_width}); pick a larger teacher")
         if s_depth and t_depth and s_depth > t_depth:
             self._fail(where, f"the student is deeper ({s_depth} blocks) than the teacher ({t_depth})")
-
-    # -------------------------------------------------------------------------- what a train job gets
-    def train_params(self, run: Run) -> dict:
-        """Everything a training job passes to weightselect.training.train, as plain data."""
-        variant = self.variant(run.variant)
-        options = self.datasets[run.dataset].get("options", {})
-        name = self.source_dataset(run.dataset)
-        params = dict(
-            model=self.student_model(run.student, run.variant),
-            dataset={"name": name, **options} if options else name,
-            recipe=self.recipe(run.student, run.dataset, run.variant),
-            mode=self.mode(run.variant),
-            init=None if self.is_selection(run.variant) else self.init_of(run.variant)[1]["baseline"],
-            distill=None,
-            teacher=None,
-            recipe_source=self.recipe_source(run.student, run.dataset),
-        )
-        expected = self.init_expected(run.student, run.variant)
-        if expected:
-            params["expect_init"] = expected
-        if self.spec.get("tensorboard"):  # only when on: the params of existing runs stay as they were
-            params["tensorboard"] = True
-        if params["mode"] == "distill":
-            d = dict(variant["distill"])
-            teacher = d.pop("teacher")
-            params["distill"] = d
-            params["teacher"] = {**self.teachers[teacher]["model"], "weights": self.teacher_file(teacher)}
-        return params
 
 
 # ------------------------------------------------------------------------------ a study outside Snakemake
