@@ -222,3 +222,25 @@ def test_diagonality_by_hand_and_figure5_verdicts(tmp_path):
     random = [x for seed in (0, 1, 2) for x in diagonality(_vit_state(16, 2, 2, seed, query_is_key=False), 2)]
     assert abs(sum(random) / 12) < 0.5  # an isotropic init has no diagonal to speak of
     assert df["effect"].iloc[1] == pytest.approx(sum(scores) / 4 - sum(random) / 12)
+
+
+def test_claims_markdown_gives_each_row_its_unit_when_the_units_differ():
+    """results/claims.md gathers tables (points of top-1) and Figure 5 (diagonality): one unit in
+    the heading when the rows agree, a unit column when they do not."""
+    import pandas as pd
+
+    scope = {"student": "a", "dataset": "d", "better": ["x"], "than": ["y"]}
+    values = {("a", "d", "x", s): 10.0 + s for s in range(3)} | {("a", "d", "y", s): 5.0 - s for s in range(3)}
+    claim = {"claim": "x beats y", "better": "x", "than": "y", "scopes": [scope]}
+    top1 = claim_verdicts([claim], values, [0, 1, 2])
+    diag = claim_verdicts([dict(claim, claim="diagonal")], values, [0, 1, 2], unit="diagonality")
+    one = claims_markdown(pd.concat([top1, top1], ignore_index=True))
+    assert "effect in points of top-1):" in one and "| unit |" not in one
+    assert "| x beats y | a / d | +7.00 [" in one
+    mixed = claims_markdown(pd.concat([top1, diag], ignore_index=True)).splitlines()
+    assert "effect in each row's unit" in mixed[0] and "points of top-1)" not in mixed[0]
+    assert mixed[2] == "| claim | scope | effect [interval] | unit | p (one-sided) | runs | verdict |"
+    assert mixed[3].count("|") == mixed[2].count("|")
+    assert mixed[4].startswith("| x beats y | a / d | +7.00 [") and "] | points of top-1 | " in mixed[4]
+    assert mixed[5].startswith("| diagonal | a / d | +7.00 [") and "] | diagonality | " in mixed[5]
+    assert all(line.count("|") == mixed[2].count("|") for line in mixed[4:6])

@@ -141,17 +141,28 @@ def _interval(row) -> str:
     return f"{row['effect']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
 
 
+def _units(df: pd.DataFrame) -> list:
+    """Each row's unit (its ``unit``; :data:`TOP1` where there is none)."""
+    if "unit" not in df.columns:
+        return [TOP1] * len(df)
+    return [u if isinstance(u, str) and u else TOP1 for u in df["unit"]]
+
+
 def claims_markdown(df: pd.DataFrame) -> str:
-    """The claims as a Markdown table: (result,) claim, scope, effect [interval], p, runs, verdict."""
+    """The claims as a Markdown table: (result,) claim, scope, effect [interval], (unit,) p, runs,
+    verdict. The effects' unit is in the heading when every row has the same one (``unit``; points
+    of top-1 where a row has none), else in a column of its own, one per row."""
     if df.empty:
         return ""
     level = float(df["level"].iloc[0])
     lead = "result | " if "result" in df.columns else ""
-    unit = df["unit"].iloc[0] if "unit" in df.columns and isinstance(df["unit"].iloc[0], str) else TOP1
-    lines = [f"Claims ({TEST.format(level=level)}; effect in {unit}):", "",
-             f"| {lead}claim | scope | effect [interval] | p (one-sided) | runs | verdict |",
-             "| " + "--- | " * bool(lead) + "--- | --- | ---: | ---: | ---: | --- |"]
-    for _, r in df.iterrows():
+    units = _units(df)
+    mixed = len(set(units)) > 1
+    where = "effect in each row's unit" if mixed else f"effect in {units[0]}"
+    lines = [f"Claims ({TEST.format(level=level)}; {where}):", "",
+             f"| {lead}claim | scope | effect [interval] | {'unit | ' * mixed}p (one-sided) | runs | verdict |",
+             "| " + "--- | " * bool(lead) + "--- | --- | ---: | " + "--- | " * mixed + "---: | ---: | --- |"]
+    for (_, r), unit in zip(df.iterrows(), units):
         p = f"{r['p_value']:.3f}" if math.isfinite(r["p_value"]) else "-"
         verdict = r["verdict"]
         if verdict == "inconclusive" and math.isfinite(r["seeds_needed"]):
@@ -161,8 +172,8 @@ def claims_markdown(df: pd.DataFrame) -> str:
         elif r["note"]:
             verdict += f" ({r['note']})"
         first = f"{r['result']} | " if lead else ""
-        lines.append(f"| {first}{r['claim']} | {r['scope']} | {_interval(r)} | {p} | {r['n_better']} vs {r['n_than']} "
-                     f"| {verdict} |")
+        lines.append(f"| {first}{r['claim']} | {r['scope']} | {_interval(r)} | {f'{unit} | ' * mixed}{p} "
+                     f"| {r['n_better']} vs {r['n_than']} | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
