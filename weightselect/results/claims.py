@@ -12,10 +12,13 @@ seeds, and all selection draws where the cell is a median over draws) by **Welch
 - ``p_value``: one-sided, for ``better`` > ``than``;
 - ``verdict``: ``holds`` when the interval lies above 0, ``contradicts`` when it lies below 0,
   ``inconclusive`` otherwise (and when a side has fewer than 2 runs);
-- ``seeds_needed``: for an inconclusive scope, the runs per side a two-sided test at ``level``
-  with 80 % power would need if the effect and spread were what was measured (normal
-  approximation, ``2 (z_{1-a/2} + z_{0.8})^2 s^2 / d^2`` with ``s^2`` the mean of the two
-  variances); NaN elsewhere.
+- ``seeds_needed``: for an inconclusive scope, the smallest runs per side at which the two-sided
+  ``level`` interval would exclude 0 with 80 % power (a one-sided Welch test at ``(1 - level) / 2``
+  in the effect's direction) if the difference and the two variances were what was measured: the
+  power is the noncentral t's (scipy.stats.nct) share above the t critical value, noncentrality
+  ``|d| / sqrt((s_1^2 + s_2^2) / n)``, Welch-Satterthwaite degrees of freedom (``2n - 2`` for equal
+  variances); with as many runs on both sides, it exceeds those that left the scope inconclusive.
+  NaN elsewhere.
 
 A claim over several scopes gets a row with scope ``all``: ``contradicts`` if any scope
 contradicts, ``holds`` if every scope holds, ``inconclusive`` otherwise (``note`` counts them).
@@ -40,14 +43,38 @@ CLAIM_COLUMNS = ("claim", "better", "than", "scope", "effect", "ci_low", "ci_hig
 TOP1 = "points of top-1"
 
 
-def _seeds_needed(a: np.ndarray, b: np.ndarray, effect: float, level: float) -> float:
-    from scipy.stats import norm
+POWER = 0.8  # the power seeds_needed asks for
 
-    var = (a.var(ddof=1) + b.var(ddof=1)) / 2
-    if effect == 0 or not math.isfinite(var):
+
+def _power(n: int, effect: float, v1: float, v2: float, alpha: float) -> float:
+    """Power of the one-sided Welch test at ``alpha`` with ``n`` runs per side, for a true
+    difference ``effect`` (> 0) and per-run variances ``v1``, ``v2``: the noncentral t's share above
+    the critical value (noncentrality ``effect / sqrt((v1 + v2) / n)``, Welch-Satterthwaite degrees
+    of freedom ``(n - 1) (v1 + v2)^2 / (v1^2 + v2^2)``, Student's ``2n - 2`` for equal variances)."""
+    from scipy.stats import nct, t
+
+    df = (n - 1) * (v1 + v2) ** 2 / (v1 * v1 + v2 * v2)
+    return float(nct.sf(t.ppf(1 - alpha, df), df, effect / math.sqrt((v1 + v2) / n)))
+
+
+def _seeds_needed(a: np.ndarray, b: np.ndarray, effect: float, level: float) -> float:
+    """The smallest runs per side (>= 2) at which the two-sided ``level`` interval would leave 0
+    behind with 80 % power (a one-sided Welch test at ``(1 - level) / 2`` in the effect's
+    direction), were the difference and the two variances what was measured; inf without an
+    effect or a finite spread. Power grows with ``n``: doubled until reached, then bisected."""
+    v1, v2 = float(a.var(ddof=1)), float(b.var(ddof=1))
+    if effect == 0 or not math.isfinite(v1 + v2) or v1 + v2 == 0:
         return math.inf
-    z = norm.ppf(1 - (1 - level) / 2) + norm.ppf(0.8)
-    return float(max(2, math.ceil(2 * z * z * var / (effect * effect))))
+    alpha, effect = (1 - level) / 2, abs(effect)
+    if _power(2, effect, v1, v2, alpha) >= POWER:
+        return 2.0
+    low, high = 2, 4  # power(low) < POWER <= power(high)
+    while _power(high, effect, v1, v2, alpha) < POWER:
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if _power(mid, effect, v1, v2, alpha) >= POWER else (mid, high)
+    return float(high)
 
 
 def compare(better: Sequence[float], than: Sequence[float], level: float = 0.95) -> dict:
