@@ -4,7 +4,8 @@ A **table** names its rows, its column groups, the variants, students and datase
 its cells, the metric and the aggregation (mean +- std over training seeds; Table 3's median over
 selection draws), the paper table it reproduces, and the paper's **claims** about it as
 comparisons between its cells (``{better: variant, than: variant}``, checked in every student x
-dataset of the table; verdicts: :mod:`weightselect.results.claims`).
+dataset of the table; verdicts: :mod:`weightselect.results.claims`). A table may run more seeds
+than its study (``seeds``), where the paper's margin is small.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class StudyTables:
         spec.setdefault("median_of", {})
         spec.setdefault("substitute", {})
         spec.setdefault("claims", [])
+        spec["seeds"] = [int(s) for s in spec.get("seeds", self.seeds)]
         rows = spec["rows"] if isinstance(spec["rows"], list) else [spec["rows"]]
         spec["rows"] = rows
         spec["columns"] = [a for a in AXES if a not in rows]
@@ -66,7 +68,7 @@ class StudyTables:
         cells = []
         for student, dataset, variant in itertools.product(spec["students"], spec["datasets"], spec["variants"]):
             draws = self.cell_variants(table, dataset, variant)
-            runs = [Run(student, dataset, d, s) for d in draws for s in self.seeds]
+            runs = [Run(student, dataset, d, s) for d in draws for s in spec["seeds"]]
             teacher = self.init_teacher(student, draws[0]) or self.distill_teacher(draws[0])
             cells.append(dict(student=student, dataset=dataset, variant=variant, draws=draws, runs=runs,
                               teacher=teacher))
@@ -88,7 +90,7 @@ class StudyTables:
             change_from=spec.get("change_from"),
             cells=[{k: c[k] for k in ("student", "dataset", "variant", "draws", "teacher")}
                    for c in self.table_cells(table)],
-            seeds=self.seeds,
+            seeds=spec["seeds"],
             paper_models={s: self.students[s].get("paper_model") for s in spec["students"]},
             paper_datasets={d: self.datasets[d].get("paper_dataset", d) for d in spec["datasets"]},
             paper_settings={v: self._paper_key(v) for v in spec["variants"]},

@@ -230,6 +230,17 @@ def build_loss(recipe: Recipe, num_classes: int):
     return nn.CrossEntropyLoss(), None
 
 
+def class_names(data: Data, dataset: str) -> List[str]:
+    """The classes' names: the dataset's own (torchvision's ``classes``), the glyphs of a rendered
+    set, else ``"class <i>"``."""
+    from weightselect.training.catalog import GLYPH_SETS
+
+    names = getattr(data.train_set, "classes", None) or GLYPH_SETS.get(dataset)
+    if names is not None and len(names) == data.num_classes:
+        return [str(n) for n in names]
+    return [f"class {i}" for i in range(data.num_classes)]
+
+
 def build_parts(student: nn.Module, recipe: Recipe, data: Data, teacher, dist: Dist, device: torch.device) -> Parts:
     """Probe head or feature projector, device placement, EMA, optimizer, schedule, loss, AMP,
     channels_last, DDP and torch.compile around an initialized student."""
@@ -239,6 +250,11 @@ def build_parts(student: nn.Module, recipe: Recipe, data: Data, teacher, dist: D
     net: nn.Module = student
     if recipe.distill == "feature":
         net = StudentWithProjector(student, int(teacher.model.num_features), recipe.distill_hidden)
+    if recipe.objective != "supervised":
+        from weightselect.training.ssl import SelfSupervised
+
+        net = SelfSupervised(student, recipe.objective, recipe.mask_ratio, recipe.ssl_temperature,
+                             captions=class_names(data, recipe.dataset))
     channels_last = recipe.channels_last if recipe.channels_last is not None else (
         device.type == "cuda" and recipe.family == "convnext")
     net.to(device, memory_format=torch.channels_last) if channels_last else net.to(device)

@@ -103,6 +103,8 @@ def forward_loss(ctx, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Classification loss plus, with a teacher, alpha x the distillation loss (Eq. 1 / Eq. 2)."""
     parts, recipe = ctx.parts, ctx.recipe
     with _autocast(ctx):
+        if recipe.objective != "supervised":  # self-supervised pretraining (weightselect.training.ssl)
+            return parts.train_net(x, target)
         if recipe.distill == "feature":
             logits, projected = parts.train_net(x)
         else:

@@ -117,6 +117,10 @@ class Recipe:
     distill_alpha: float = 1.0
     distill_tau: float = 1.0
     distill_hidden: Optional[int] = None  # feature KD: hidden width of the MLP (None: teacher dim)
+    # pretraining objective (weightselect.training.ssl; Table 5's teachers)
+    objective: str = "supervised"  # supervised | masked (MAE) | contrastive (DINO) | image_text (CLIP)
+    mask_ratio: float = 0.6  # masked: share of patches masked (SimMIM's 0.6)
+    ssl_temperature: float = 0.2  # contrastive: NT-Xent temperature
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -147,6 +151,12 @@ class Recipe:
                 f"recipe warmup_epochs={self.warmup_epochs} >= epochs={self.epochs}: the whole run would be "
                 "warm-up; lower warmup_epochs (or leave it out: it then keeps its ratio to epochs)"
             )
+        if self.objective != "supervised":
+            clash = [k for k, on in (("mixup", self.mixup > 0), ("cutmix", self.cutmix > 0),
+                                     ("distill", bool(self.distill)), ("mode probe", self.mode == "probe")) if on]
+            if clash:
+                raise RecipeError(f"recipe objective {self.objective} trains without labels: it takes no "
+                                  f"{', '.join(clash)}; set mixup 0, cutmix 0, no distill, mode finetune")
         return self
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -189,13 +199,14 @@ _CHOICES = {
     "mixup_mode": ["batch", "pair", "elem"], "distill": [None, "logit", "feature"],
     "train_crop": [None, "auto", "rrc", "pad"], "family": ["convnext", "vit", "other"], "mode": list(MODES),
     "in_chans": [None, 1, 3], "interpolation": ["bicubic", "bilinear"],
+    "objective": ["supervised", "masked", "contrastive", "image_text"],
 }
 _MINIMUM = {"batch_size": 1, "update_freq": 1, "epochs": 1, "img_size": 1, "warmup_epochs": 0,
             "recount": 1, "eval_batch_size": 1, "train_samples": 1, "eval_samples": 1, "weight_decay": 0,
             "min_lr": 0, "clip_grad": 0, "mixup": 0, "cutmix": 0, "distill_alpha": 0, "opt_eps": 0,
             "lr_base_batch": 1, "color_jitter": 0}
 _UNIT = ("mixup_prob", "mixup_switch_prob", "reprob", "hflip", "smoothing", "drop_path", "ema_decay",
-         "layer_decay", "crop_pct")
+         "layer_decay", "crop_pct", "mask_ratio")
 
 
 def _field_schema(tp: Any) -> Dict[str, Any]:
@@ -225,7 +236,7 @@ def recipe_schema() -> Dict[str, Any]:
             prop["minimum"] = _MINIMUM[name]
         if name in _UNIT:
             prop.update(minimum=0, maximum=1)
-        if name in ("lr", "distill_tau"):
+        if name in ("lr", "distill_tau", "ssl_temperature"):
             prop["exclusiveMinimum"] = 0
         props[name] = prop
     return {"type": "object", "properties": props, "additionalProperties": False}
