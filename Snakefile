@@ -64,6 +64,13 @@ rule all:
         STUDY.targets(),
 
 
+# Tables marked `optional: true` (the paper study's beyond_activation): not in `all`, built when named,
+#   snakemake --profile slurm optional_tables --config study=paper     (or results/tables/NAME.csv)
+rule optional_tables:
+    input:
+        STUDY.optional_targets(),
+
+
 # What needs the internet, for a login node before the jobs start (compute nodes often have none):
 #   snakemake --cores 4 fetch --config study=paper
 rule fetch:

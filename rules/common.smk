@@ -54,7 +54,7 @@ def _check_recipe(model, dataset, overrides, mode, what):
         raise StudyConfigError(f"study '{STUDY.name}', {what}: {exc}") from None
 
 
-for _run in {(r.student, r.dataset, r.variant) for r in STUDY.runs()}:
+for _run in {(r.student, r.dataset, r.variant) for r in STUDY.runs(optional=True)}:
     _check_recipe(
         STUDY.students[_run[0]]["model"],
         STUDY.source_dataset(_run[1]),
@@ -159,6 +159,17 @@ def selection_calibration(wildcards):
         teacher_model=STUDY.teachers[teacher]["model"],
         data_root=_root_of(cal["dataset"]),
     )
+
+
+def calibration_data(wildcards):
+    """The calibration images' dataset, downloaded before the job (studies with download: true; a
+    compute node may have no internet): {} otherwise, so other studies' inputs stay as they were.
+    """
+    init = STUDY.init_of(wildcards.variant)[1]
+    sources = {STUDY.source_dataset(d) for d in STUDY.datasets}
+    if not DOWNLOAD or init.get("calibration", {}).get("dataset") not in sources:
+        return {}
+    return {"data": f"results/datasets/{init['calibration']['dataset']}.json"}
 
 
 # ------------------------------------------------------------------------------ training
@@ -336,7 +347,7 @@ TRAIN_RETRIES = _retries(
     estimated_minutes(
         SimpleNamespace(student=r.student, dataset=r.dataset, variant=r.variant)
     )
-    for r in STUDY.runs()
+    for r in STUDY.runs(optional=True)
 )
 PRETRAIN_RETRIES = _retries(
     estimated_minutes(SimpleNamespace(teacher=t)) for t in teachers_from("pretrain")
@@ -431,8 +442,8 @@ def figure_claim_spec(wildcards):
 
 
 def claim_files(wildcards):
-    """Every table's claims, then every figure's that has claims."""
-    return [f"results/tables/{t}.claims.csv" for t in STUDY.tables] + [
+    """Every default table's claims (not the optional tables'), then every figure's that has claims."""
+    return [f"results/tables/{t}.claims.csv" for t in STUDY.default_tables()] + [
         f"results/figures/{f}.claims.csv"
         for f, spec in STUDY.figures.items()
         if spec["claims"]

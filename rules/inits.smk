@@ -33,6 +33,7 @@ rule select_weights:
 rule select_weights_calibrated:
     """Select the student's weights ranked by the teacher's activations on calibration images."""
     input:
+        unpack(calibration_data),
         teacher=selection_teacher,
     output:
         weights="results/inits/{student}/{variant}.safetensors",

@@ -1,6 +1,7 @@
 # The offline LM study of weight selection for transformers models (weightselect.hf.lm_study):
 # for each teacher family (Llama, Qwen3), a byte-level teacher on the standard library's sources and
-# a half-width student from weight selection vs random init, the same budget, over seeds. Not a
+# a half-width student from weight selection (uniform, and activation-ranked on windows of the
+# students' training text) vs random init, the same budget, over seeds. Not a
 # default target:
 #   snakemake --cores 2 lm_all
 # Optional config key `lm`: LMStudyConfig fields (teacher_steps, student_steps, seeds, families, ...).
@@ -8,7 +9,7 @@
 LM_STUDY = dict(config.get("lm", {}))
 LM_SEEDS = [int(s) for s in LM_STUDY.get("seeds", [0, 1, 2])]
 LM_FAMILIES = [str(f) for f in LM_STUDY.get("families", ["llama", "qwen3"])]
-LM_INITS = ["selection", "random"]
+LM_INITS = ["selection", "activation", "random"]
 
 
 rule lm_all:
@@ -38,7 +39,7 @@ rule lm_teacher:
 
 
 rule lm_init:
-    """The half-width student's starting weights: weight selection or random init."""
+    """The half-width student's starting weights: weight selection (uniform or activation-ranked) or random init."""
     input:
         "results/lm/{family}/teacher",
     output:
@@ -49,7 +50,7 @@ rule lm_init:
         "results/benchmarks/lm/{family}/inits/{init}_seed{seed}.tsv"
     wildcard_constraints:
         family="|".join(LM_FAMILIES),
-        init="selection|random",
+        init="selection|activation|random",
         seed=r"\d+",
     conda:
         "../envs/weightselect.yaml"
@@ -72,7 +73,7 @@ rule lm_train:
         "results/benchmarks/lm/{family}/runs/{init}_seed{seed}.tsv"
     wildcard_constraints:
         family="|".join(LM_FAMILIES),
-        init="selection|random",
+        init="selection|activation|random",
         seed=r"\d+",
     conda:
         "../envs/weightselect.yaml"

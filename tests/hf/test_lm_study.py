@@ -30,14 +30,15 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def studied(tiny, tmp_path_factory):
-    """Both families through the chain: teacher, selection and random inits, one student each."""
+    """Both families through the chain: teacher, the three inits (uniform selection, activation-ranked
+    selection, random), one student each."""
     root, cfg = tiny
     corpus, out = lm_study.load_corpus(cfg, root), tmp_path_factory.mktemp("study")
     teachers, inits, logs = {}, {}, []
     for family in lm_study.FAMILIES:
         teachers[family] = lm_study.pretrain_teacher(cfg, corpus, out / family / "teacher", family)
         for init in lm_study.INITS:
-            inits[family, init] = lm_study.make_init(teachers[family], cfg, init, 0, out / family / init)
+            inits[family, init] = lm_study.make_init(teachers[family], cfg, init, 0, out / family / init, corpus)
             run = out / family / f"{init}.json"
             logs.append(lm_study.train_student(inits[family, init], corpus, cfg, 0, run, init))
     return corpus, teachers, inits, logs
@@ -68,8 +69,8 @@ def test_each_family_goes_through_the_chain(studied, family):
     assert torch.equal(s_sel.model.embed_tokens.weight.detach(), emb)
     assert not torch.equal(s_rnd.model.embed_tokens.weight.detach(), emb)
     runs = [r for r in logs if r["family"] == family]
-    assert [r["init"] for r in runs] == ["selection", "random"]
-    assert [len(r["curve"]) for r in runs] == [3, 3] and all(r["val_ppl"] > 1 for r in runs)
+    assert [r["init"] for r in runs] == ["selection", "activation", "random"]
+    assert [len(r["curve"]) for r in runs] == [3, 3, 3] and all(r["val_ppl"] > 1 for r in runs)
 
 
 def test_qwen3_students_keep_the_teachers_q_norm_and_k_norm(studied):
@@ -81,6 +82,53 @@ def test_qwen3_students_keep_the_teachers_q_norm_and_k_norm(studied):
             t_w, s_w = getattr(t_layer.self_attn, norm).weight, getattr(s_layer.self_attn, norm).weight
             assert s_w.shape == (4,) and torch.equal(s_w, t_w)
     assert student.generate(torch.tensor([[35, 100, 101]]), max_new_tokens=2, do_sample=False).shape == (1, 5)
+
+
+def _windows_of(text: torch.Tensor, windows: torch.Tensor) -> bool:
+    """Whether every row of ``windows`` occurs in ``text`` at some offset."""
+    raw = bytes(text.tolist())
+    return all(bytes(w.tolist()) in raw for w in windows)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_activation_init_ranks_on_the_students_text(tiny, studied, family):
+    """The activation student's KV groups and MLP units are the teacher's of largest mean |input|
+    to o_proj and down_proj (this test's own hooks) over windows of the students' training text,
+    seeded, none of them from the validation text; its weights are those rows of the teacher."""
+    _, cfg = tiny
+    corpus, teachers, inits, _ = studied
+    windows = lm_study.calibration_windows(corpus, cfg, 0)
+    assert windows.data.shape == (cfg.calibration_samples, cfg.seq_len)
+    assert _windows_of(corpus["student"], windows.data) and not _windows_of(corpus["val"], windows.data[:1])
+    assert torch.equal(lm_study.calibration_windows(corpus, cfg, 0).data, windows.data)
+    assert not torch.equal(lm_study.calibration_windows(corpus, cfg, 1).data, windows.data)
+    teacher, student = load_strict(teachers[family]), load_strict(inits[family, "activation"])
+    means, handles = {}, []
+    for i, layer in enumerate(teacher.model.layers):
+        for name, module in (("o", layer.self_attn.o_proj), ("down", layer.mlp.down_proj)):
+            def hook(m, args, key=(i, name)):
+                x = args[0].detach().abs().double().reshape(-1, args[0].shape[-1])
+                means[key] = means.get(key, 0) + x.sum(0)
+            handles.append(module.register_forward_pre_hook(hook))
+    with torch.no_grad():
+        teacher(input_ids=windows.data, use_cache=False)
+    for h in handles:
+        h.remove()
+    manifest = json.loads((inits[family, "activation"] / "weightselect.json").read_text())
+    assert manifest["method"] == "activation" and manifest["calibration"]["samples"] == cfg.calibration_samples
+    hidden = torch.tensor(manifest["axes"]["hidden"]["indices"])
+    for i, (t_layer, s_layer) in enumerate(zip(teacher.model.layers, student.model.layers)):
+        group = int(means[i, "o"].reshape(2, 2, 4).mean(dim=(1, 2)).argmax())  # 2 KV groups of 2 heads of 4
+        # the kept MLP units are the 16 of largest mean |input| to down_proj (up to float32 rounding)
+        score, mlp = means[i, "down"], torch.tensor(manifest["axes"][f"model.layers.{i}.mlp_hidden"]["indices"])
+        dropped = torch.ones(32, dtype=torch.bool)
+        dropped[mlp] = False
+        assert len(mlp) == 16 and float(score[mlp].min()) >= float(score[dropped].max()) * (1 - 1e-5), i
+        t_attn, s_attn = t_layer.self_attn, s_layer.self_attn
+        assert torch.equal(s_attn.k_proj.weight, t_attn.k_proj.weight[4 * group: 4 * group + 4][:, hidden])
+        assert torch.equal(s_attn.q_proj.weight, t_attn.q_proj.weight[8 * group: 8 * group + 8][:, hidden])
+        assert torch.equal(s_layer.mlp.up_proj.weight, t_layer.mlp.up_proj.weight[mlp][:, hidden])
+        assert torch.equal(s_layer.mlp.down_proj.weight, t_layer.mlp.down_proj.weight[hidden][:, mlp])
 
 
 def test_finished_runs_are_reused(tiny, studied):
@@ -96,11 +144,11 @@ def test_report_has_a_row_per_family_and_init_and_a_panel_per_family(studied, tm
     summary = lm_study.report(logs, teachers, tmp_path)
     table = lm_study.summarize(logs)
     assert list(zip(table["family"], table["init"])) == [
-        ("llama", "selection"), ("llama", "random"), ("qwen3", "selection"), ("qwen3", "random")]
-    assert list(table["seeds"]) == [1] * 4
+        (f, i) for f in ("llama", "qwen3") for i in ("selection", "activation", "random")]
+    assert list(table["seeds"]) == [1] * 6
     written = (tmp_path / "table.csv").read_text().splitlines()
     assert written[0] == "family,init,val_ppl_mean,val_ppl_std,start_val_loss,seeds,teacher_val_ppl"
-    assert len(written) == 5 and set(summary["teachers"]) == {"llama", "qwen3"}
+    assert len(written) == 7 and set(summary["teachers"]) == {"llama", "qwen3"}
     assert "qwen3 teacher:" in (tmp_path / "table.md").read_text()
     assert Path(summary["figure"]).stat().st_size > 1000
 
@@ -134,4 +182,4 @@ def test_workflow_config_takes_families_and_lists_their_jobs(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     for family in ("llama", "qwen3"):
         assert f"results/lm/{family}/teacher" in done.stdout
-        assert done.stdout.count(f"output: results/lm/{family}/runs/") == 4
+        assert done.stdout.count(f"output: results/lm/{family}/runs/") == 6

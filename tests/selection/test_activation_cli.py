@@ -54,7 +54,7 @@ def test_pt_images_and_one_line_errors(tmp_path, capsys):
     assert main(base + ["--calibration", "digits"]) == 2
     assert "not uniform: add --method activation" in capsys.readouterr().err
     assert main(base[:3] + base[5:]) == 2
-    assert "(--student) or a parameter budget (--target-params N)" in capsys.readouterr().err
+    assert "(--student) or a budget (--target-params N" in capsys.readouterr().err
     images = tmp_path / "x.pt"
     torch.save(torch.randn(2, 3, 64, 64), images)
     assert main(base + ["--method", "activation", "--calibration", str(images)]) == 2

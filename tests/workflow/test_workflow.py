@@ -95,6 +95,28 @@ def test_paper_dry_run_schedules_each_run_once_with_the_paper_grid(paper_dry_run
         {f"pretrained_imagenet_ep{e}" for e in (10, 30, 60, 100, 300)}
 
 
+def test_the_optional_beyond_activation_table_is_planned_only_when_asked(paper_dry_run):
+    """`optional: true` keeps the paper study's beyond_activation table (and its calibrated
+    selections) out of `all`; the `optional_tables` target plans exactly that table's cells, with
+    the calibration set (CIFAR-100) downloaded before its selections."""
+    assert "beyond_activation" not in paper_dry_run and "ws_activation" not in paper_dry_run
+    done = snakemake("-n", "optional_tables", "--config", "study=paper")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout + done.stderr
+    assert outputs(out, "table") == ["results/tables/beyond_activation.csv"]
+    assert not job_blocks(out, "claims")  # results/claims.csv is the default tables' claims only
+    runs = set(train_runs(out))
+    variants = ("random", "ws_uniform", "ws_activation_cifar100", "l1")
+    assert runs == {(s, "cifar100", v, str(seed)) for s in ("vit_t", "convnext_f") for v in variants
+                    for seed in (0, 1, 2)}
+    calibrated = job_blocks(out, "select_weights_calibrated")
+    assert sorted(outputs(out, "select_weights_calibrated")) == [
+        f"results/inits/{s}/ws_activation_cifar100.safetensors" for s in ("convnext_f", "vit_t")]
+    assert all("results/datasets/cifar100.json" in b for b in calibrated)
+    named = snakemake("-n", "results/tables/beyond_activation.csv", "--config", "study=paper")
+    assert named.returncode == 0 and set(train_runs(named.stdout + named.stderr)) == runs
+
+
 def test_paper_dry_run_fetches_the_paper_teachers(paper_dry_run):
     teachers = {re.search(r"output: results/teachers/(\w+)\.safetensors", b).group(1)
                 for b in job_blocks(paper_dry_run, "fetch_hub_teacher")}

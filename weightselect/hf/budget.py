@@ -6,15 +6,18 @@ teacher's GQA ratio, so heads divide into groups), ``w = 1 .. num_key_value_head
 group (multi-query attention) ``w`` query heads instead. The head dimension is the teacher's;
 ``hidden_size`` and ``intermediate_size`` are the teacher's times ``heads / num_attention_heads``
 (rounded down), so the model keeps its proportions. Counts are exact, from meta-device builds.
+A memory budget counts the parameters' bytes at a dtype (``torch.dtype.itemsize``; tied ones once).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from weightselect.hf.families import family_for, head_dim_of
-from weightselect.selection.budget import BudgetChoice, count_params, fit_budget, shallower
+from weightselect.selection.budget import (
+    BUDGET_KINDS, BudgetChoice, count_params, dtype_itemsize, fit_budget, parse_amount, shallower,
+)
 
-__all__ = ["hf_budget_student", "LLAMA_LIKE"]
+__all__ = ["hf_budget_student", "config_dtype", "LLAMA_LIKE"]
 
 LLAMA_LIKE = ("llama", "phi3", "gemma")  # families of weightselect.hf.families with KV groups
 
@@ -43,31 +46,50 @@ def _meta(config: Any, overrides: Dict[str, Any]):
     return build_meta_model(student_config(config, overrides)[0])
 
 
-def hf_budget_student(config: Any, target_params: int) -> BudgetChoice:
-    """The student's config overrides for at most ``target_params`` parameters (tied embeddings
-    counted once), by the module's rule. Raises ValueError for a family without KV groups, a
-    budget below the smallest candidate or not below the teacher."""
+def config_dtype(config: Any) -> str:
+    """The dtype name ``from_pretrained(dtype="auto")`` loads a config's weights in (its ``dtype``,
+    formerly ``torch_dtype``), float32 when it names none."""
+    value = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
+    return str(value).replace("torch.", "")
+
+
+def hf_budget_student(config: Any, target: Any, kind: str = "params", dtype: Optional[str] = None) -> BudgetChoice:
+    """The student's config overrides within ``target`` by the module's rule: ``kind`` ``params``
+    (parameters, tied embeddings once) or ``memory`` (bytes of those parameters at ``dtype``,
+    default :func:`config_dtype`); ``target`` an int or a string such as ``"20MB"``. Raises
+    ValueError for a FLOPs budget (timm image models only), a family without KV groups, a budget
+    below the smallest candidate or not below the teacher."""
+    if kind not in ("params", "memory"):
+        raise ValueError("--target-flops is defined for timm image models; for a transformers teacher give "
+                         "--target-params or --target-memory")
+    unit, option = BUDGET_KINDS[kind]
+    target = parse_amount(target, option)
+    dtype = dtype or config_dtype(config)
+    scale = dtype_itemsize(dtype) if kind == "memory" else 1
     fam = family_for(config)
     if fam.family.name not in LLAMA_LIKE:
-        raise ValueError(f"parameter budgets for transformers are defined for Llama-like models with KV groups "
+        raise ValueError(f"budgets for transformers are defined for Llama-like models with KV groups "
                          f"({', '.join(LLAMA_LIKE)}), not {fam.family.name}: give the student's config overrides")
     teacher_params = count_params(_meta(config, {}))
-    if int(target_params) >= teacher_params:
-        raise ValueError(f"the teacher has {teacher_params:,} parameters, within the budget of {int(target_params):,}: "
-                         "nothing to select; give a smaller --target-params")
+    if target >= teacher_params * scale:
+        raise ValueError(f"the teacher has {teacher_params * scale:,} {unit}, within the budget of {target:,}: "
+                         f"nothing to select; give a smaller {option}")
     layer_re = fam.family.layer_re
 
     def cost(width):
         model = _meta(config, _overrides(config, width, 1))
         layer = sum(p.numel() for n, p in model.named_parameters() if layer_re.match(n))
-        return count_params(model), (layer,)
+        return count_params(model) * scale, (layer * scale,)
 
     hd = head_dim_of(config)
     describe = lambda w, d: (f"{w[1]} heads in {w[0]} KV groups (head_dim {hd}), hidden "  # noqa: E731
                              f"{_overrides(config, w, 1)['hidden_size']}, {d[0]} layers")
     widths = _widths(config)
-    w, depths, params, why, n = fit_budget(target_params, widths, shallower((int(config.num_hidden_layers),)), cost,
-                                           describe, fam.family.name)
+    w, depths, amount, why, n = fit_budget(target, widths, shallower((int(config.num_hidden_layers),)), cost,
+                                           describe, fam.family.name, unit, option)
     overrides = _overrides(config, w, depths[0])
-    shape = {k: v for k, v in overrides.items()}
-    return BudgetChoice(overrides, params, int(target_params), why, n, teacher_params, shape)
+    params = amount // scale
+    if kind == "memory":
+        why += f" (bytes at {dtype})"
+    return BudgetChoice(overrides, params, target, why, n, teacher_params, dict(overrides), kind, amount,
+                        dtype if kind == "memory" else None)

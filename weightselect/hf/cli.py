@@ -54,23 +54,28 @@ def run_hf_select(args: argparse.Namespace) -> int:
         raise ValueError("--exclude and --teacher-kwargs apply to timm models; a transformers student is a config")
     timm_only = [o for o, on in (("--skip-head-keys", getattr(args, "skip_head_keys", False)),
                                  ("--teacher-id", getattr(args, "teacher_id", "sha256") != "sha256"),
-                                 ("--dtype", getattr(args, "dtype", "student") != "student"),
+                                 ("--dtype teacher", getattr(args, "dtype", "student") == "teacher"),
+                                 ("--target-flops", getattr(args, "target_flops", None) is not None),
                                  ("--checkpoint-key", getattr(args, "checkpoint_key", None) is not None)) if on]
     if timm_only:
-        raise ValueError(f"{' and '.join(timm_only)} apply to timm teachers; a transformers student is written in its "
-                         "config's dtype, with the head its config declares (num_labels, tied embeddings): remove them")
+        raise ValueError(f"{' and '.join(timm_only)} apply to timm teachers; a transformers student is written in the "
+                         "teacher's stored dtype (or --dtype NAME), with the head its config declares (num_labels, tied "
+                         "embeddings), and budgeted by --target-params or --target-memory: remove them")
     out = Path(args.output)
     if out.suffix == ".safetensors":
         raise ValueError(f"for a transformers teacher the output is a folder: name it '{out.with_suffix('')}'")
     if out.exists() and not args.force:
         raise ValueError(f"{out} already exists; pass --force to replace it")
-    if getattr(args, "target_params", None) is not None and args.student_kwargs:
-        raise ValueError("--student-kwargs would change the shapes --target-params chooses: drop one of them")
+    budgeted = getattr(args, "target_params", None) is not None or getattr(args, "target_memory", None) is not None
+    if budgeted and args.student_kwargs:
+        raise ValueError("--student-kwargs would change the shapes a budget chooses: drop one of them")
+    dtype = getattr(args, "dtype", "student")
     result = select(
         args.teacher, args.student, method=args.method, layers=args.layers, seed=args.seed,
         overrides=args.student_kwargs, select_head_dim=args.select_head_dim,
         allow_rope_change=args.allow_rope_change, calibration=_token_calibration(args),
-        target_params=getattr(args, "target_params", None),
+        target_params=getattr(args, "target_params", None), target_memory=getattr(args, "target_memory", None),
+        dtype=None if dtype == "student" else dtype,
     )
     result.save(out, force=args.force)
     m = result.manifest

@@ -8,8 +8,9 @@
    which adds per-head ``q_norm``/``k_norm``; both with GQA, RoPE, tied embeddings and the same
    sizes) trained on the teacher's text and saved with ``save_pretrained``;
 3. :func:`make_init`: a half-width student (half the hidden size, heads, KV groups and MLP width;
-   same depth and head dimension) initialized by weight selection (:func:`weightselect.hf.select`)
-   or at random (the architecture's own init, seeded);
+   same depth and head dimension) initialized by weight selection (:func:`weightselect.hf.select`:
+   uniform, or activation-ranked on windows of the students' training text) or at random (the
+   architecture's own init, seeded);
 4. :func:`train_student`: each student trained the same budget on the students' text, its loss
    curve and the validation perplexity (per byte) written as JSON;
 5. :func:`summarize` and :func:`plot_curves`: the table (per family and init: mean and std over
@@ -38,10 +39,10 @@ from weightselect.io import read_json, write_json
 
 __all__ = [
     "LMStudyConfig", "load_corpus", "pretrain_teacher", "make_init", "train_student", "summarize",
-    "plot_curves", "report", "run_study", "INITS", "FAMILIES",
+    "plot_curves", "report", "run_study", "calibration_windows", "INITS", "FAMILIES",
 ]
 
-INITS = ("selection", "random")
+INITS = ("selection", "activation", "random")
 # family (the teacher's transformers model_type) -> its causal-LM class in transformers
 FAMILIES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
@@ -65,6 +66,7 @@ class LMStudyConfig:
     families: Sequence[str] = ("llama", "qwen3")
     max_bytes: Dict[str, int] = field(default_factory=lambda: dict(teacher=4 << 20, student=1 << 20, val=256 << 10))
     threads: int = 1  # tiny matrices: a second thread costs more than it gives on a busy 2-core CPU
+    calibration_samples: int = 64  # init "activation": windows of seq_len bytes of the students' text
 
     def student_overrides(self) -> Dict[str, int]:
         """Half width: hidden size, heads, KV groups and MLP width halved; depth and head_dim kept."""
@@ -196,19 +198,26 @@ def pretrain_teacher(cfg: LMStudyConfig, corpus: Dict[str, torch.Tensor], out: P
     return _save_model(model, out, {**log, "params": sum(p.numel() for p in model.parameters())})
 
 
-def make_init(teacher_dir: Path, cfg: LMStudyConfig, init: str, seed: int, out: Path) -> Path:
+def make_init(teacher_dir: Path, cfg: LMStudyConfig, init: str, seed: int, out: Path,
+              corpus: Optional[Dict[str, torch.Tensor]] = None) -> Path:
     """The half-width student's starting weights in ``out``: ``selection`` (uniform element
-    selection, first-N layers: the same depth) or ``random`` (the architecture's init, seeded); the
-    family is the teacher's. Raises ValueError for an unknown init or family."""
+    selection, first-N layers: the same depth), ``activation`` (every axis's units of largest mean
+    |activation| of the teacher on :func:`calibration_windows` of the students' training text, drawn
+    with ``seed``; ``corpus`` is loaded when not given) or ``random`` (the architecture's init,
+    seeded); the family is the teacher's. Raises ValueError for an unknown init or family."""
     import transformers
 
     out = Path(out)
     if (out / "config.json").is_file():
         return out
-    if init == "selection":
+    if init in ("selection", "activation"):
         from weightselect.hf import select
 
-        return select(teacher_dir, cfg.student_overrides(), method="uniform", seed=seed).save(out)
+        if init == "selection":
+            return select(teacher_dir, cfg.student_overrides(), method="uniform", seed=seed).save(out)
+        cal = calibration_windows(corpus if corpus is not None else load_corpus(cfg), cfg, seed)
+        return select(teacher_dir, cfg.student_overrides(), method="activation", seed=seed,
+                      calibration=cal).save(out)
     if init != "random":
         raise ValueError(f"unknown init '{init}'; choose one of {', '.join(INITS)}")
     config = transformers.AutoConfig.from_pretrained(teacher_dir)
@@ -217,6 +226,26 @@ def make_init(teacher_dir: Path, cfg: LMStudyConfig, init: str, seed: int, out: 
     model_class = _model_class(config.model_type)
     torch.manual_seed(seed)
     return _save_model(model_class(config), out)
+
+
+def calibration_windows(corpus: Dict[str, torch.Tensor], cfg: LMStudyConfig, seed: int):
+    """Init ``activation``'s calibration data: ``cfg.calibration_samples`` windows of ``cfg.seq_len``
+    bytes ``(N, seq_len)`` int64, their starts drawn uniformly (seeded by ``seed``) from the students'
+    training text (never the validation text). Raises ValueError when that text is shorter than a
+    window or ``calibration_samples`` is not positive."""
+    from weightselect.selection.importance import Calibration
+
+    text = corpus["student"]
+    if int(cfg.calibration_samples) < 1:
+        raise ValueError(f"calibration_samples {cfg.calibration_samples}: give a positive number of windows")
+    if len(text) < cfg.seq_len:
+        raise ValueError(f"the students' text holds {len(text)} bytes, fewer than one window of {cfg.seq_len}: "
+                         "raise max_bytes['student'] or lower seq_len")
+    gen = torch.Generator().manual_seed(int(seed))
+    starts = torch.randint(0, len(text) - cfg.seq_len + 1, (int(cfg.calibration_samples),), generator=gen)
+    data = torch.stack([text[s: s + cfg.seq_len] for s in starts.tolist()])
+    return Calibration(data, {"source": "lm study: students' training text", "seed": int(seed),
+                              "length": int(cfg.seq_len)}, batch_size=cfg.batch_size)
 
 
 def train_student(init_dir: Path, corpus: Dict[str, torch.Tensor], cfg: LMStudyConfig, seed: int, out: Path,
@@ -280,7 +309,7 @@ def plot_curves(logs: Sequence[Dict], path: Path, teacher_ppl: Optional[Dict[str
         ax.set_title(f"half-width {family} student")
         ax.legend()
     axes[0][0].set_ylabel("validation loss (nats per byte)")
-    fig.suptitle("Weight selection vs random init on stdlib source bytes")
+    fig.suptitle("Weight selection (uniform, activation-ranked) vs random init on stdlib source bytes")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -328,7 +357,7 @@ def run_study(out: Path, cfg: Optional[LMStudyConfig] = None) -> Dict:
         for seed in cfg.seeds:
             for init in INITS:
                 name = f"{init}_seed{seed}"
-                init_dir = make_init(teachers[family], cfg, init, seed, out / family / "inits" / name)
+                init_dir = make_init(teachers[family], cfg, init, seed, out / family / "inits" / name, corpus)
                 logs.append(train_student(init_dir, corpus, cfg, seed, out / family / "runs" / f"{name}.json", init))
     summary = report(logs, teachers, out)
     summary.update(config=asdict(cfg), python=sys.version.split()[0],
@@ -339,16 +368,19 @@ def run_study(out: Path, cfg: Optional[LMStudyConfig] = None) -> Dict:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Offline LM study: weight selection vs random init for a half-width student.")
+        description="Offline LM study: weight selection (uniform, activation-ranked) vs random init for a "
+                    "half-width student.")
     parser.add_argument("out", help="output folder (finished steps are reused)")
     parser.add_argument("--teacher-steps", type=int, default=None)
     parser.add_argument("--student-steps", type=int, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--calibration-samples", type=int, default=None, metavar="N",
+                        help="init activation: windows of the students' text it ranks units on (default 64)")
     parser.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=None,
                         help="teacher families (default: all of them)")
     args = parser.parse_args(argv)
     cfg = LMStudyConfig()
-    for key in ("teacher_steps", "student_steps", "seeds", "families"):
+    for key in ("teacher_steps", "student_steps", "seeds", "families", "calibration_samples"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     summary = run_study(Path(args.out), cfg)

@@ -235,7 +235,8 @@ def _rotary_note(fam: HFFamily, axes: Mapping[str, Tuple[int, int]], axis_indice
 def select(teacher: Any, student: Any = None, method: str = "uniform", layers: str = "first", seed: int = 0,
            overrides: Optional[Mapping[str, Any]] = None, select_head_dim: bool = False,
            allow_rope_change: bool = False, calibration: Any = None,
-           target_params: Optional[int] = None) -> HFSelectionResult:
+           target_params: Optional[int] = None, target_memory: Any = None,
+           dtype: Optional[str] = None) -> HFSelectionResult:
     """Initialize a transformers student from a larger teacher by weight selection.
 
     ``teacher``: a folder written by ``save_pretrained`` (``model.safetensors`` or sharded with its
@@ -250,21 +251,28 @@ def select(teacher: Any, student: Any = None, method: str = "uniform", layers: s
     ``(N, T)`` or a :class:`~weightselect.selection.importance.Calibration`; every axis keeps its
     units of largest mean |activation| (:mod:`weightselect.hf.importance`). ``target_params``
     (instead of ``student``): the Llama-like student with at most that many parameters, by
-    :mod:`weightselect.hf.budget`'s rule; the manifest's ``budget`` says which and why. Raises
-    ValueError naming the fix for pairs it cannot map.
+    :mod:`weightselect.hf.budget`'s rule; the manifest's ``budget`` says which and why;
+    ``target_memory`` the same within that many bytes of weights (an int or ``"20MB"``) at ``dtype``.
+    ``dtype`` (``float32``, ``float16``, ``bfloat16``): the floating tensors are written in it and the
+    config says it (default: as the teacher stores them; a memory budget then counts at the config's
+    dtype). Raises ValueError naming the fix for pairs it cannot map.
     """
     if method not in CONSISTENT_METHODS and method not in DATA_METHODS:
         raise ValueError(f"method '{method}' for transformers models: choose one of "
                          f"{', '.join(tuple(CONSISTENT_METHODS) + DATA_METHODS)} "
                          "(one index set per axis keeps whole heads and KV groups)")
     _check_calibration(method, calibration)
+    if dtype is not None and dtype not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"dtype {dtype!r} for a transformers student: choose float32, float16 or bfloat16")
     if layers not in LAYER_METHODS:
         raise ValueError(f"unknown layer selection '{layers}'; choose one of {', '.join(LAYER_METHODS)}")
     source = open_hf_teacher(teacher) if not isinstance(teacher, HFTeacher) else teacher
     try:
-        student, budget = _budget_student(source, student, target_params)
+        student, budget = _budget_student(source, student, target_params, target_memory, dtype)
         result = _select(source, student, method, layers, int(seed), overrides, select_head_dim, allow_rope_change,
                          calibration)
+        if dtype is not None:
+            _cast(result, dtype)
         if budget is not None:
             result.manifest["budget"] = budget.as_dict()
         return result
@@ -272,17 +280,28 @@ def select(teacher: Any, student: Any = None, method: str = "uniform", layers: s
         source.close()
 
 
-def _budget_student(source: HFTeacher, student, target_params):
-    """The student given, or the overrides a parameter budget chooses (not both)."""
-    if target_params is None:
+def _budget_student(source: HFTeacher, student, target_params, target_memory=None, dtype=None):
+    """The student given, or the overrides a parameter or memory budget chooses (not both)."""
+    from weightselect.selection.budget import budget_of
+
+    budget = budget_of(target_params, target_memory)
+    if budget is None:
         return student, None
     if student is not None:
-        raise ValueError("give a student or a parameter budget (target_params=), not both")
+        raise ValueError("give a student or a budget (target_params= or target_memory=), not both")
     from weightselect.hf.budget import hf_budget_student
 
-    budget = hf_budget_student(source.config, target_params)
-    log.info("budget %s: %s", f"{int(target_params):,}", budget.rationale)
-    return budget.student, budget
+    choice = hf_budget_student(source.config, budget[1], budget[0], dtype)
+    log.info("budget %s %s: %s", f"{budget[1]:,}", budget[0], choice.rationale)
+    return choice.student, choice
+
+
+def _cast(result: HFSelectionResult, dtype: str) -> None:
+    """Floating tensors to ``dtype``, the config saying so, the manifest recording it."""
+    to = getattr(torch, dtype)
+    result.state_dict.update({k: v.to(to) for k, v in result.state_dict.items() if v.is_floating_point()})
+    result.config.dtype = dtype
+    result.manifest.setdefault("options", {})["dtype"] = dtype
 
 
 def _check_calibration(method: str, calibration: Any) -> None:

@@ -44,9 +44,15 @@ def _check_output(path: Path, force: bool) -> None:
 
 
 def check_student_args(args: argparse.Namespace) -> None:
-    """--student or --target-params (one of them); the calibration options go with --method activation."""
-    if (args.student is None) == (args.target_params is None):
-        raise ValueError("give the student (--student) or a parameter budget (--target-params N), one of them")
+    """--student or one budget (--target-params, --target-memory, --target-flops); the calibration
+    options go with --method activation."""
+    budgets = [o for o, v in (("--target-params", args.target_params), ("--target-memory", args.target_memory),
+                              ("--target-flops", args.target_flops)) if v is not None]
+    if len(budgets) > 1:
+        raise ValueError(f"give one budget, not {' and '.join(budgets)}")
+    if (args.student is None) == (not budgets):
+        raise ValueError("give the student (--student) or a budget (--target-params N, --target-memory SIZE or "
+                         "--target-flops N), one of them")
     if args.calibration is not None and args.method != "activation":
         raise ValueError(f"--calibration ranks units for --method activation, not {args.method}: add "
                          "--method activation or drop --calibration")
@@ -123,6 +129,8 @@ def _select(args: argparse.Namespace, out: Path) -> int:
         args.teacher,
         args.student,
         target_params=args.target_params,
+        target_memory=args.target_memory,
+        target_flops=args.target_flops,
         calibration=_calibration(args),
         teacher_model=_teacher_model(args),
         method=args.method,
@@ -231,10 +239,16 @@ def register(subparsers) -> None:
 
 
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("activation ranking and parameter budgets")
+    g = p.add_argument_group("activation ranking and budgets (parameters, memory, FLOPs)")
     g.add_argument("--target-params", type=int, default=None, metavar="N",
                    help="instead of --student: the student of the teacher's family with at most N parameters "
                         "(width first at the teacher's depth; the choice and why are printed and recorded)")
+    g.add_argument("--target-memory", default=None, metavar="SIZE",
+                   help="instead of --student: the widest student whose weights fit SIZE bytes (20MB, 1.5GiB) at "
+                        "--dtype (default float32; transformers: the config's dtype)")
+    g.add_argument("--target-flops", default=None, metavar="N",
+                   help="instead of --student (timm ViT, ConvNeXt): the widest student within N FLOPs (2.1G) for "
+                        "one image at its input size, counted by torch.utils.flop_counter.FlopCounterMode")
     g.add_argument("--calibration", default=None, metavar="SOURCE",
                    help="--method activation's data: a dataset of the catalog (its training split) or a .pt image "
                         "tensor (N, C, H, W); transformers: a .pt tensor of token ids, or a text file")

@@ -448,19 +448,31 @@ def _runnable_teacher(source, teacher_kwargs, teacher_model=None) -> nn.Module:
     return model.eval()
 
 
-def _budget_student(teacher, student, student_kwargs, teacher_kwargs, target_params):
-    """``(student, student_kwargs, BudgetChoice or None)``: the student chosen by ``target_params``
-    (``weightselect.selection.budget``), or the one given; one of the two is required."""
-    if target_params is None:
+def _budget_student(teacher, student, student_kwargs, teacher_kwargs, budgets: Mapping[str, Any], dtype: str):
+    """``(student, student_kwargs, BudgetChoice or None)``: the student chosen by the one budget of
+    ``budgets`` (``target_params``, ``target_memory`` at ``dtype``, ``target_flops``;
+    ``weightselect.selection.budget``), or the one given; one of the two is required."""
+    from weightselect.selection.budget import budget_of
+
+    budget = budget_of(**budgets)
+    if budget is None:
         if student is None:
-            raise ValueError("no student: give one (a timm name or spec) or a parameter budget (target_params=)")
+            raise ValueError("no student: give one (a timm name or spec) or a budget (target_params=, "
+                             "target_memory=, target_flops=)")
         return student, student_kwargs, None
     if student is not None:
-        raise ValueError("give a student or a parameter budget (target_params=), not both")
+        raise ValueError("give a student or a budget (target_params=, target_memory=, target_flops=), not both")
     from weightselect.selection.budget import timm_budget_student
 
-    choice = timm_budget_student(teacher, target_params, student_kwargs, teacher_kwargs)
-    log.info("budget %s: %s", f"{int(target_params):,}", choice.rationale)
+    kind, amount = budget
+    if kind == "memory" and dtype in ("student", "teacher"):
+        if dtype == "teacher":
+            raise ValueError("--target-memory counts bytes at a dtype: give --dtype float32, float16 or bfloat16 "
+                             "(the teacher's stored dtype is not known before its tensors are read)")
+        dtype = "float32"  # the student's, as timm builds it
+    choice = timm_budget_student(teacher, amount, student_kwargs, teacher_kwargs, kind,
+                                 dtype if kind == "memory" else "float32")
+    log.info("budget %s %s: %s", f"{amount:,}", kind, choice.rationale)
     return choice.student, None, choice
 
 
@@ -811,6 +823,8 @@ def select(
     calibration: Any = None,
     target_params: Optional[int] = None,
     teacher_model: Any = None,
+    target_memory: Any = None,
+    target_flops: Any = None,
 ) -> SelectionResult:
     """Initialize ``student`` from ``teacher`` by weight selection.
 
@@ -846,14 +860,18 @@ def select(
     ``target_params`` (instead of ``student``): the student is the configuration of the teacher's
     family (ViT, ConvNeXt) with at most that many parameters, chosen by
     :mod:`weightselect.selection.budget`'s rule (``student_kwargs`` apply to every candidate); the
-    manifest's ``budget`` says which and why.
+    manifest's ``budget`` says which and why. ``target_memory`` (bytes of the student's weights at
+    ``dtype``; ``student`` counts float32, ``teacher`` is refused) and ``target_flops`` (FLOPs of
+    one forward of one image at the student's input size, counted by ``FlopCounterMode``) choose it
+    the same way; an int, or a string such as ``"20MB"`` or ``"1.2G"``. One budget at most.
 
     Raises ``ValueError`` (one line, naming the tensor or module and the fix) when the pair cannot
     be selected, and ``NonFiniteTeacherError`` when teacher tensors the student needs hold NaN/inf.
     """
     _check_names(method, layers, dtype)
     _check_calibration(method, calibration)
-    student, student_kwargs, budget = _budget_student(teacher, student, student_kwargs, teacher_kwargs, target_params)
+    budgets = dict(target_params=target_params, target_memory=target_memory, target_flops=target_flops)
+    student, student_kwargs, budget = _budget_student(teacher, student, student_kwargs, teacher_kwargs, budgets, dtype)
     seed = int(seed)
     model, student_dict = _student_model(student, student_kwargs)
     s_state = model.state_dict()

@@ -45,6 +45,7 @@ class Study(StudyTables, StudyFigures, StudyRecipes):
         self.variants: Dict[str, dict] = copy.deepcopy(config["variants"])
         self.figures: Dict[str, dict] = {}
         self._extra_runs: List[Run] = []
+        self.optional_tables: set = set()  # tables built only when named (`optional: true`)
         self._figure_specs(spec.get("figures", {}))
         self.tables: Dict[str, dict] = {n: self._table_spec(n, t) for n, t in spec.get("tables", {}).items()}
         for n, f in self.figures.items():
@@ -129,25 +130,36 @@ class Study(StudyTables, StudyFigures, StudyRecipes):
         return f"results/teachers/{teacher}.safetensors"
 
     # -------------------------------------------------------------------------- the whole study
-    def runs(self) -> List[Run]:
-        """Every run of the study, once (tables and figures share runs)."""
-        runs = [r for t in self.tables for r in self.table_runs(t)]
+    def runs(self, optional: bool = False) -> List[Run]:
+        """Every run of the study's default plan (tables and figures share runs), once; with
+        ``optional``, the runs of its optional tables too."""
+        runs = [r for t in self.tables for r in self.table_runs(t) if optional or t not in self.optional_tables]
         runs += [r for f in self.figures for r in self.figure_runs(f)]
         return list(dict.fromkeys(runs + self._extra_runs))
 
+    def default_tables(self) -> List[str]:
+        """The tables of the study's ``all`` target and of ``results/claims.csv``: all but the optional."""
+        return [t for t in self.tables if t not in self.optional_tables]
+
     def targets(self) -> List[str]:
-        out = [f"results/tables/{t}.csv" for t in self.tables]
+        """What the ``all`` target builds: the default tables, the figures and their claims."""
+        tables = self.default_tables()
+        out = [f"results/tables/{t}.csv" for t in tables]
         out += [f"results/figures/{f}.claims.csv" for f, spec in self.figures.items() if spec["claims"]]
-        if any(t["claims"] for t in self.tables.values()) or any(f["claims"] for f in self.figures.values()):
+        if any(self.tables[t]["claims"] for t in tables) or any(f["claims"] for f in self.figures.values()):
             out.append("results/claims.csv")
         return out + [p for f in self.figures for p in self.figure_outputs(f)]
+
+    def optional_targets(self) -> List[str]:
+        """The optional tables' files (each with its claims), built only when asked for."""
+        return [f"results/tables/{t}.csv" for t in self.tables if t in self.optional_tables]
 
     def _check_pairs(self) -> None:
         """Every teacher a run needs exists, and each selection pair fits (family, width, depth)."""
         for s, spec in self.students.items():
             self._known("teacher", [spec["teacher"]], self.teachers, f"student '{s}'")
         pairs = set()
-        for run in self.runs():
+        for run in self.runs(optional=True):
             variant = self.variant(run.variant)
             mode = self.mode(run.variant)
             where = f"variant '{run.variant}'"

@@ -26,6 +26,8 @@ class StudyTables:
     def _table_spec(self, name: str, table: Mapping[str, Any]) -> dict:
         where = f"table '{name}'"
         spec = dict(table)
+        if spec.pop("optional", False):  # kept out of the spec, so the table rule's params stay as they were
+            self.optional_tables.add(name)
         spec.setdefault("students", list(self.students))
         spec.setdefault("datasets", list(self.datasets))
         spec.setdefault("metric", "final_top1")
