@@ -161,3 +161,22 @@ def test_randaugment_posterize_at_full_magnitude_runs():
     op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10, hparams={"magnitude_std": 0})
     img = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8), "RGB")
     assert np.asarray(op(img)).max() == 0
+
+
+def test_validation_option_holds_out_part_of_the_training_split(tmp_path):
+    full = build_dataset("digits", tmp_path, train=True)
+    held = build_dataset("digits", tmp_path, train=False, validation=300)
+    rest = build_dataset("digits", tmp_path, train=True, validation=300)
+    assert len(held) == 300 and len(rest) == len(full) - 300
+    # every image of the two parts is a training image, each training image in exactly one part
+    key = lambda img: img.numpy().tobytes()  # noqa: E731
+    counts = {}
+    for img in full.images:
+        counts[key(img)] = counts.get(key(img), 0) + 1
+    for img in torch.cat([held.images, rest.images]):
+        counts[key(img)] -= 1
+    assert all(v == 0 for v in counts.values())
+    again = build_dataset("digits", tmp_path, train=False, validation=300)
+    assert torch.equal(again.images, held.images) and torch.equal(again.targets, held.targets)
+    with pytest.raises(ValueError, match="option validation must be a number of images between 1 and 999"):
+        build_dataset("digits", tmp_path, train=False, validation=1000)

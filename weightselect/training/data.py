@@ -339,6 +339,19 @@ def _image_folder(root: Path, train: bool, transform) -> Dataset:
     )
 
 
+def _validation_split(name: str, root, train: bool, count: Any, **kwargs: Any) -> Dataset:
+    """The held-out part (``train=False``) or the rest of the training split (see build_dataset)."""
+    full = build_dataset(name, root, True, **kwargs)
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 < count < len(full):
+        raise ValueError(f"dataset '{name}': option validation must be a number of images between 1 and "
+                         f"{len(full) - 1} (its training split has {len(full)}), got {count!r}")
+    held = _split_indices(len(full), count / len(full), seed=0, train=True)
+    index = held if not train else sorted(set(range(len(full))) - set(held))
+    if isinstance(full, TensorImageDataset):
+        return TensorImageDataset(full.images[index], full.targets[index], full.classes, full.transform)
+    return Subset(full, index)
+
+
 def build_dataset(
     name: str,
     root: Optional[str | Path] = None,
@@ -356,8 +369,14 @@ def build_dataset(
     sets they are applied by ``transform``. Options: ``n_per_class`` and ``seed`` for letters and
     symbols; ``checksums`` (default True) for the sets torchvision checks against the official MD5
     sums (``toy_data.CHECKSUMMED``): False skips only that check, for the rehearsal's toy files
-    (an unverified CIFAR file is unpickled: never for downloaded data). Returns a torchvision-style dataset (``ds[i] -> (image, target)``).
+    (an unverified CIFAR file is unpickled: never for downloaded data). ``validation``: N (every
+    dataset) holds out N images of the training split, drawn with seed 0: the "test" split is then
+    those N and the training split the rest, for choosing hyper-parameters without the test set.
+    Returns a torchvision-style dataset (``ds[i] -> (image, target)``).
     """
+    if "validation" in options:
+        return _validation_split(name, root, train, options.pop("validation"), img_size=img_size,
+                                 in_chans=in_chans, transform=transform, download=download, **options)
     name = name.lower()
     info = dataset_info(name)
     size = int(img_size or info.img_size)
