@@ -122,3 +122,18 @@ def test_inconsistent_studies_fail_with_one_line(change, message):
     with pytest.raises(StudyConfigError, match=re.escape(message)) as info:
         Study(cfg, "ci")
     assert "\n" not in str(info.value)
+
+
+def test_a_table_with_its_own_seeds_runs_and_judges_those_seeds():
+    cfg = config()
+    spec = cfg["studies"]["cpu"]
+    spec["tables"]["table6"]["seeds"] = [0, 1, 2, 3, 4]
+    spec["tables"]["table7"].pop("seeds", None)
+    study = Study(cfg, "cpu")
+    assert study.seeds == [0, 1, 2]
+    six = study.table_runs("table6")
+    assert sorted({r.seed for r in six}) == [0, 1, 2, 3, 4]
+    assert len(six) == 5 * len(spec["tables"]["table6"]["variants"])
+    assert sorted({r.seed for r in study.table_runs("table7")}) == [0, 1, 2]  # the others keep the study's
+    assert study.table_params("table6")["seeds"] == [0, 1, 2, 3, 4]
+    assert set(six) <= set(study.runs())  # the extra seeds are planned
