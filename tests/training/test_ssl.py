@@ -84,9 +84,26 @@ def test_label_free_objectives_train_the_backbone_without_the_labels(tiny_vit, o
     a, b = _backbone_grads(net, x, y, 7), _backbone_grads(net, x, y.flip(0), 7)
     assert a.keys() == b.keys() and "blocks.0.attn.qkv.weight" in a
     assert all(torch.equal(a[k], b[k]) for k in a)  # the labels reach the probe head only
-    head = model.head.weight.grad.clone()
+    probe = net.probe.weight.grad.clone()
     _backbone_grads(net, x, y, 7)
-    assert not torch.equal(head, model.head.weight.grad)  # ... which they do train
+    assert not torch.equal(probe, net.probe.weight.grad)  # ... which they do train
+
+
+def test_the_probe_folded_into_the_classifier_computes_the_probes_logits(tiny_vit):
+    torch.manual_seed(0)
+    model = create_model(tiny_vit, num_classes=5, in_chans=1)
+    net = SelfSupervised(model, "contrastive")
+    net.train()
+    for _ in range(3):  # running statistics away from (0, 1)
+        net(torch.randn(8, 1, 16, 16) * 3 + 1, torch.randint(0, 5, (8,)))
+    net.sync_classifier()
+    net.eval()
+    x = torch.randn(4, 1, 16, 16)
+    with torch.no_grad():
+        pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+        mu, var = net.probe_norm.running_mean, net.probe_norm.running_var
+        by_hand = ((pooled - mu) / (var + net.probe_norm.eps).sqrt()) @ net.probe.weight.t() + net.probe.bias
+        assert torch.allclose(model(x), by_hand, atol=1e-5)
 
 
 def test_masked_objective_masks_the_stated_share(tiny_vit, monkeypatch):

@@ -173,7 +173,11 @@ class Parts:
 
     @property
     def eval_model(self) -> nn.Module:
-        """What is evaluated and exported: the EMA weights when the recipe says so, else the student."""
+        """What is evaluated and exported: the EMA weights when the recipe says so, else the student
+        (under self-supervised pretraining, with the online probe folded into its classifier first)."""
+        sync = getattr(self.net, "sync_classifier", None)
+        if sync is not None:
+            sync()
         return self.ema.module if self.ema is not None and self.ema_eval else self.student
 
     def set_train_mode(self) -> None:

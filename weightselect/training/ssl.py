@@ -16,10 +16,14 @@ A recipe's ``objective`` picks one (``supervised`` is the ordinary cross-entropy
   caption (``"<class name>"``; the glyph sets' names are the glyphs). The captions carry only the
   class, so this tests CLIP's objective (a batch contrast against a text tower), not CLIP's data.
 
-None of them trains the backbone with the labels. The classifier head is trained as an online
-linear probe on the detached pooled features (as SSL codebases such as solo-learn report progress),
-so the run's test top-1 says how linearly separable the features are; weight selection does not
-copy a head whose classes differ from the student's.
+None of them trains the backbone with the labels. An online linear probe is trained meanwhile on
+the detached pooled features (as SSL codebases such as solo-learn report progress), after a
+BatchNorm without affine parameters, as MAE's linear probe (He et al., 2022, Sec. A.2): a
+self-supervised model's features vary little between images, and a plain linear layer at the
+objective's learning rate barely moves off chance. Before each evaluation and the export the probe
+is folded into the model's own classifier (``W / s``, ``b - W mu / s`` from the running mean ``mu``
+and ``s = sqrt(var + eps)``), so the run's test top-1 is the probe's and the exported model computes
+it alone; weight selection does not copy a classifier whose classes differ from the student's.
 """
 from __future__ import annotations
 
@@ -137,6 +141,12 @@ class SelfSupervised(nn.Module):
             self.decoder = nn.Linear(dim, patch * patch * model.patch_embed.proj.in_channels)
         else:
             self.projector = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, proj_dim))
+        classifier = model.get_classifier()
+        if not isinstance(classifier, nn.Linear):
+            raise ValueError(f"objective {objective!r} needs a linear classifier to probe; "
+                             f"{type(model).__name__} has {type(classifier).__name__}")
+        self.probe_norm = nn.BatchNorm1d(dim, affine=False)
+        self.probe = nn.Linear(dim, classifier.out_features)
         if objective == "image_text":
             if not captions:
                 raise ValueError("objective image_text needs the classes' captions (class names)")
@@ -174,5 +184,14 @@ class SelfSupervised(nn.Module):
         else:
             pooled = self._pooled(random_affine(x))
             loss = clip_loss(self.projector(pooled), self.text(y), self.logit_scale)
-        probe = self.student.get_classifier()(pooled.detach())
+        probe = self.probe(self.probe_norm(pooled.detach()))
         return loss + F.cross_entropy(probe.float(), y)
+
+    @torch.no_grad()
+    def sync_classifier(self) -> None:
+        """Fold the probe (BatchNorm running statistics + linear layer) into the model's classifier."""
+        norm, head = self.probe_norm, self.student.get_classifier()
+        scale = (norm.running_var + norm.eps).sqrt()
+        weight = self.probe.weight / scale
+        head.weight.copy_(weight)
+        head.bias.copy_(self.probe.bias - weight @ norm.running_mean)
