@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from weightselect import __version__
 from weightselect.io import save_init
-from weightselect.models import ModelSpec, create_model
+from weightselect.models import ModelSpec, create_model, on_meta
 from weightselect.selection import elements, importance
 from weightselect.selection.families import (
     GENERIC,
@@ -131,7 +131,7 @@ def _student_model(student: Any, student_kwargs: Optional[Mapping[str, Any]]) ->
 def _shape_model(spec: ModelSpec) -> nn.Module:
     """The student for its names and shapes: built on the meta device (no memory)."""
     try:
-        with torch.device("meta"):
+        with on_meta():
             return create_model(spec)
     except (RuntimeError, NotImplementedError, TypeError):
         return create_model(spec)
@@ -470,7 +470,7 @@ def _with_stored_classes(spec: ModelSpec, source) -> ModelSpec:
         return spec
     import torch
 
-    with torch.device("meta"):
+    with on_meta():
         probe = create_model(spec)
     for name in (k for k in classifier_keys(probe) if k.endswith("weight")):
         shape = source.tensors.shapes.get(name)
