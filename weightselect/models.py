@@ -184,10 +184,12 @@ def on_meta():
 
     class _SkipWrites(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
-            if (args and getattr(func, "__name__", None) in META_SKIPPED_WRITES and isinstance(args[0], torch.Tensor)
-                    and args[0].is_meta):
-                return args[0]
-            return func(*args, **(kwargs or {}))
+            kwargs = kwargs or {}
+            if getattr(func, "__name__", None) in META_SKIPPED_WRITES:  # torch.nn.init's pass the tensor by name
+                target = args[0] if args else kwargs.get("tensor")
+                if isinstance(target, torch.Tensor) and target.is_meta:
+                    return target
+            return func(*args, **kwargs)
 
     with torch.device("meta"), _SkipWrites():
         yield
