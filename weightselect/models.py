@@ -205,7 +205,6 @@ def model_keywords(arch: str) -> list:
     import inspect
 
     import timm
-    import torch
 
     with on_meta():
         cls = type(timm.create_model(arch))
