@@ -468,8 +468,6 @@ def _with_stored_classes(spec: ModelSpec, source) -> ModelSpec:
     1000). Built on the meta device to find the classifier's name; no memory."""
     if "num_classes" in spec.kwargs:
         return spec
-    import torch
-
     with on_meta():
         probe = create_model(spec)
     for name in (k for k in classifier_keys(probe) if k.endswith("weight")):
