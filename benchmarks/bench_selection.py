@@ -3,7 +3,8 @@
 For each pair, random teacher weights are first saved as safetensors; then each variant runs in a
 fresh Python process, which reports its wall time (after imports) and its peak resident memory:
 
-- ``imports``     import torch, timm and weightselect only (the floor of every other row);
+- ``imports``     import torch, timm and weightselect's selection module only (the floor of every
+                  other row; ``weightselect.selection`` loads ``select`` lazily, so it is imported by name);
 - ``file_read``   one sequential read of the whole file (16 MiB chunks into one reused buffer),
                   run twice in the process and timed the second time (a warm read);
 - ``sha256``      the sha256 of the whole (warm) file, as ``weightselect.io.sha256_file`` computes it;
@@ -18,13 +19,17 @@ fresh Python process, which reports its wall time (after imports) and its peak r
                   build the student, then select from the teacher's state dict.
 
 Printed per pair: seconds, each row's time over the warm ``file_read`` (with and without writing
-the init file, whose ``save`` fsyncs it), peak RSS, RSS above the import floor, and the memory goal's yardstick: the student's size + the largest teacher tensor.
+the init file, whose ``save`` fsyncs it), the CPU time (``time.process_time``: user + system, which
+a busy machine's other work does not inflate as it does wall time) of the row and of its ``save``,
+peak RSS, RSS above the import floor, and the memory goal's yardstick: the student's size + the
+largest teacher tensor. The machine's load averages are printed at the start and after each pair.
 
 Then the goal's own measure, interleaved: ``--rounds`` rounds (default 5) of ``file_read``,
 ``sha256``, ``select`` (digest known) and ``select_cold`` (an empty digest cache each round), one
 after the other, so that a change of the machine's load hits every variant alike; printed are the
 medians and the median of each round's ratio: ``select`` over ``file_read`` (the goal: <= 1.5) and
-``select_cold`` over ``sha256 + 1.5 x file_read`` (the goal: <= 1).
+``select_cold`` over ``sha256 + 1.5 x file_read`` (the goal: <= 1); then the CPU-time medians and
+``select`` over ``file_read`` in CPU time.
 
 Usage: ``python benchmarks/bench_selection.py [--pairs vit_s_t vit_l_t vit_l_s convnext_b_f] [--threads 2]
 [--rounds 5]``.
@@ -77,16 +82,16 @@ def run_variant(variant: str, teacher: str, teacher_file: str, student: str) -> 
     import timm
     import torch
 
-    import weightselect.selection  # noqa: F401  (part of the import floor)
+    import weightselect.selection.select  # noqa: F401  (part of the import floor: the package loads it lazily)
     from weightselect.io import open_tensor_source
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    start = time.perf_counter()
-    n_out = 0
+    start, cpu_start = time.perf_counter(), time.process_time()
+    n_out, save, save_cpu = 0, None, None
     if variant == "file_read":
         buf = bytearray(16 << 20)
         for attempt in range(2):  # the first read warms the page cache; the second is timed
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             with open(teacher_file, "rb", buffering=0) as fh:
                 while fh.readinto(buf):
                     n_out += 1
@@ -108,11 +113,11 @@ def run_variant(variant: str, teacher: str, teacher_file: str, student: str) -> 
         if variant == "two_pass":  # run with an empty digest cache of its own: hashed here, then found
             sha256_file(teacher_file)
         result = select(teacher_file, student, teacher_identity="header" if variant == "header_id" else "sha256")
-        selected = time.perf_counter()
+        selected, selected_cpu = time.perf_counter(), time.process_time()
         with tempfile.TemporaryDirectory() as out:
             result.save(Path(out) / "init.safetensors")
         n_out = len(result.state_dict)
-        save = time.perf_counter() - selected
+        save, save_cpu = time.perf_counter() - selected, time.process_time() - selected_cpu
     elif variant == "in_memory":
         from safetensors.torch import load_file
 
@@ -126,9 +131,9 @@ def run_variant(variant: str, teacher: str, teacher_file: str, student: str) -> 
                 continue
             out[key] = _release_uniform(teacher_sd[key], value.shape)
         n_out = len(out)
-    seconds = time.perf_counter() - start
-    return {"variant": variant, "seconds": seconds, "save_seconds": save if variant in SELECTS else None,
-            "peak_rss_mib": _peak_rss_mib(), "tensors": n_out}
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return {"variant": variant, "seconds": seconds, "save_seconds": save, "cpu_seconds": cpu,
+            "save_cpu_seconds": save_cpu, "peak_rss_mib": _peak_rss_mib(), "tensors": n_out}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +183,8 @@ def main(argv=None) -> int:
         print(json.dumps(run_variant(*args.child)))
         return 0
 
-    print(f"weight selection benchmark: {os.cpu_count()} CPUs, {args.threads} threads; each row a fresh process")
+    print(f"weight selection benchmark: {os.cpu_count()} CPUs, {args.threads} threads; each row a fresh process; "
+          f"{_load()}")
     with tempfile.TemporaryDirectory() as tmp:
         for pair in args.pairs:
             teacher, student = PAIRS[pair]
@@ -187,8 +193,8 @@ def main(argv=None) -> int:
             size = path.stat().st_size / 2**20
             yardstick = student_and_largest_mib(teacher, student)
             print(f"\n{teacher} ({size:.0f} MiB file) -> {student}; student + largest teacher tensor {yardstick:.0f} MiB")
-            print(f"  {'variant':<12} {'seconds':>8} {'x file_read':>11} {'w/o save':>9} {'peak RSS MiB':>13} "
-                  f"{'above imports MiB':>18}")
+            print(f"  {'variant':<12} {'seconds':>8} {'x file_read':>11} {'w/o save':>9} {'CPU s':>6} {'save CPU s':>10} "
+                  f"{'peak RSS MiB':>13} {'above imports MiB':>18}")
             cache = tempfile.mkdtemp(dir=tmp)  # empty for select_cold, which fills it for select
             rows = {v: measure(v, teacher, path, student, args.threads, tempfile.mkdtemp(dir=tmp) if v == "two_pass" else cache)
                     for v in VARIANTS}
@@ -196,8 +202,9 @@ def main(argv=None) -> int:
             for v, r in rows.items():
                 ratio = f"{r['seconds'] / read:.1f}" if v != "imports" else "-"
                 alone = f"{(r['seconds'] - r['save_seconds']) / read:.1f}" if r["save_seconds"] is not None else "-"
-                print(f"  {v:<12} {r['seconds']:>8.2f} {ratio:>11} {alone:>9} {r['peak_rss_mib']:>13.0f} "
-                      f"{r['peak_rss_mib'] - floor:>18.0f}")
+                save_cpu = f"{r['save_cpu_seconds']:.3f}" if r["save_cpu_seconds"] is not None else "-"
+                print(f"  {v:<12} {r['seconds']:>8.2f} {ratio:>11} {alone:>9} {r['cpu_seconds']:>6.3f} {save_cpu:>10} "
+                      f"{r['peak_rss_mib']:>13.0f} {r['peak_rss_mib'] - floor:>18.0f}")
             sel, mem = rows["select"], rows["in_memory"]
             print(
                 f"  select vs in_memory: {mem['seconds'] / sel['seconds']:.1f}x faster, "
@@ -217,16 +224,27 @@ def interleaved(teacher: str, path: Path, student: str, threads: int, rounds: in
     known = tempfile.mkdtemp(dir=tmp)
     measure("select_cold", teacher, path, student, threads, known)  # remembers the digest for select
     times = {v: [] for v in ("file_read", "sha256", "select", "select_cold")}
+    cpu = {v: [] for v in times}
     for _ in range(rounds):
         for v in times:
             cache = known if v == "select" else tempfile.mkdtemp(dir=tmp)
-            times[v].append(measure(v, teacher, path, student, threads, cache)["seconds"])
+            row = measure(v, teacher, path, student, threads, cache)
+            times[v].append(row["seconds"])
+            cpu[v].append(row["cpu_seconds"])
     med = {v: statistics.median(t) for v, t in times.items()}
     warm = statistics.median(s / r for s, r in zip(times["select"], times["file_read"]))
     cold = statistics.median(c / (h + 1.5 * r) for c, h, r in zip(times["select_cold"], times["sha256"], times["file_read"]))
     print(f"  interleaved, {rounds} rounds (medians, s): " + ", ".join(f"{v} {t:.2f}" for v, t in med.items()))
     print(f"  select / file_read = {warm:.2f} (goal <= 1.5); select_cold / (sha256 + 1.5 x file_read) = {cold:.2f} "
           "(goal <= 1)")
+    print("  CPU seconds (medians): " + ", ".join(f"{v} {statistics.median(t):.3f}" for v, t in cpu.items())
+          + f"; select / file_read in CPU time = {statistics.median(s / r for s, r in zip(cpu['select'], cpu['file_read'])):.2f}"
+          + f"; {_load()}")
+
+
+def _load() -> str:
+    """The machine's load averages (1, 5, 15 min): wall-clock ratios mean little on a busy machine."""
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -103,6 +103,50 @@ def test_iter_tensors_reads_in_file_order_and_hashes_every_byte(tmp_path, cache,
             list(src.iter_tensors(["nope"]))
 
 
+@pytest.mark.parametrize("mapped", [True, False])  # mapped copy-on-write; a file system that cannot map
+def test_a_pass_without_hashing_maps_the_groups_and_never_writes_the_file(tmp_path, monkeypatch, mapped):
+    import mmap
+
+    import torch
+
+    from weightselect import io
+
+    monkeypatch.setattr(io, "READ_BUFFER_BYTES", 64)  # a group per tensor or two
+    maps, real = [], mmap.mmap
+
+    def fake_mmap(*args, **kwargs):
+        maps.append(kwargs.get("access"))
+        if not mapped:
+            raise OSError(19, "No such device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mmap, "mmap", fake_mmap)
+    path = tmp_path / "t.safetensors"
+    tensors = _teacher_file(path)
+    before = path.read_bytes()
+    with io.open_tensor_source(path) as src:
+        got = []
+        for key, tensor in src.iter_tensors(list(tensors)):
+            got.append((key, tensor.clone()))
+            tensor.zero_() if tensor.numel() else None  # borrowed: a write stays in the process
+    assert sorted(k for k, _ in got) == sorted(tensors)
+    for key, tensor in got:
+        assert torch.equal(tensor, tensors[key]) and tensor.dtype == tensors[key].dtype
+    assert path.read_bytes() == before
+    assert len(maps) > 2 and set(maps) == {mmap.ACCESS_COPY}
+
+
+def test_a_file_truncated_after_it_was_opened_is_named(tmp_path):
+    from weightselect import io
+
+    path = tmp_path / "t.safetensors"
+    _teacher_file(path)
+    with io.open_tensor_source(path) as src:
+        os.truncate(path, path.stat().st_size - 100)
+        with pytest.raises(io.WeightsFileError, match="truncated"):
+            list(src.iter_tensors(src.keys()))
+
+
 def test_in_memory_sources_cannot_hash_while_read():
     import torch
 

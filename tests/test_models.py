@@ -48,3 +48,21 @@ def test_stored_spec_takes_classes_and_channels_from_the_stored_weights(tmp_path
     assert stored_spec(mae, headless).kwargs == {**tiny, "num_classes": 0}  # the tag's pretrained config
     assert stored_spec(name + ".augreg_in21k", headless).kwargs == {"num_classes": 21843}
     assert stored_spec(name, headless) == ModelSpec(name, {})
+
+
+@pytest.mark.parametrize("name", ["convnext_femto", "vit_tiny_patch16_224", "resnet18"])
+def test_on_meta_builds_what_the_meta_device_builds_without_the_init_writes(name):
+    import torch
+    import torch.nn.init
+
+    from weightselect.models import on_meta
+
+    with torch.device("meta"):
+        plain = create_model(name)
+    with on_meta():
+        fast = create_model(name)
+    shapes = lambda m: [(k, tuple(v.shape), v.dtype, v.is_meta) for k, v in m.state_dict().items()]  # noqa: E731
+    assert shapes(fast) == shapes(plain)
+    assert [(n, type(m)) for n, m in fast.named_modules()] == [(n, type(m)) for n, m in plain.named_modules()]
+    assert all(p.requires_grad for p in fast.parameters())
+    assert torch.empty(2).device.type == "cpu"  # the device is restored after

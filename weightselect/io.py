@@ -621,7 +621,8 @@ class TensorSource:
 
     For safetensors files tensors are read lazily with positioned reads, so peak memory stays near
     the size of the tensors being used, not of the whole file; :meth:`iter_tensors` reads many
-    tensors in one sequential pass in file order, into one reused buffer.
+    tensors in one sequential pass in file order, into one reused buffer (a pass that hashes the
+    file) or mapping a group of neighbouring tensors at a time (one that does not).
     """
 
     def __init__(self, shapes: Dict[str, Tuple[int, ...]], getter, description: str, closer=None, reader=None):
@@ -660,7 +661,8 @@ class TensorSource:
         file front to back.
 
         The tensors of a streamed file are **borrowed**: views of a buffer that the next step of
-        the iteration overwrites; copy what you keep. ``hasher`` (a ``hashlib`` object) is updated
+        the iteration overwrites, or of a copy-on-write mapping of the file that it drops; copy
+        what you keep. ``hasher`` (a ``hashlib`` object) is updated
         with every byte of the file, in order, in the same pass; only a source that
         :attr:`streams` accepts one (ValueError otherwise). Raises KeyError for an unknown key.
         """
@@ -779,9 +781,10 @@ def _groups(spans, limit: int, contiguous: bool) -> list:
 
 
 def _safetensors_reader(fd: int, header: Dict[str, Any], base: int, path: Path):
-    """The :meth:`TensorSource.iter_tensors` of a safetensors file: reads in file order, one
-    positioned read per group of neighbouring tensors, into one buffer reused across reads; a
-    pass that hashes reads every byte, 1 MiB at a time, each slice hashed right after it is read."""
+    """The :meth:`TensorSource.iter_tensors` of a safetensors file, in file order, a group of
+    neighbouring tensors at a time. A pass that hashes reads every byte with positioned reads into
+    one buffer reused across reads, 1 MiB at a time, each slice hashed right after it is read; a
+    pass that does not hash maps each group instead (:func:`_mapped_groups`)."""
 
     def read(keys, hasher):
         wanted = set(keys)
@@ -789,38 +792,67 @@ def _safetensors_reader(fd: int, header: Dict[str, Any], base: int, path: Path):
         spans = sorted((header[k]["_parsed"][0], header[k]["_parsed"][1], k) for k in names)
         limit = max([READ_BUFFER_BYTES] + [end - start for start, end, _ in spans])
         groups = _groups(spans, limit, contiguous=hasher is not None)
+        if hasher is None:
+            yield from _mapped_groups(fd, header, base, path, groups, wanted)
+            return
         buf = bytearray(max([0] + [g_end - g_start for g_start, g_end, _ in groups]))
         view = memoryview(buf)
-        if hasher is not None:
-            head = bytearray(base)
-            _pread_exact(fd, memoryview(head), 0, path, "header")
-            hasher.update(head)
+        head = bytearray(base)
+        _pread_exact(fd, memoryview(head), 0, path, "header")
+        hasher.update(head)
         done = 0
         for g_start, g_end, group in groups:
             what = f"tensor '{group[0][2]}'"
-            if hasher is None:
-                _pread_exact(fd, view[: g_end - g_start], base + g_start, path, what)
-            else:  # hashed slice by slice while each is still in the CPU's cache
-                for at in range(0, g_end - g_start, HASH_SLICE_BYTES):
-                    part = view[at: min(at + HASH_SLICE_BYTES, g_end - g_start)]
-                    _pread_exact(fd, part, base + g_start + at, path, what)
-                    hasher.update(part)
+            for at in range(0, g_end - g_start, HASH_SLICE_BYTES):  # hashed while still in the CPU's cache
+                part = view[at: min(at + HASH_SLICE_BYTES, g_end - g_start)]
+                _pread_exact(fd, part, base + g_start + at, path, what)
+                hasher.update(part)
             done = g_end
             for start, end, key in group:
                 if key in wanted:
                     _, _, shape, dtype = header[key]["_parsed"]
                     yield key, _borrowed(buf, start - g_start, end - start, shape, dtype)
-        if hasher is not None:  # bytes after the last tensor, if any
-            rest = os.fstat(fd).st_size - base - done
-            if rest > 0:
-                tail = bytearray(rest)
-                _pread_exact(fd, memoryview(tail), base + done, path, "data")
-                hasher.update(tail)
+        rest = os.fstat(fd).st_size - base - done  # bytes after the last tensor, if any
+        if rest > 0:
+            tail = bytearray(rest)
+            _pread_exact(fd, memoryview(tail), base + done, path, "data")
+            hasher.update(tail)
 
     return read
 
 
-def _borrowed(buf: bytearray, offset: int, nbytes: int, shape, dtype) -> torch.Tensor:
+def _mapped_groups(fd: int, header: Dict[str, Any], base: int, path: Path, groups, wanted):
+    """``(key, tensor)`` of the ``wanted`` tensors of each group, the group mapped copy-on-write
+    (``mmap`` ``ACCESS_COPY``: a write to a tensor stays in this process): the tensors are views of
+    the page cache, with no copy into a buffer, no fresh pages to fault in for one, and only the pages
+    a selection touches read (the rows of a matrix's selected rows). One group is mapped at a time
+    (the caller may hold the last tensor of the previous one), so the process holds about as much
+    as a buffer would. A file system that cannot map files is read into a buffer instead."""
+    import mmap
+
+    buf = None
+    for g_start, g_end, group in groups:
+        region, shift = None, 0
+        if g_end > g_start:
+            at = (base + g_start) // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY
+            try:
+                region = mmap.mmap(fd, base + g_end - at, access=mmap.ACCESS_COPY, offset=at)
+                shift = base - at
+                with contextlib.suppress(AttributeError, OSError):  # a cold file: read ahead the whole group
+                    region.madvise(mmap.MADV_WILLNEED)
+            except ValueError:  # the group runs past the end of the file (truncated since it was opened)
+                raise WeightsFileError(f"{path}: truncated safetensors file (tensor '{group[0][2]}')") from None
+            except OSError:
+                buf = buf if buf is not None else bytearray(max(g_e - g_s for g_s, g_e, _ in groups))
+                _pread_exact(fd, memoryview(buf)[: g_end - g_start], base + g_start, path, f"tensor '{group[0][2]}'")
+                region, shift = buf, -g_start
+        for start, end, key in group:
+            if key in wanted:
+                _, _, shape, dtype = header[key]["_parsed"]
+                yield key, _borrowed(region, start + shift, end - start, shape, dtype)
+
+
+def _borrowed(buf, offset: int, nbytes: int, shape, dtype) -> torch.Tensor:
     import torch
     if nbytes == 0:
         return torch.empty(shape, dtype=dtype)
@@ -830,9 +862,10 @@ def _borrowed(buf: bytearray, offset: int, nbytes: int, shape, dtype) -> torch.T
 def open_tensor_source(path: str | os.PathLike, checkpoint_key: Optional[str] = None) -> TensorSource:
     """Open a weights file for tensor-by-tensor reads (lazy for safetensors).
 
-    A safetensors file is read with plain positioned reads (no memory map), so the process holds
-    only the tensors it keeps: ``get`` reads one tensor into a buffer of its own; ``iter_tensors``
-    reads many in file order through one reused buffer (16 MiB, or the largest tensor).
+    A safetensors file is read so that the process holds only the tensors it keeps: ``get`` reads
+    one tensor into a buffer of its own (a positioned read); ``iter_tensors`` reads many in file
+    order, a group of up to 16 MiB (or the largest tensor) at a time, through one reused buffer when
+    it hashes the file, else mapping each group copy-on-write (no copy; only the pages used are read).
     A PyTorch checkpoint is loaded whole (``checkpoint_key``: its entry, as :func:`read_checkpoint`);
     the source's ``checkpoint`` attribute says which entry was read and which there were.
     Raises WeightsFileError for a missing, truncated or malformed file.

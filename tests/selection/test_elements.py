@@ -62,3 +62,24 @@ def test_take_selects_each_dim():
 def test_select_indices_rejects_per_tensor_methods():
     with pytest.raises(ValueError, match="consistent methods"):
         elements.select_indices("random_nocons", 4, 2)
+
+
+def test_take_with_scratch_gives_the_same_new_tensors():
+    scratch = elements.Scratch()
+    gen = torch.Generator().manual_seed(0)
+    cases = [
+        (torch.randn(12, 10, generator=gen), [torch.tensor([0, 5, 11]), torch.tensor([1, 2, 9])]),
+        (torch.randn(6, 8, 3, 3, generator=gen).to(torch.bfloat16), [torch.tensor([0, 3]), torch.tensor([7, 1]), None, None]),
+        (torch.randn(5, 7, 9, generator=gen), [torch.tensor([4, 0]), torch.tensor([2, 3, 6]), torch.tensor([8])]),
+        (torch.randn(4, 6, generator=gen), [torch.arange(4), torch.tensor([5])]),  # a whole dimension: one step
+        (torch.randn(4, 6, generator=gen), [None, None]),
+    ]
+    kept = []
+    for tensor, idx in cases:
+        got = elements.take(tensor, idx, scratch)
+        assert torch.equal(got, elements.take(tensor, idx)) and got.dtype == tensor.dtype and got.is_contiguous()
+        kept.append((got.clone(), got))
+    assert all(s is not None for s in scratch._slots)  # the two- and three-step cases went through it
+    for copy, got in kept:  # later tensors do not overwrite earlier results (only the steps use the scratch)
+        assert torch.equal(copy, got)
+        assert all(got.untyped_storage().data_ptr() != s.untyped_storage().data_ptr() for s in scratch._slots if s is not None)

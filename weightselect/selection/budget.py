@@ -183,11 +183,9 @@ def shallower(depths: Tuple[int, ...]) -> List[Tuple[int, ...]]:
 # ---------------------------------------------------------------------------------------------
 # timm: ViT (embed_dim = heads x head_dim, depth) and ConvNeXt (dims per stage, depths per stage)
 def _meta_build(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    import torch
+    from weightselect.models import ModelSpec, create_model, on_meta
 
-    from weightselect.models import ModelSpec, create_model
-
-    with torch.device("meta"):
+    with on_meta():
         return create_model(ModelSpec(name, dict(kwargs)))
 
 

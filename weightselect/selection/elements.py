@@ -23,6 +23,7 @@ __all__ = [
     "magnitude_select",
     "derived_seed",
     "take",
+    "Scratch",
 ]
 
 
@@ -145,10 +146,35 @@ def magnitude_select(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor
     return flat[keep].reshape(tuple(shape)).clone()
 
 
-def take(tensor: torch.Tensor, indices: Sequence[torch.Tensor | None]) -> torch.Tensor:
-    """Select ``indices[d]`` along every dimension ``d`` (``None`` keeps the dimension whole)."""
+class Scratch:
+    """Memory reused for the intermediate results of :func:`take` across tensors (a tensor is
+    selected one dimension at a time): its pages are faulted in once, not for every tensor (a
+    fresh page costs about as much as selecting a few thousand elements)."""
+
+    def __init__(self) -> None:
+        self._slots: list = [None, None]  # two: a step reads the previous step's slot
+
+    def tensor(self, slot: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+        n = dtype.itemsize
+        for d in shape:
+            n *= int(d)
+        buf = self._slots[slot]
+        if buf is None or buf.numel() < n:
+            buf = self._slots[slot] = torch.empty(n, dtype=torch.uint8)
+        return buf[:n].view(dtype).view(tuple(shape))
+
+
+def take(tensor: torch.Tensor, indices: Sequence[torch.Tensor | None], scratch: Scratch | None = None) -> torch.Tensor:
+    """Select ``indices[d]`` along every dimension ``d`` (``None`` keeps the dimension whole); a new
+    tensor. ``scratch``: where the steps before the last put their results (else fresh tensors)."""
+    steps = [(dim, idx) for dim, idx in enumerate(indices) if idx is not None
+             and not (idx.numel() == tensor.shape[dim] and bool((idx == torch.arange(tensor.shape[dim])).all()))]
     out = tensor
-    for dim, idx in enumerate(indices):
-        if idx is not None and not (idx.numel() == out.shape[dim] and bool((idx == torch.arange(out.shape[dim])).all())):
+    for n, (dim, idx) in enumerate(steps):
+        if scratch is not None and n < len(steps) - 1:
+            shape = list(out.shape)
+            shape[dim] = idx.numel()
+            out = torch.index_select(out, dim, idx, out=scratch.tensor(n % 2, shape, out.dtype))
+        else:
             out = torch.index_select(out, dim, idx)
     return tensor.clone() if out is tensor else out.contiguous()

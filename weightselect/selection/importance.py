@@ -306,12 +306,12 @@ def study_calibration(spec: Mapping[str, Any]) -> Calibration:
     ``samples``, ``seed``, ``img_size``; the select rule adds ``teacher_model`` and ``data_root``):
     at the teacher's input channels and size (``img_size`` overrides the size), normalized with the
     dataset's own mean and std, as the study's teachers are pretrained on catalog datasets."""
-    from weightselect.models import ModelSpec, create_model
+    from weightselect.models import ModelSpec, create_model, on_meta
     from weightselect.selection.select import student_pretrained_cfg
     from weightselect.training.catalog import dataset_info
 
     model_spec = ModelSpec.from_any(spec["teacher_model"])
-    with torch.device("meta"):
+    with on_meta():
         teacher = create_model(model_spec)
     chans, height, width = student_pretrained_cfg(teacher, model_spec.kwargs).get("input_size") or (3, 224, 224)
     if spec.get("img_size"):

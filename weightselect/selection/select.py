@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from weightselect import __version__
 from weightselect.io import save_init
-from weightselect.models import ModelSpec, classifier_keys, create_model, stored_spec
+from weightselect.models import ModelSpec, classifier_keys, create_model, on_meta, stored_spec
 from weightselect.selection import elements, importance
 from weightselect.selection.families import (
     GENERIC,
@@ -131,7 +131,7 @@ def _student_model(student: Any, student_kwargs: Optional[Mapping[str, Any]]) ->
 def _shape_model(spec: ModelSpec) -> nn.Module:
     """The student for its names and shapes: built on the meta device (no memory)."""
     try:
-        with torch.device("meta"):
+        with on_meta():
             return create_model(spec)
     except (RuntimeError, NotImplementedError, TypeError):
         return create_model(spec)
@@ -598,9 +598,10 @@ def _dtype_note(t_dtypes, selected, dtype: str) -> Dict[str, Any]:
 
 
 def _select_entry(entry: "_Entry", t_tensor: torch.Tensor, method, seed, family, axis_indices,
-                  dtype: str = "student") -> Tuple[torch.Tensor, bool]:
+                  dtype: str = "student", scratch: Optional[elements.Scratch] = None) -> Tuple[torch.Tensor, bool]:
     """One student tensor from its (possibly borrowed) teacher tensor, never a view of it, and
-    whether the selected values are finite (checked before any dtype change)."""
+    whether the selected values are finite (checked before any dtype change). ``scratch``: memory
+    for the intermediate steps of the selection, reused across tensors."""
     borrowed = t_tensor.untyped_storage().data_ptr()
     t_dtype = t_tensor.dtype
     if entry.resample is not None:
@@ -609,7 +610,7 @@ def _select_entry(entry: "_Entry", t_tensor: torch.Tensor, method, seed, family,
     if method == "magnitude":
         out = elements.magnitude_select(t_tensor, entry.s_full)
     else:
-        out = elements.take(t_tensor, _dim_indices(entry, t_tensor, method, seed, family, axis_indices))
+        out = elements.take(t_tensor, _dim_indices(entry, t_tensor, method, seed, family, axis_indices), scratch)
         out = out.reshape(entry.s_full)
     finite = not out.is_floating_point() or math.isfinite(_total(out))
     if out.is_floating_point() and entry.dtype.is_floating_point:
@@ -632,6 +633,7 @@ def _read_and_select(source, entries, method, seed, family, axis_indices, dtype:
         by_key.setdefault(entry.teacher_key, []).append(entry)
     out: Dict[str, torch.Tensor] = {}
     non_finite = set()
+    scratch = elements.Scratch()
     hasher = source.hasher()
     for t_key, t_tensor in source.tensors.iter_tensors(list(by_key), hasher):
         if t_tensor.is_floating_point():
@@ -643,7 +645,7 @@ def _read_and_select(source, entries, method, seed, family, axis_indices, dtype:
                     "where the student has floating-point weights: weight selection takes floating-point weights "
                     "(an integer or quantized checkpoint); dequantize it, or use the float checkpoint"
                 )
-            out[entry.key], finite = _select_entry(entry, t_tensor, method, seed, family, axis_indices, dtype)
+            out[entry.key], finite = _select_entry(entry, t_tensor, method, seed, family, axis_indices, dtype, scratch)
             if not finite:
                 non_finite.add(t_key)  # NaN/inf among the selected values (a sum keeps them)
     source.finish_identity(hasher)

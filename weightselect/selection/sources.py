@@ -256,10 +256,10 @@ def _open_pretrained(spec: ModelSpec, identity: str = "sha256") -> TeacherSource
 
 def _meta_model(spec: ModelSpec) -> Optional[nn.Module]:
     """The teacher architecture on the meta device (for its token grid); None if it cannot be built."""
-    from weightselect.models import create_model
+    from weightselect.models import create_model, on_meta
 
     try:
-        with torch.device("meta"):
+        with on_meta():
             return create_model(ModelSpec(spec.architecture, dict(spec.kwargs)))
     except Exception:  # a model that cannot be built on meta: its attributes are then read from names
         return None
