@@ -145,7 +145,6 @@ def test_pretraining_figure_prints_and_writes_the_compute_ratio(tmp_path):
 
 def test_figure5_names_student_block_head_and_sizes_and_has_a_colour_scale_per_panel(tmp_path):
     import timm
-    import torch
     from safetensors.torch import save_file
 
     from weightselect.results.figures import plot_attention_maps

@@ -3,7 +3,6 @@ width at the teacher's depth (the next one is over it, counted on a real build),
 a selection that loads strictly."""
 import pytest
 import timm
-import torch
 
 from selection_helpers import SMALL_VIT, model
 from weightselect.selection import select

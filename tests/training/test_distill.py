@@ -72,7 +72,7 @@ def test_logit_distillation_with_alpha_zero_equals_plain_training(tmp_path, tiny
     plain = train(tiny_vit, "digits", tmp_path / "plain", recipe=recipe, progress=False)
     zero = train(tiny_vit, "digits", tmp_path / "zero", recipe=recipe, distill={"kind": "logit", "alpha": 0.0},
                  teacher=digits_teacher, progress=False)
-    kd = train(tiny_vit, "digits", tmp_path / "kd", recipe=recipe, distill="logit", teacher=digits_teacher,
+    train(tiny_vit, "digits", tmp_path / "kd", recipe=recipe, distill="logit", teacher=digits_teacher,
                progress=False)
     lines = {k: json.loads((tmp_path / k / "metrics.jsonl").read_text()) for k in ("plain", "zero", "kd")}
     assert lines["zero"]["train_loss"] == lines["plain"]["train_loss"] and zero["final_top1"] == plain["final_top1"]

@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 
-from weightselect.training import launch
 from weightselect.training.launch import GPUUnavailable, check_gpus, driver_floor, run_job, torchrun_command
 
 
