@@ -280,20 +280,72 @@ def classifier_keys(model: "nn.Module") -> List[str]:
     return [k for k in sd_keys if any(k.startswith(n + ".") for n in names)]
 
 
+def _trained(weights: "str | os.PathLike | None") -> Dict[str, Any]:
+    """The JSON manifest beside a weights file this project's trainer wrote ({} without one)."""
+    from weightselect.io import manifest_path, read_json
+
+    if not weights:
+        return {}
+    mpath = manifest_path(weights)
+    manifest = read_json(mpath) if mpath.is_file() else {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def trained_dataset(weights: "str | os.PathLike | None") -> Optional[str]:
     """The catalog dataset (``weightselect.training.catalog.DATASETS``) that a model pretrained by
     this project's trainer was trained on: the ``final.dataset`` of the JSON manifest beside its
     weights file (``x.safetensors`` -> ``x.json``); None without a weights file, a manifest or a
     catalog name there."""
-    from weightselect.io import manifest_path, read_json
     from weightselect.training.catalog import DATASETS
 
-    if not weights:
-        return None
-    mpath = manifest_path(weights)
-    manifest = read_json(mpath) if mpath.is_file() else {}
-    dataset = (manifest.get("final") or {}).get("dataset") if isinstance(manifest, dict) else None
+    dataset = (_trained(weights).get("final") or {}).get("dataset")
     return dataset if dataset in DATASETS else None
+
+
+def trained_img_size(weights: "str | os.PathLike | None") -> Optional[int]:
+    """The input resolution (pixels, square) a model pretrained by this project's trainer was
+    trained at: its manifest's recipe ``img_size``, else the default of the dataset it was trained
+    on (``DatasetInfo.img_size``, as the recipe resolves it); None as for ``trained_dataset``."""
+    from weightselect.training.catalog import DATASETS
+
+    dataset = trained_dataset(weights)
+    if dataset is None:
+        return None
+    size = (_trained(weights).get("recipe") or {}).get("img_size")
+    return int(size) if isinstance(size, int) and size > 0 else DATASETS[dataset].img_size
+
+
+def per_channel(values: Sequence[float], in_chans: int) -> tuple:
+    """``values`` (a mean or std per RGB channel) for ``in_chans`` input channels: as they are when
+    the counts match, their average for one channel, else repeated and cut to ``in_chans``."""
+    values = tuple(float(v) for v in values)
+    if len(values) == in_chans:
+        return values
+    if in_chans == 1:
+        return (sum(values) / len(values),)
+    return tuple((values * in_chans)[:in_chans])
+
+
+def input_norm(model: "nn.Module", weights: "str | os.PathLike | None" = None):
+    """``(mean, std, source)``: the normalization of the input a pretrained model expects, one value
+    per input channel on the 0-1 pixel scale (``model.in_chans`` channels; timm's data config has
+    three). From, first found: the catalog dataset a weights file of this project's trainer was
+    trained on (``trained_dataset``: that dataset's mean/std), else the model's timm
+    ``pretrained_cfg`` (``mean``/``std``, what ``timm.data.resolve_data_config`` gives; timm's
+    ImageNet defaults without one). ``source`` says which, for manifests and logs."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    in_chans = int(getattr(model, "in_chans", 0) or (cfg.get("input_size") or (3,))[0])
+    dataset = trained_dataset(weights)
+    if dataset is not None:
+        from weightselect.io import manifest_path
+        from weightselect.training.catalog import DATASETS
+
+        mean, std = DATASETS[dataset].norm(in_chans)
+        return mean, std, f"{manifest_path(weights).name}: trained on {dataset}"
+    mean, std = cfg.get("mean") or IMAGENET_DEFAULT_MEAN, cfg.get("std") or IMAGENET_DEFAULT_STD
+    return per_channel(mean, in_chans), per_channel(std, in_chans), "timm pretrained_cfg"
 
 
 def stored_spec(spec: "ModelSpec | str | Mapping[str, Any]", shapes: Mapping[str, Sequence[int]],

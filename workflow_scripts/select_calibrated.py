@@ -17,7 +17,7 @@ result = select(
     layers=init.get("layers", "first"),
     seed=init.get("seed", 0),
     exclude=init.get("exclude", ()),
-    calibration=study_calibration(calibration),
+    calibration=study_calibration(calibration, teacher=snakemake.input.teacher),
     teacher_model=calibration["teacher_model"],
 )
 result.save(snakemake.output.weights)

@@ -219,3 +219,56 @@ def test_a_teacher_file_takes_its_channels_from_its_manifest(tmp_path):
     by_file = select(path, student, method="activation", calibration=x,
                      teacher_model={"name": "vit_small_patch16_224", "kwargs": kwargs})
     assert by_file.manifest["axes"] == select(teacher, student, method="activation", calibration=x).manifest["axes"]
+
+
+def test_calibration_is_normalized_as_the_teacher_expects(tmp_path):
+    """Calibration images are normalized with the teacher's own input normalization, not with the
+    calibration dataset's: a teacher file pretrained by the trainer on cifar10 (its manifest says so)
+    gets ImageNet's mean/std (averaged for one channel); a timm model with no file gets its
+    pretrained_cfg's (ImageNet's for convnext_atto), per channel, even on grey digits."""
+    import json
+
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from weightselect.selection.importance import study_calibration
+
+    kwargs = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 64, "depth": 2, "num_heads": 2}
+    spec = {"dataset": "digits", "samples": 4, "seed": 2,
+            "teacher_model": {"name": "vit_small_patch16_224", "kwargs": kwargs}}
+    path = tmp_path / "t.safetensors"
+    path.write_bytes(b"")  # only its manifest is read here
+    (tmp_path / "t.json").write_text(json.dumps({"final": {"dataset": "cifar10"}, "recipe": {"img_size": 16}}))
+    plain = study_calibration(spec)  # no file: vit_small_patch16_224's data config, mean 0.5, std 0.5
+    assert plain.description["normalization"] == "timm pretrained_cfg"
+    cal = study_calibration(spec, teacher=path)
+    assert cal.description["normalization"] == "t.json: trained on cifar10"
+    pixels = plain.data * 0.5 + 0.5
+    mean, std = sum(IMAGENET_DEFAULT_MEAN) / 3, sum(IMAGENET_DEFAULT_STD) / 3
+    assert torch.allclose(cal.data, (pixels - mean) / std, atol=1e-5)
+
+    rgb = study_calibration({**spec, "img_size": 16, "teacher_model": "convnext_atto"})
+    assert rgb.data.shape == (4, 3, 16, 16)
+    per_channel = [rgb.data[:, c] * IMAGENET_DEFAULT_STD[c] + IMAGENET_DEFAULT_MEAN[c] for c in range(3)]
+    assert torch.allclose(per_channel[0], per_channel[1], atol=1e-5)  # one grey image in every channel
+    assert torch.allclose(per_channel[0], per_channel[2], atol=1e-5)
+    assert torch.allclose(per_channel[0], pixels[:, 0], atol=1e-5)
+
+
+def test_calibration_images_are_at_the_size_the_teacher_was_trained_at(tmp_path):
+    """A teacher file of this project is calibrated at the resolution its manifest says it was
+    trained at (its recipe's img_size, else its dataset's default), not at its timm data config's
+    224: the cpu study's ConvNeXt letters teacher was trained on 32x32 glyphs."""
+    import json
+
+    from weightselect.selection.importance import study_calibration
+
+    convnext = {"name": "convnext_tiny", "kwargs": {"in_chans": 1, "dims": [32, 64, 128, 256], "depths": [2, 2, 2, 2],
+                                                    "patch_size": 4}}
+    spec = {"dataset": "letters", "samples": 2, "seed": 0, "teacher_model": convnext}
+    for name, manifest, size in (("at32", {"final": {"dataset": "letters"}, "recipe": {"img_size": 32}}, 32),
+                                 ("default", {"final": {"dataset": "letters"}, "recipe": {}}, 16),
+                                 ("hub", {"source": "hub"}, 224)):
+        path = tmp_path / f"{name}.safetensors"
+        (tmp_path / f"{name}.json").write_text(json.dumps(manifest))
+        assert study_calibration(spec, teacher=path).data.shape == (2, 1, size, size), name
+    assert study_calibration({**spec, "img_size": 24}, teacher=tmp_path / "at32.safetensors").data.shape[-1] == 24

@@ -34,7 +34,8 @@ def test_budget_and_activation_on_catalog_images(cached_atto, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("budget: dims (")
     sd, manifest = load_init(out)
     cal = manifest["calibration"]
-    assert cal["data"] == {"source": "digits train", "seed": 2, "input_size": [3, 224, 224]}
+    assert cal["data"] == {"source": "digits train", "seed": 2, "input_size": [3, 224, 224],
+                           "normalization": "timm pretrained_cfg"}  # a hub name: its data config
     assert cal["samples"] == 6 and cal["batch_size"] == 4 and cal["unscored"] == []
     assert manifest["budget"]["params"] <= 1_500_000
     student = timm.create_model("convnext_atto", **manifest["student"]["kwargs"])

@@ -71,7 +71,9 @@ def _teacher_model(args: argparse.Namespace):
 def _calibration(args: argparse.Namespace):
     """The calibration images of --calibration: a .pt tensor (N, C, H, W), or --calibration-samples
     training images of a catalog dataset drawn with --calibration-seed, at the teacher's input size
-    and normalization (its timm data config)."""
+    (a teacher file of this project: the size it was trained at, ``models.trained_img_size``; else
+    its timm data config) and normalization (``models.input_norm``: the dataset a teacher file of
+    this project was trained on, else the timm data config)."""
     if args.calibration is None:
         return None
     from weightselect.selection.importance import Calibration, image_calibration
@@ -84,6 +86,7 @@ def _calibration(args: argparse.Namespace):
             raise ValueError(f"--calibration {args.calibration}: a .pt file of images holds one float tensor "
                              "(N, C, H, W), normalized as the teacher expects")
         return Calibration(data, {"source": args.calibration}, args.calibration_batch)
+    from weightselect.models import input_norm, trained_img_size
     from weightselect.selection.budget import _timm_teacher
     from weightselect.selection.importance import check_dataset
     from weightselect.selection.select import student_pretrained_cfg
@@ -97,9 +100,14 @@ def _calibration(args: argparse.Namespace):
     if not cfg.get("input_size"):
         raise ValueError(f"--teacher {args.teacher} has no data config (input size, mean, std): pass the images "
                          "as a .pt tensor (--calibration images.pt)")
-    return image_calibration(args.calibration, args.calibration_samples, args.calibration_seed, cfg["input_size"],
-                             cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3), args.data_root,
-                             args.calibration_batch)
+    weights = args.teacher if Path(args.teacher).is_file() else None
+    mean, std, source = input_norm(teacher, weights)
+    chans, height, width = cfg["input_size"]
+    size = trained_img_size(weights)  # a teacher of this project: the size it was trained at
+    cal = image_calibration(args.calibration, args.calibration_samples, args.calibration_seed,
+                            (chans, size or height, size or width), mean, std, args.data_root, args.calibration_batch)
+    cal.description["normalization"] = source
+    return cal
 
 
 def run_select(args: argparse.Namespace) -> int:

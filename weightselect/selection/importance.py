@@ -301,21 +301,27 @@ def image_calibration(dataset: str, samples: int, seed: int, input_size: Sequenc
                        batch_size)
 
 
-def study_calibration(spec: Mapping[str, Any]) -> Calibration:
+def study_calibration(spec: Mapping[str, Any], teacher: Any = None) -> Calibration:
     """The calibration images of a workflow variant's ``calibration`` (config.yaml: ``dataset``,
     ``samples``, ``seed``, ``img_size``; the select rule adds ``teacher_model`` and ``data_root``):
-    at the teacher's input channels and size (``img_size`` overrides the size), normalized with the
-    dataset's own mean and std, as the study's teachers are pretrained on catalog datasets."""
-    from weightselect.models import ModelSpec, create_model, on_meta
+    at the teacher's input channels and the size it was trained at (``img_size`` if given, else
+    ``models.trained_img_size`` of a teacher file of this project, else the model spec's and timm
+    data config's), normalized as the teacher expects its input (``models.input_norm``: the dataset
+    a teacher file of this project was pretrained on, from the manifest beside ``teacher``, else the
+    teacher's timm data config; not the calibration dataset's own normalization, which a hub teacher
+    was not trained with)."""
+    from weightselect.models import ModelSpec, create_model, input_norm, on_meta, trained_img_size
     from weightselect.selection.select import student_pretrained_cfg
-    from weightselect.training.catalog import dataset_info
 
     model_spec = ModelSpec.from_any(spec["teacher_model"])
     with on_meta():
-        teacher = create_model(model_spec)
-    chans, height, width = student_pretrained_cfg(teacher, model_spec.kwargs).get("input_size") or (3, 224, 224)
-    if spec.get("img_size"):
-        height = width = int(spec["img_size"])
-    mean, std = dataset_info(spec["dataset"]).norm(int(chans))
-    return image_calibration(spec["dataset"], int(spec.get("samples", 256)), int(spec.get("seed", 0)),
-                             (chans, height, width), mean, std, spec.get("data_root"))
+        model = create_model(model_spec)
+    chans, height, width = student_pretrained_cfg(model, model_spec.kwargs).get("input_size") or (3, 224, 224)
+    size = spec.get("img_size") or trained_img_size(teacher)
+    if size:
+        height = width = int(size)
+    mean, std, source = input_norm(model, teacher)
+    cal = image_calibration(spec["dataset"], int(spec.get("samples", 256)), int(spec.get("seed", 0)),
+                            (chans, height, width), mean, std, spec.get("data_root"))
+    cal.description["normalization"] = source
+    return cal

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from weightselect.models import ModelSpec, create_model, stored_spec, trained_dataset
+from weightselect.models import ModelSpec, create_model, stored_spec
 
 __all__ = [
     "logit_distill_loss",
@@ -126,32 +126,15 @@ class TeacherSpec:
         return out
 
 
-def _channels(values: Tuple[float, ...], in_chans: int) -> Tuple[float, ...]:
-    if len(values) == in_chans:
-        return tuple(values)
-    if in_chans == 1:
-        return (sum(values) / len(values),)
-    return tuple((tuple(values) * in_chans)[:in_chans])
-
-
 def teacher_norm(spec: "TeacherSpec", model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...], str]:
-    """(mean, std, where from) of the input the teacher expects, per its input channel."""
-    in_chans = int(getattr(model, "in_chans", 0) or model.pretrained_cfg.get("input_size", (3,))[0])
+    """(mean, std, where from) of the input the teacher expects, per its input channel: the teacher
+    spec's own mean/std when it gives them, else ``models.input_norm`` of its weights."""
+    from weightselect.models import input_norm, per_channel
+
     if spec.mean is not None:
-        return _channels(spec.mean, in_chans), _channels(spec.std, in_chans), "teacher spec"
-    if spec.weights:
-        from weightselect.io import manifest_path
-        from weightselect.training.catalog import DATASETS
-
-        dataset = trained_dataset(spec.weights)
-        if dataset is not None:
-            mean, std = DATASETS[dataset].norm(in_chans)
-            return mean, std, f"{manifest_path(spec.weights).name}: trained on {dataset}"
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    mean, std = cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD)
-    return _channels(mean, in_chans), _channels(std, in_chans), "timm pretrained_cfg"
+        in_chans = len(input_norm(model)[0])
+        return per_channel(spec.mean, in_chans), per_channel(spec.std, in_chans), "teacher spec"
+    return input_norm(model, spec.weights)
 
 
 class Teacher(nn.Module):
