@@ -51,10 +51,16 @@ class RehearsalStudy(Study):
 
     def __init__(self, config: Mapping[str, Any], name: str, sizes: Optional[Mapping[str, Any]] = None,
                  seeds: Optional[list] = None):
+        if seeds is not None and name in config["studies"]:
+            # before the study resolves its tables and figures, so that every one of them (a table's
+            # own `seeds` too) plans these seeds only
+            seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+            study = dict(config["studies"][name], seeds=seeds)
+            study["tables"] = {t: {k: v for k, v in spec.items() if k != "seeds"}
+                               for t, spec in study.get("tables", {}).items()}
+            config = dict(config, studies=dict(config["studies"], **{name: study}))
         super().__init__(config, name)
         self.sizes = dict(SIZES if sizes is None else sizes)
-        if seeds is not None:
-            self.seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
         from weightselect.training.toy_data import CHECKSUMMED  # noqa: PLC0415 (no torch import)
 
         self.spec = dict(self.spec, data_root=DATA_ROOT, download=True, resources={"threads": 1, "mem_mb": 4000})
