@@ -296,9 +296,13 @@ def trained_dataset(weights: "str | os.PathLike | None") -> Optional[str]:
     this project's trainer was trained on: the ``final.dataset`` of the JSON manifest beside its
     weights file (``x.safetensors`` -> ``x.json``); None without a weights file, a manifest or a
     catalog name there."""
+    return _catalog_dataset(_trained(weights))
+
+
+def _catalog_dataset(manifest: Mapping[str, Any]) -> Optional[str]:
     from weightselect.training.catalog import DATASETS
 
-    dataset = (_trained(weights).get("final") or {}).get("dataset")
+    dataset = (manifest.get("final") or {}).get("dataset")
     return dataset if dataset in DATASETS else None
 
 
@@ -308,22 +312,12 @@ def trained_img_size(weights: "str | os.PathLike | None") -> Optional[int]:
     on (``DatasetInfo.img_size``, as the recipe resolves it); None as for ``trained_dataset``."""
     from weightselect.training.catalog import DATASETS
 
-    dataset = trained_dataset(weights)
+    manifest = _trained(weights)
+    dataset = _catalog_dataset(manifest)
     if dataset is None:
         return None
-    size = (_trained(weights).get("recipe") or {}).get("img_size")
+    size = (manifest.get("recipe") or {}).get("img_size")
     return int(size) if isinstance(size, int) and size > 0 else DATASETS[dataset].img_size
-
-
-def per_channel(values: Sequence[float], in_chans: int) -> tuple:
-    """``values`` (a mean or std per RGB channel) for ``in_chans`` input channels: as they are when
-    the counts match, their average for one channel, else repeated and cut to ``in_chans``."""
-    values = tuple(float(v) for v in values)
-    if len(values) == in_chans:
-        return values
-    if in_chans == 1:
-        return (sum(values) / len(values),)
-    return tuple((values * in_chans)[:in_chans])
 
 
 def input_norm(model: "nn.Module", weights: "str | os.PathLike | None" = None):
@@ -334,6 +328,8 @@ def input_norm(model: "nn.Module", weights: "str | os.PathLike | None" = None):
     ``pretrained_cfg`` (``mean``/``std``, what ``timm.data.resolve_data_config`` gives; timm's
     ImageNet defaults without one). ``source`` says which, for manifests and logs."""
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    from weightselect.training.catalog import per_channel
 
     cfg = getattr(model, "pretrained_cfg", None) or {}
     in_chans = int(getattr(model, "in_chans", 0) or (cfg.get("input_size") or (3,))[0])

@@ -76,7 +76,7 @@ def _calibration(args: argparse.Namespace):
     this project was trained on, else the timm data config)."""
     if args.calibration is None:
         return None
-    from weightselect.selection.importance import Calibration, image_calibration
+    from weightselect.selection.importance import Calibration, teacher_calibration
 
     if args.calibration.endswith(".pt"):
         import torch
@@ -86,7 +86,6 @@ def _calibration(args: argparse.Namespace):
             raise ValueError(f"--calibration {args.calibration}: a .pt file of images holds one float tensor "
                              "(N, C, H, W), normalized as the teacher expects")
         return Calibration(data, {"source": args.calibration}, args.calibration_batch)
-    from weightselect.models import input_norm, trained_img_size
     from weightselect.selection.budget import _timm_teacher
     from weightselect.selection.importance import check_dataset
     from weightselect.selection.select import student_pretrained_cfg
@@ -100,14 +99,9 @@ def _calibration(args: argparse.Namespace):
     if not cfg.get("input_size"):
         raise ValueError(f"--teacher {args.teacher} has no data config (input size, mean, std): pass the images "
                          "as a .pt tensor (--calibration images.pt)")
-    weights = args.teacher if Path(args.teacher).is_file() else None
-    mean, std, source = input_norm(teacher, weights)
-    chans, height, width = cfg["input_size"]
-    size = trained_img_size(weights)  # a teacher of this project: the size it was trained at
-    cal = image_calibration(args.calibration, args.calibration_samples, args.calibration_seed,
-                            (chans, size or height, size or width), mean, std, args.data_root, args.calibration_batch)
-    cal.description["normalization"] = source
-    return cal
+    return teacher_calibration(args.calibration, args.calibration_samples, args.calibration_seed, teacher,
+                               args.teacher_kwargs, args.teacher if Path(args.teacher).is_file() else None,
+                               args.data_root, args.calibration_batch)
 
 
 def run_select(args: argparse.Namespace) -> int:

@@ -301,27 +301,36 @@ def image_calibration(dataset: str, samples: int, seed: int, input_size: Sequenc
                        batch_size)
 
 
+def teacher_calibration(dataset: str, samples: int, seed: int, teacher: nn.Module, kwargs: Any = None,
+                        weights: Any = None, data_root: Any = None, batch_size: int = 32,
+                        img_size: Optional[int] = None) -> Calibration:
+    """:func:`image_calibration` at the teacher's own input: its channels (timm data config with the
+    spec's ``kwargs``), the size it was trained at (``img_size`` if given, else
+    ``models.trained_img_size`` of a teacher file of this project, ``weights``, else the data
+    config's) and its normalization (``models.input_norm``: the dataset that teacher file was trained
+    on, else the data config's; not the calibration dataset's own, which a hub teacher was not
+    trained with). The description records which normalization (``normalization``)."""
+    from weightselect.models import input_norm, trained_img_size
+    from weightselect.selection.select import student_pretrained_cfg
+
+    chans, height, width = student_pretrained_cfg(teacher, kwargs).get("input_size") or (3, 224, 224)
+    size = img_size or trained_img_size(weights)
+    mean, std, source = input_norm(teacher, weights)
+    cal = image_calibration(dataset, samples, seed, (chans, size or height, size or width), mean, std, data_root,
+                            batch_size)
+    cal.description["normalization"] = source
+    return cal
+
+
 def study_calibration(spec: Mapping[str, Any], teacher: Any = None) -> Calibration:
     """The calibration images of a workflow variant's ``calibration`` (config.yaml: ``dataset``,
-    ``samples``, ``seed``, ``img_size``; the select rule adds ``teacher_model`` and ``data_root``):
-    at the teacher's input channels and the size it was trained at (``img_size`` if given, else
-    ``models.trained_img_size`` of a teacher file of this project, else the model spec's and timm
-    data config's), normalized as the teacher expects its input (``models.input_norm``: the dataset
-    a teacher file of this project was pretrained on, from the manifest beside ``teacher``, else the
-    teacher's timm data config; not the calibration dataset's own normalization, which a hub teacher
-    was not trained with)."""
-    from weightselect.models import ModelSpec, create_model, input_norm, on_meta, trained_img_size
-    from weightselect.selection.select import student_pretrained_cfg
+    ``samples``, ``seed``, ``img_size``; the select rule adds ``teacher_model`` and ``data_root``)
+    for the teacher file ``teacher``, at that teacher's input (:func:`teacher_calibration`)."""
+    from weightselect.models import ModelSpec, create_model, on_meta
 
     model_spec = ModelSpec.from_any(spec["teacher_model"])
     with on_meta():
         model = create_model(model_spec)
-    chans, height, width = student_pretrained_cfg(model, model_spec.kwargs).get("input_size") or (3, 224, 224)
-    size = spec.get("img_size") or trained_img_size(teacher)
-    if size:
-        height = width = int(size)
-    mean, std, source = input_norm(model, teacher)
-    cal = image_calibration(spec["dataset"], int(spec.get("samples", 256)), int(spec.get("seed", 0)),
-                            (chans, height, width), mean, std, spec.get("data_root"))
-    cal.description["normalization"] = source
-    return cal
+    return teacher_calibration(spec["dataset"], int(spec.get("samples", 256)), int(spec.get("seed", 0)), model,
+                               model_spec.kwargs, teacher, spec.get("data_root"),
+                               img_size=int(spec["img_size"]) if spec.get("img_size") else None)

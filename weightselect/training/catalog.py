@@ -5,10 +5,10 @@ The Snakefile and ``recipe.resolve_recipe`` read it at parse time; ``data.py`` b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 __all__ = ["DatasetInfo", "DATASETS", "dataset_info", "IMAGENET_MEAN", "IMAGENET_STD", "LETTERS", "SYMBOLS",
-           "DIGIT_GLYPHS", "GLYPH_SETS"]
+           "DIGIT_GLYPHS", "GLYPH_SETS", "per_channel"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,11 +34,18 @@ class DatasetInfo:
 
     def norm(self, in_chans: int) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
         """Mean/std for ``in_chans`` channels (grey versions of RGB sets use the average)."""
-        if in_chans == len(self.mean):
-            return self.mean, self.std
-        if in_chans == 1:
-            return (sum(self.mean) / len(self.mean),), (sum(self.std) / len(self.std),)
-        return tuple(self.mean * in_chans)[:in_chans], tuple(self.std * in_chans)[:in_chans]
+        return per_channel(self.mean, in_chans), per_channel(self.std, in_chans)
+
+
+def per_channel(values: Sequence[float], in_chans: int) -> Tuple[float, ...]:
+    """``values`` (a mean or std per RGB channel) for ``in_chans`` input channels: as they are when
+    the counts match, their average for one channel, else repeated and cut to ``in_chans``."""
+    values = tuple(float(v) for v in values)
+    if len(values) == in_chans:
+        return values
+    if in_chans == 1:
+        return (sum(values) / len(values),)
+    return tuple((values * in_chans)[:in_chans])
 
 
 _GREY = ((0.5,), (0.5,))

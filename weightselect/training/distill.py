@@ -129,7 +129,8 @@ class TeacherSpec:
 def teacher_norm(spec: "TeacherSpec", model: nn.Module) -> Tuple[Tuple[float, ...], Tuple[float, ...], str]:
     """(mean, std, where from) of the input the teacher expects, per its input channel: the teacher
     spec's own mean/std when it gives them, else ``models.input_norm`` of its weights."""
-    from weightselect.models import input_norm, per_channel
+    from weightselect.models import input_norm
+    from weightselect.training.catalog import per_channel
 
     if spec.mean is not None:
         in_chans = len(input_norm(model)[0])
